@@ -1,0 +1,48 @@
+"""spanqa: extractive question answering over document collections.
+
+Answers are quoted spans of your documents, each with its score, source file, page and
+character offsets into the extracted text of that page.
+"""
+
+import os
+
+# Haystack sends usage telemetry unless told otherwise; nothing we ship may phone home.
+# Set before any Haystack module is imported (spanqa.* import Haystack only after this package).
+os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
+
+from spanqa.answers import Answer, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
+from spanqa.errors import (  # noqa: E402
+    ConfigError,
+    DocumentError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    ModelLoadError,
+    SpanQAError,
+)
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # DocumentQA pulls in torch, transformers and Haystack; import it only when asked for.
+    if name == "DocumentQA":
+        from spanqa.pipelines.api import DocumentQA
+
+        return DocumentQA
+    raise AttributeError(f"module 'spanqa' has no attribute {name!r}")
+
+
+__all__ = [
+    "Answer",
+    "ConfigError",
+    "DocumentError",
+    "DocumentQA",
+    "IndexMismatchError",
+    "IndexNotFoundError",
+    "IndexReport",
+    "IndexedFile",
+    "ModelLoadError",
+    "Passage",
+    "SkippedFile",
+    "SpanQAError",
+]

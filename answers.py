@@ -1,0 +1,79 @@
+"""Typed records that cross spanqa's boundaries (API, CLI, JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer span, quoted from the extracted text of one page.
+
+    `start`/`end` are character offsets into that page's text, `page` is 1-based, and
+    `context[answer_start_in_context:answer_end_in_context]` is the answer itself.
+    """
+
+    text: str
+    score: float
+    source: str
+    page: int
+    start: int
+    end: int
+    context: str
+    answer_start_in_context: int
+    answer_end_in_context: int
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "score": self.score,
+            "source": self.source,
+            "page": self.page,
+            "start": self.start,
+            "end": self.end,
+            "context": self.context,
+        }
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk: characters `start:end` of page `page` (1-based) of `source`."""
+
+    text: str
+    score: float
+    source: str
+    page: int
+    start: int
+    end: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    source: str
+    pages: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    source: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    """What one `index` call did: files indexed, files skipped with the reason, chunks written."""
+
+    indexed: list[IndexedFile] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    chunk_count: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "indexed": [asdict(f) for f in self.indexed],
+            "skipped": [asdict(f) for f in self.skipped],
+            "chunk_count": self.chunk_count,
+        }

@@ -1,0 +1,41 @@
+"""The one error family of spanqa. Each message names the bad value and how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SpanQAError(Exception):
+    """Base class of every error spanqa raises on purpose."""
+
+
+class ConfigError(SpanQAError, ValueError):
+    """An option has a value spanqa cannot use (bad top_k, unknown device, ...)."""
+
+
+class IndexNotFoundError(SpanQAError):
+    """The index directory does not exist or holds no spanqa index."""
+
+    def __init__(self, index_dir: str | Path):
+        self.index_dir = Path(index_dir)
+        super().__init__(
+            f"no spanqa index at '{self.index_dir}': build one first with "
+            f"`spanqa index PATH... --index {self.index_dir}`"
+        )
+
+
+class IndexMismatchError(SpanQAError):
+    """The index was built with settings (embedder, format) that differ from the ones asked for."""
+
+
+class ModelLoadError(SpanQAError):
+    """A model could not be loaded from the hub id or local directory given."""
+
+
+class DocumentError(SpanQAError):
+    """One input file cannot be indexed; `reason` says why in a few words a user can act on."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")

