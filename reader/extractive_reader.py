@@ -1,0 +1,200 @@
+"""ExtractiveReader: the Haystack component that quotes answer spans from retrieved Documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+from haystack.dataclasses import ExtractedAnswer
+
+from spanqa import defaults
+from spanqa.devices import check_device
+from spanqa.errors import ConfigError
+from spanqa.reader.loading import LoadedQAModel, load_qa_model, prepare_qa_model
+from spanqa.reader.span_reader import PassageSpan, ReadingSettings, read_passages
+
+
+def _check_top_k(top_k: object) -> None:
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        raise ConfigError(f"top_k={top_k!r} must be an integer >= 1 (default {defaults.ANSWER_TOP_K})")
+
+
+def _check_context_chars(context_chars: object) -> None:
+    if not isinstance(context_chars, int) or isinstance(context_chars, bool) or context_chars < 0:
+        raise ConfigError(
+            f"context_chars={context_chars!r} must be an integer >= 0 (default {defaults.CONTEXT_CHARS})"
+        )
+
+
+def _has_text(document: Document) -> bool:
+    return document.content is not None and document.content.strip() != ""
+
+
+def _extracted_answer(
+    query: str, document: Document, content: str, span: PassageSpan, context_chars: int
+) -> ExtractedAnswer:
+    context_start = max(0, span.start - context_chars)
+    context_end = min(len(content), span.end + context_chars)
+    return ExtractedAnswer(
+        query=query,
+        score=span.score,
+        data=content[span.start : span.end],
+        document=document,
+        context=content[context_start:context_end],
+        document_offset=ExtractedAnswer.Span(span.start, span.end),
+        context_offset=ExtractedAnswer.Span(span.start - context_start, span.end - context_start),
+        meta={"start_logit": span.start_logit, "end_logit": span.end_logit},
+    )
+
+
+@component
+class ExtractiveReader:
+    """Quotes the spans of the given Documents that answer a query, best first.
+
+    Decoding follows the classic transformers question-answering pipeline (which transformers 5
+    no longer ships): each Document is read in overlapping token windows, question first; answer
+    boundaries lie on passage tokens only; spans are at most `max_answer_length` tokens and are
+    widened to whole words. Within one Document, candidates are chosen as that pipeline chooses
+    them (by their per-window probability). Across Documents, answers are ranked by
+    `score = sigmoid(0.1 * (start_logit + end_logit))`, which, unlike the per-window probability,
+    means the same thing in every Document (see `spanqa.reader.decoding.comparable_score`).
+
+    The model loads in `warm_up` (called by `run` if needed). To read with a model already in
+    memory (tests, notebooks), build the reader with `ExtractiveReader.from_loaded(tokenizer, model)`.
+    """
+
+    def __init__(
+        self,
+        model: str = defaults.READER_MODEL,
+        device: str = defaults.DEVICE,
+        top_k: int = defaults.ANSWER_TOP_K,
+        max_answer_length: int = defaults.MAX_ANSWER_LENGTH,
+        max_seq_length: int = defaults.MAX_SEQ_LENGTH,
+        doc_stride: int = defaults.DOC_STRIDE,
+        max_question_length: int = defaults.MAX_QUESTION_LENGTH,
+        batch_size: int = defaults.READER_BATCH_SIZE,
+        context_chars: int = defaults.CONTEXT_CHARS,
+    ):
+        """
+        :param model: Hugging Face hub id or local directory of a question-answering model with a
+            fast tokenizer (tokenizer.json).
+        :param device: 'auto' (CUDA when torch sees a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'.
+            On CUDA the model runs in fp16.
+        :param top_k: answers returned by `run` unless it is given another top_k.
+        :param max_answer_length: longest answer, in tokens.
+        :param max_seq_length: tokens per (question, passage window) model input.
+        :param doc_stride: tokens shared by consecutive windows of one long passage.
+        :param max_question_length: questions are cut to this many tokens so a passage fits beside them.
+        :param batch_size: windows per forward pass.
+        :param context_chars: characters of the Document kept on each side of an answer as its context.
+        :raises ConfigError: a setting has a value the reader cannot use.
+        """
+        if not isinstance(model, str) or model.strip() == "":
+            raise ConfigError(f"model={model!r} must be a hub id or a local model directory")
+        check_device(device)
+        _check_top_k(top_k)
+        _check_context_chars(context_chars)
+        self.model = model
+        self.device = device
+        self.top_k = top_k
+        self.context_chars = context_chars
+        self.settings = ReadingSettings(
+            max_answer_length=max_answer_length,
+            max_seq_length=max_seq_length,
+            doc_stride=doc_stride,
+            max_question_length=max_question_length,
+            batch_size=batch_size,
+        )
+        self._qa_model: LoadedQAModel | None = None
+
+    @classmethod
+    def from_loaded(cls, tokenizer: Any, model: Any, **settings: Any) -> ExtractiveReader:
+        """A warm reader around a tokenizer and model already in memory; `warm_up` then loads nothing.
+
+        `model` is any torch.nn.Module called with input_ids (and attention_mask/token_type_ids
+        where its forward() declares them) that returns an object with `start_logits` and
+        `end_logits` of shape (batch, tokens). `settings` are `__init__` keyword arguments; the
+        `model` setting only names the model in `to_dict`.
+        """
+        reader = cls(**settings)
+        reader._adopt(prepare_qa_model(tokenizer, model, reader.device))
+        return reader
+
+    def _adopt(self, qa_model: LoadedQAModel) -> None:
+        self.settings.check_fits(qa_model)
+        self._qa_model = qa_model
+
+    def warm_up(self) -> None:
+        """Load the tokenizer and model onto the device, once.
+
+        :raises ModelLoadError: the model cannot be loaded (unknown hub id offline, missing directory).
+        :raises ConfigError: the tokenizer is not a fast one, the device is unavailable, or the
+            window settings do not fit the model.
+        """
+        if self._qa_model is not None:
+            return
+        self._adopt(load_qa_model(self.model, self.device))
+
+    def _loaded(self) -> LoadedQAModel:
+        self.warm_up()
+        if self._qa_model is None:
+            raise RuntimeError("warm_up returned without a model; this is a bug in ExtractiveReader")
+        return self._qa_model
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            model=self.model,
+            device=self.device,
+            top_k=self.top_k,
+            max_answer_length=self.settings.max_answer_length,
+            max_seq_length=self.settings.max_seq_length,
+            doc_stride=self.settings.doc_stride,
+            max_question_length=self.settings.max_question_length,
+            batch_size=self.settings.batch_size,
+            context_chars=self.context_chars,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtractiveReader:
+        return default_from_dict(cls, data)
+
+    @component.output_types(answers=list[ExtractedAnswer])
+    def run(
+        self, query: str, documents: list[Document], top_k: int | None = None
+    ) -> dict[str, list[ExtractedAnswer]]:
+        """Answers to `query` quoted from `documents`, best first, at most `top_k` of them.
+
+        Each answer's `data` is `document.content[document_offset.start:document_offset.end]`;
+        `context` is that span with up to `context_chars` characters either side, and
+        `context_offset` the answer's place in it. Documents without text are skipped; the same
+        span of the same Document is returned once. `meta` holds the span's `start_logit` and
+        `end_logit`.
+        """
+        if top_k is None:
+            top_k = self.top_k
+        _check_top_k(top_k)
+        readable = [document for document in documents if _has_text(document)]
+        if not readable or query.strip() == "":
+            return {"answers": []}
+        contents = [str(document.content) for document in readable]
+        spans_per_document = read_passages(self._loaded(), query, contents, self.settings, top_k)
+        spans = [span for document_spans in spans_per_document for span in document_spans]
+        # By logit sum, the order of `score` without its float saturation near 1. Stable: equal
+        # sums keep document order, then each document's own order.
+        spans.sort(key=lambda span: span.start_logit + span.end_logit, reverse=True)
+
+        answers: list[ExtractedAnswer] = []
+        seen: set[tuple[str, int, int]] = set()
+        for span in spans:
+            document = readable[span.passage_index]
+            key = (document.id, span.start, span.end)
+            if key in seen:
+                continue
+            seen.add(key)
+            answers.append(
+                _extracted_answer(query, document, contents[span.passage_index], span, self.context_chars)
+            )
+            if len(answers) == top_k:
+                break
+        return {"answers": answers}

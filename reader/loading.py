@@ -1,0 +1,85 @@
+"""Loading a question-answering model and its tokenizer, and placing the model on a device."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from spanqa.devices import check_device, resolve_device
+from spanqa.errors import ConfigError, ModelLoadError
+
+# What the reader can build for a window; a model gets the subset its tokenizer names and its
+# forward() declares (DistilBERT, for one, takes no token_type_ids).
+BUILDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class LoadedQAModel:
+    """A fast tokenizer and a question-answering model in eval mode on `device`, ready to read."""
+
+    tokenizer: Any  # a transformers fast tokenizer
+    model: Any  # a torch.nn.Module whose output has .start_logits and .end_logits
+    device: Any  # torch.device
+    input_names: tuple[str, ...]
+    word_ids_available: bool
+
+
+def _model_input_names(tokenizer, model) -> tuple[str, ...]:
+    accepted = inspect.signature(model.forward).parameters
+    names = tuple(
+        name for name in tokenizer.model_input_names if name in BUILDABLE_INPUTS and name in accepted
+    )
+    if "input_ids" not in names:
+        raise ConfigError(
+            f"the model's forward() takes {list(accepted)} and its tokenizer names "
+            f"{list(tokenizer.model_input_names)}; the reader needs both to take 'input_ids': "
+            "use a token-input question-answering model"
+        )
+    return names
+
+
+def prepare_qa_model(tokenizer, model, device: str) -> LoadedQAModel:
+    """Check a tokenizer/model pair and put the model in eval mode on `device` (fp16 on CUDA)."""
+    import torch
+
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(
+            f"the reader needs a fast (tokenizers-backed) tokenizer for character offsets and word ids, "
+            f"got {type(tokenizer).__name__}: use a model that ships a tokenizer.json"
+        )
+    # spanqa.devices: "auto" is the first CUDA GPU when torch sees one, else the CPU.
+    torch_device = torch.device(resolve_device(device))
+    model.eval()
+    # fp16 halves memory and is several times faster on GPUs; CPUs gain nothing and lose accuracy.
+    if torch_device.type == "cuda":
+        model.to(device=torch_device, dtype=torch.float16)
+    else:
+        model.to(device=torch_device)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    # Without a pre-tokenizer the tokenizers library counts the whole text as one word.
+    word_ids_available = backend is not None and backend.pre_tokenizer is not None
+    return LoadedQAModel(
+        tokenizer=tokenizer,
+        model=model,
+        device=torch_device,
+        input_names=_model_input_names(tokenizer, model),
+        word_ids_available=word_ids_available,
+    )
+
+
+def load_qa_model(model_name: str, device: str) -> LoadedQAModel:
+    """Load `model_name` (hub id or local directory) with AutoTokenizer + AutoModelForQuestionAnswering."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    check_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForQuestionAnswering.from_pretrained(model_name)
+    except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
+        raise ModelLoadError(
+            f"cannot load reader model '{model_name}': {error}. A hub id needs network access on first "
+            "use (later runs read the local cache); offline, pass the path of a local model directory "
+            "holding config.json, the weights and tokenizer.json"
+        ) from error
+    return prepare_qa_model(tokenizer, model, device)
