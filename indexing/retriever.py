@@ -1,0 +1,41 @@
+"""Embedding retrieval over a FaissDocumentStore, as a Haystack component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+
+from spanqa import defaults
+from spanqa.errors import ConfigError
+from spanqa.indexing.store import FaissDocumentStore, validate_top_k
+
+
+@component
+class FaissEmbeddingRetriever:
+    """The chunks most similar to a query embedding, best first, `score` = cosine similarity."""
+
+    def __init__(self, document_store: FaissDocumentStore, top_k: int = defaults.RETRIEVER_TOP_K):
+        if not isinstance(document_store, FaissDocumentStore):
+            raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
+        validate_top_k(top_k)
+        self.document_store = document_store
+        self.top_k = top_k
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(self, document_store=self.document_store.to_dict(), top_k=self.top_k)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
+        init_parameters = dict(data.get("init_parameters", {}))
+        store = init_parameters.get("document_store")
+        if isinstance(store, dict):
+            init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
+        return default_from_dict(cls, {**data, "init_parameters": init_parameters})
+
+    @component.output_types(documents=list[Document])
+    def run(self, query_embedding: list[float], top_k: int | None = None) -> dict:
+        if top_k is None:
+            top_k = self.top_k
+        validate_top_k(top_k)
+        return {"documents": self.document_store.search(query_embedding, top_k)}

@@ -1,0 +1,144 @@
+"""Small PDFs written by hand, byte by byte, so tests and sample data need no PDF library to create them.
+
+`write_text_pdf` produces the simplest PDF that pypdf's text extraction reads back word for word:
+one Helvetica Type 1 font (a standard-14 font, so nothing is embedded) and one content stream per
+page holding plain `Tj` text lines. The helpers below it write the broken and awkward files that
+the converter must report instead of indexing.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+PAGE_WIDTH = 612  # US Letter, in points
+PAGE_HEIGHT = 792
+MARGIN = 54
+FONT_SIZE = 10
+LEADING = 13  # points between baselines
+WRAP_CHARS = 90  # at 10 pt Helvetica a 90-character line is about 450 pt: it fits between the margins
+MAX_LINES = (PAGE_HEIGHT - 2 * MARGIN) // LEADING
+
+
+def pdf_string(text: str) -> bytes:
+    """`text` as a PDF literal string in WinAnsiEncoding, with the characters the syntax reserves escaped."""
+    try:
+        encoded = text.encode("cp1252")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{text!r} holds a character Helvetica's WinAnsiEncoding cannot show: {exc}") from exc
+    escaped = bytearray(b"(")
+    for byte in encoded:
+        if byte in b"()\\":
+            escaped += b"\\" + bytes([byte])
+        elif byte < 32 or byte > 126:
+            escaped += b"\\%03o" % byte
+        else:
+            escaped.append(byte)
+    escaped += b")"
+    return bytes(escaped)
+
+
+def layout_lines(page_text: str) -> list[str]:
+    """The page's lines as they will be drawn: each paragraph wrapped, a blank line between paragraphs."""
+    lines: list[str] = []
+    for paragraph in page_text.split("\n"):
+        if paragraph.strip() == "":
+            lines.append("")
+            continue
+        # Whole words only: a word cut in two, or a hyphen at a line end, would not extract back unchanged.
+        lines.extend(textwrap.wrap(paragraph, WRAP_CHARS, break_long_words=False, break_on_hyphens=False))
+    return lines
+
+
+def content_stream(page_text: str) -> bytes:
+    lines = layout_lines(page_text)
+    if len(lines) > MAX_LINES:
+        raise ValueError(f"page text needs {len(lines)} lines; one page holds at most {MAX_LINES}")
+    operators = [b"BT", b"/F1 %d Tf" % FONT_SIZE, b"%d %d Td" % (MARGIN, PAGE_HEIGHT - MARGIN)]
+    for line_number, line in enumerate(lines):
+        if line_number > 0:
+            operators.append(b"0 -%d Td" % LEADING)
+        # A blank line is drawn as one space: pypdf then extracts it as a whitespace-only line, so
+        # paragraph breaks survive the round trip (an empty gap alone extracts as a single newline).
+        operators.append(pdf_string(line if line != "" else " ") + b" Tj")
+    operators.append(b"ET")
+    return b"\n".join(operators) + b"\n"
+
+
+def build_text_pdf(pages: list[str]) -> bytes:
+    """The bytes of a PDF with one page per entry of `pages`; "\\n" in a page's text starts a new line."""
+    if len(pages) == 0:
+        raise ValueError("a PDF needs at least one page")
+    # Object numbers: 1 catalog, 2 page tree, 3 font, then a (page, content stream) pair per page.
+    page_numbers = [4 + 2 * i for i in range(len(pages))]
+    objects: list[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>"
+        % (b" ".join(b"%d 0 R" % n for n in page_numbers), len(pages)),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    for page_number, page_text in zip(page_numbers, pages):
+        stream = content_stream(page_text)
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R >> >> "
+            b"/Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, page_number + 1)
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"endstream")
+
+    out = io.BytesIO()
+    # The second line's bytes above 127 tell file-transfer tools the file is binary.
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref_offset = out.tell()
+    out.write(b"xref\n0 %d\n" % (len(objects) + 1))
+    # Every cross-reference entry is exactly 20 bytes, its end-of-line included.
+    out.write(b"0000000000 65535 f \n")
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_offset))
+    return out.getvalue()
+
+
+def write_text_pdf(path: str | Path, pages: list[str]) -> Path:
+    path = Path(path)
+    path.write_bytes(build_text_pdf(pages))
+    return path
+
+
+def write_corrupt_pdf(path: str | Path) -> Path:
+    """A PDF header followed by bytes that are no PDF structure at all."""
+    path = Path(path)
+    path.write_bytes(b"%PDF-1.4\n" + b"this is not a cross-reference table \x00\xff\x13 " * 40)
+    return path
+
+
+def write_encrypted_pdf(path: str | Path, pages: list[str], user_password: str, owner_password: str = "owner") -> Path:
+    """A text PDF encrypted with RC4-128, which pypdf decrypts without optional packages (AES needs one).
+
+    With `user_password=""` the file opens without a password, like most "protected" PDFs in the wild.
+    """
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(build_text_pdf(pages))))
+    writer.encrypt(user_password=user_password, owner_password=owner_password, algorithm="RC4-128")
+    path = Path(path)
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path
+
+
+def write_blank_pdf(path: str | Path, page_count: int = 2) -> Path:
+    """Pages with nothing on them: what a scan without an OCR text layer looks like to a text extractor."""
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for _ in range(page_count):
+        writer.add_blank_page(width=PAGE_WIDTH, height=PAGE_HEIGHT)
+    path = Path(path)
+    with path.open("wb") as handle:
+        writer.write(handle)
+    return path
