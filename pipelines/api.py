@@ -1,0 +1,209 @@
+"""The Python API: DocumentQA indexes files into a directory and answers questions from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from haystack import Document, Pipeline
+
+from spanqa import defaults
+from spanqa.answers import Answer, IndexedFile, IndexReport, Passage
+from spanqa.devices import check_device, resolve_device
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
+from spanqa.indexing import FaissDocumentStore, discover_files
+from spanqa.pipelines.builders import (
+    build_index_pipeline,
+    build_query_pipeline,
+    build_search_pipeline,
+    make_document_embedder,
+    make_text_embedder,
+)
+from spanqa.pipelines.records import answer_from_extracted, passage_from_document
+from spanqa.reader import ExtractiveReader
+
+# Saving rewrites the index files; every this many files a long run keeps what it has done.
+_SAVE_EVERY_FILES = 50
+
+
+def model_reference(model: str) -> str:
+    """A hub id stays as it is; a local directory becomes its absolute path, so the index can name it."""
+    candidate = Path(model).expanduser()
+    if candidate.is_dir():
+        return str(candidate.resolve())
+    return model
+
+
+def _check_top_k(top_k: int, name: str = "top_k") -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got {top_k!r}")
+    return top_k
+
+
+def _check_text(text: str, what: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"the {what} is empty: give a non-empty {what}")
+    return text
+
+
+def _warm_up(pipeline_or_component, models: str) -> None:
+    try:
+        pipeline_or_component.warm_up()
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every loader failure means the same thing to a user
+        raise ModelLoadError(
+            f"could not load {models}: {exc}. A hub id needs the network on first use; "
+            "offline, pass a local model directory instead"
+        ) from exc
+
+
+class DocumentQA:
+    """Index documents into `index_dir` and answer questions by quoting them.
+
+    >>> qa = DocumentQA("kb/")
+    >>> report = qa.index(["handbook.pdf", "notes/"])
+    >>> answers = qa.ask("When was the company founded?", top_k=5)
+
+    The embedder that builds an index is recorded in it and used again for every question;
+    naming a different one is an IndexMismatchError rather than silently wrong results.
+    """
+
+    def __init__(
+        self,
+        index_dir: str | Path,
+        *,
+        embedder: str | None = None,
+        reader: str = defaults.READER_MODEL,
+        device: str = defaults.DEVICE,
+        retriever_top_k: int = defaults.RETRIEVER_TOP_K,
+        max_answer_length: int = defaults.MAX_ANSWER_LENGTH,
+    ):
+        self.index_dir = Path(index_dir)
+        self.requested_embedder = None if embedder is None else model_reference(embedder)
+        self.reader_model = model_reference(reader)
+        self.device = check_device(device)
+        self.retriever_top_k = _check_top_k(retriever_top_k, "retriever_top_k")
+        self.max_answer_length = _check_top_k(max_answer_length, "max_answer_length")
+        self._store: FaissDocumentStore | None = None
+        self._search_pipeline: Pipeline | None = None
+        self._query_pipeline: Pipeline | None = None
+
+    # -- the index ---------------------------------------------------------------------------
+
+    def _embedder_for(self, recorded: str | None) -> str:
+        if recorded is None:
+            return defaults.EMBEDDER_MODEL if self.requested_embedder is None else self.requested_embedder
+        if self.requested_embedder is not None and self.requested_embedder != recorded:
+            raise IndexMismatchError(
+                f"the index at '{self.index_dir}' was built with embedder '{recorded}', not "
+                f"'{self.requested_embedder}': leave the embedder unset to use the recorded one, "
+                "or build a new index with the other embedder"
+            )
+        return recorded
+
+    def _open_store(self) -> FaissDocumentStore:
+        if self._store is None:
+            if not FaissDocumentStore.exists(self.index_dir):
+                raise IndexNotFoundError(self.index_dir)
+            store = FaissDocumentStore.open(self.index_dir)
+            self._embedder_for(store.embedder)
+            self._store = store
+        return self._store
+
+    def index(
+        self,
+        paths: str | Path | Iterable[str | Path],
+        *,
+        password: str | None = None,
+        on_file_done: Callable[[str], None] | None = None,
+    ) -> IndexReport:
+        """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        files, skipped = discover_files(list(paths))
+        report = IndexReport(skipped=list(skipped))
+        torch_device = resolve_device(self.device)
+
+        if FaissDocumentStore.exists(self.index_dir):
+            store = self._open_store()
+            embedder_model = store.embedder
+        else:
+            embedder_model = self._embedder_for(None)
+            store = None
+        embedder = make_document_embedder(embedder_model, torch_device)
+        _warm_up(embedder, f"embedder '{embedder_model}'")
+        if store is None:
+            # The store needs the vector size before the first write; the model tells it by example.
+            probe = embedder.run([Document(content="dimension probe")])["documents"][0]
+            store = FaissDocumentStore.create(self.index_dir, embedder=embedder_model, dimension=len(probe.embedding))
+            self._store = store
+        pipeline = build_index_pipeline(store, embedder, password=password)
+
+        for number, path in enumerate(files, start=1):
+            source = str(path)
+            result = pipeline.run(
+                {"converter": {"sources": [source]}}, include_outputs_from={"converter", "chunker"}
+            )
+            report.skipped.extend(result["converter"]["skipped"])
+            pages = result["converter"]["documents"]
+            chunks = result["chunker"]["documents"]
+            if pages:
+                kept_ids = {chunk.id for chunk in chunks}
+                of_source = {"field": "meta.source", "operator": "==", "value": source}
+                stale = [doc.id for doc in store.filter_documents(of_source) if doc.id not in kept_ids]
+                store.delete_documents(stale)
+                report.indexed.append(
+                    IndexedFile(source=source, pages=int(pages[0].meta["page_count"]), chunks=len(chunks))
+                )
+                report.chunk_count += len(chunks)
+            if number % _SAVE_EVERY_FILES == 0:
+                store.save()
+            if on_file_done is not None:
+                on_file_done(source)
+        store.save()
+        return report
+
+    # -- questions ---------------------------------------------------------------------------
+
+    def _ready_search_pipeline(self) -> Pipeline:
+        store = self._open_store()
+        if self._search_pipeline is None:
+            pipeline = build_search_pipeline(store, make_text_embedder(store.embedder, resolve_device(self.device)))
+            _warm_up(pipeline, f"embedder '{store.embedder}'")
+            self._search_pipeline = pipeline
+        return self._search_pipeline
+
+    def _ready_query_pipeline(self) -> Pipeline:
+        store = self._open_store()
+        if self._query_pipeline is None:
+            torch_device = resolve_device(self.device)
+            reader = ExtractiveReader(
+                model=self.reader_model, device=self.device, max_answer_length=self.max_answer_length
+            )
+            pipeline = build_query_pipeline(store, make_text_embedder(store.embedder, torch_device), reader)
+            _warm_up(pipeline, f"embedder '{store.embedder}' or reader '{self.reader_model}'")
+            self._query_pipeline = pipeline
+        return self._query_pipeline
+
+    def search(self, query: str, top_k: int = defaults.SEARCH_TOP_K) -> list[Passage]:
+        """The passages most similar to `query`, best first, without reading them."""
+        _check_text(query, "query")
+        _check_top_k(top_k)
+        result = self._ready_search_pipeline().run(
+            {"embedder": {"text": query}, "retriever": {"top_k": top_k}}
+        )
+        return [passage_from_document(doc) for doc in result["retriever"]["documents"]]
+
+    def ask(self, question: str, top_k: int = defaults.ANSWER_TOP_K) -> list[Answer]:
+        """Answer spans quoted from the indexed documents, best first (at most `top_k`)."""
+        _check_text(question, "question")
+        _check_top_k(top_k)
+        result = self._ready_query_pipeline().run(
+            {
+                "embedder": {"text": question},
+                "retriever": {"top_k": self.retriever_top_k},
+                "reader": {"query": question, "top_k": top_k},
+            }
+        )
+        return [answer_from_extracted(answer) for answer in result["reader"]["answers"]]

@@ -1,0 +1,206 @@
+"""The `spanqa` command: index files, ask questions, search passages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from spanqa import defaults
+from spanqa.answers import Answer, IndexReport, Passage
+from spanqa.errors import SpanQAError
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spanqa", description="Answer questions from your documents by quoting the exact span."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--index", required=True, metavar="DIR", help="the index directory")
+        sub.add_argument(
+            "--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+            help="where models run (default: %(default)s: a CUDA GPU when torch sees one, else the CPU)",
+        )
+        sub.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+    index = commands.add_parser("index", help="index files and folders (recursively)")
+    index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
+    index.add_argument(
+        "--embedder", metavar="MODEL",
+        help=f"embedding model, hub id or local directory (default: {defaults.EMBEDDER_MODEL}; "
+        "an existing index keeps the one it was built with)",
+    )
+    index.add_argument("--password", help="password for encrypted PDFs (the empty password is always tried)")
+    common(index)
+
+    ask = commands.add_parser("ask", help="answer a question from the index")
+    ask.add_argument("question", metavar="QUESTION")
+    ask.add_argument(
+        "--reader", default=defaults.READER_MODEL, metavar="MODEL",
+        help="extractive QA model, hub id or local directory (default: %(default)s)",
+    )
+    ask.add_argument(
+        "--embedder", metavar="MODEL", help="must be the embedder the index was built with (default: that one)"
+    )
+    ask.add_argument("--top-k", type=_positive_int, default=defaults.ANSWER_TOP_K, metavar="N",
+                     help="answers to print (default: %(default)s)")
+    common(ask)
+
+    search = commands.add_parser("search", help="list the passages most related to a query, without reading them")
+    search.add_argument("query", metavar="QUERY")
+    search.add_argument(
+        "--embedder", metavar="MODEL", help="must be the embedder the index was built with (default: that one)"
+    )
+    search.add_argument("--top-k", type=_positive_int, default=defaults.SEARCH_TOP_K, metavar="N",
+                        help="passages to print (default: %(default)s)")
+    common(search)
+    return parser
+
+
+def _display_path(source: str) -> str:
+    try:
+        return os.path.relpath(source)
+    except ValueError:  # another drive on Windows
+        return source
+
+
+def _one_line(text: str) -> str:
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _marked_context(answer: Answer, on_terminal: bool) -> str:
+    before = _one_line(answer.context[: answer.answer_start_in_context])
+    inside = _one_line(answer.context[answer.answer_start_in_context : answer.answer_end_in_context])
+    after = _one_line(answer.context[answer.answer_end_in_context :])
+    marked = f"\033[1;4m{inside}\033[0m" if on_terminal else f"**{inside}**"
+    return f"…{before} {marked} {after}…"
+
+
+def _print_answers(question: str, answers: list[Answer], on_terminal: bool) -> None:
+    if not answers:
+        print(f"No answer found for: {question}")
+        return
+    for rank, answer in enumerate(answers, start=1):
+        print(f"{rank}. {_one_line(answer.text)}   (score {answer.score:.3f})")
+        print(f"   {_display_path(answer.source)}, page {answer.page}, characters {answer.start}-{answer.end}")
+        print(f"   {_marked_context(answer, on_terminal)}")
+        print()
+
+
+def _print_passages(query: str, passages: list[Passage]) -> None:
+    if not passages:
+        print(f"No passage found for: {query}")
+        return
+    for rank, passage in enumerate(passages, start=1):
+        print(f"{rank}. {_display_path(passage.source)}, page {passage.page}   (score {passage.score:.3f})")
+        text = _one_line(passage.text)
+        print(f"   {text[:300]}{'…' if len(text) > 300 else ''}")
+        print()
+
+
+def _print_index_report(report: IndexReport) -> None:
+    for skipped in report.skipped:
+        print(f"skipped {_display_path(skipped.source)}: {skipped.reason}")
+    print(
+        f"indexed {len(report.indexed)} file(s), {sum(f.pages for f in report.indexed)} page(s), "
+        f"{report.chunk_count} chunk(s); skipped {len(report.skipped)} file(s)"
+    )
+
+
+def _quiet_libraries() -> None:
+    # Per-file problems are reported by spanqa itself; library chatter would bury them.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _run_index(args: argparse.Namespace, qa) -> int:
+    from spanqa.indexing import discover_files
+
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        files, _ = discover_files(args.paths)
+        progress = tqdm(total=len(files), unit="file", desc="indexing", file=sys.stderr)
+    try:
+        report = qa.index(
+            args.paths,
+            password=args.password,
+            on_file_done=None if progress is None else (lambda _source: progress.update(1)),
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_index_report(report)
+    return 0 if report.indexed or not report.skipped else 1
+
+
+def _run_ask(args: argparse.Namespace, qa) -> int:
+    answers = qa.ask(args.question, top_k=args.top_k)
+    if args.json:
+        print(json.dumps({"question": args.question, "answers": [a.to_json() for a in answers]}, indent=2))
+    else:
+        _print_answers(args.question, answers, on_terminal=sys.stdout.isatty())
+    return 0
+
+
+def _run_search(args: argparse.Namespace, qa) -> int:
+    passages = qa.search(args.query, top_k=args.top_k)
+    if args.json:
+        print(json.dumps({"query": args.query, "passages": [p.to_json() for p in passages]}, indent=2))
+    else:
+        _print_passages(args.query, passages)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        from spanqa.pipelines.api import DocumentQA
+
+        options = {"embedder": args.embedder, "device": args.device}
+        if args.command == "ask":
+            options["reader"] = args.reader
+        qa = DocumentQA(Path(args.index), **options)
+        runner = {"index": _run_index, "ask": _run_ask, "search": _run_search}[args.command]
+        return runner(args, qa)
+    except SpanQAError as exc:
+        print(f"spanqa: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("spanqa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

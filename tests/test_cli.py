@@ -1,0 +1,113 @@
+"""The `spanqa` command: JSON shapes, readable output, and errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spanqa.indexing import read_pages
+from spanqa.pipelines.cli import main
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory, sample_data_dir, minilm_dir):
+    index_dir = tmp_path_factory.mktemp("cli") / "index"
+    code = main(["index", str(sample_data_dir), "--index", str(index_dir), "--embedder", str(minilm_dir),
+                 "--device", "cpu", "--json"])
+    assert code == 0
+    return index_dir
+
+
+def test_index_json_report(tmp_path, sample_data_dir, minilm_dir, capsys):
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"not a pdf at all")
+    code = main(["index", str(sample_data_dir / "greenhouse_notes.md"), str(bad), "--index", str(tmp_path / "kb"),
+                 "--embedder", str(minilm_dir), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert set(report) == {"indexed", "skipped", "chunk_count"}
+    assert [Path(f["source"]).name for f in report["indexed"]] == ["greenhouse_notes.md"]
+    assert report["indexed"][0]["chunks"] == report["chunk_count"] > 0
+    assert [Path(s["source"]).name for s in report["skipped"]] == ["bad.pdf"]
+    assert report["skipped"][0]["reason"]
+
+
+def test_index_human_report_names_each_skipped_file(tmp_path, minilm_dir, capsys):
+    bad = tmp_path / "scan.pdf"
+    bad.write_bytes(b"")
+    code = main(["index", str(bad), "--index", str(tmp_path / "kb"), "--embedder", str(minilm_dir)])
+    out = capsys.readouterr().out
+    assert code == 1  # nothing could be indexed
+    assert "skipped" in out and "scan.pdf" in out and "empty" in out
+    assert "indexed 0 file(s)" in out
+
+
+def test_ask_json_shape_and_offsets(cli_index, tiny_qa_model_dir, capsys):
+    question = "How tall is the Skarv Point lighthouse?"
+    code = main(["ask", question, "--index", str(cli_index), "--reader", str(tiny_qa_model_dir), "--top-k", "3",
+                 "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["question"] == question
+    assert 1 <= len(payload["answers"]) <= 3
+    for answer in payload["answers"]:
+        assert set(answer) == {"text", "score", "source", "page", "start", "end", "context"}
+        assert answer["page"] >= 1
+        page_text = read_pages(Path(answer["source"]))[answer["page"] - 1]
+        assert page_text[answer["start"] : answer["end"]] == answer["text"]
+        assert answer["text"] in answer["context"]
+
+
+def test_ask_human_output_marks_the_answer(cli_index, tiny_qa_model_dir, capsys):
+    code = main(["ask", "Who founded Aurora Bicycle Works?", "--index", str(cli_index),
+                 "--reader", str(tiny_qa_model_dir), "--top-k", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("1. ")
+    assert "page " in out and "**" in out
+
+
+def test_search_json_shape(cli_index, capsys):
+    code = main(["search", "vacation days for employees", "--index", str(cli_index), "--top-k", "2", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["query"] == "vacation days for employees"
+    assert len(payload["passages"]) == 2
+    for passage in payload["passages"]:
+        assert set(passage) == {"text", "score", "source", "page", "start", "end"}
+        page_text = read_pages(Path(passage["source"]))[passage["page"] - 1]
+        assert page_text[passage["start"] : passage["end"]] == passage["text"]
+
+
+def test_search_with_a_different_embedder_is_refused(cli_index, tmp_path, capsys):
+    code = main(["search", "anything", "--index", str(cli_index), "--embedder", "some-org/another-embedder"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "built with embedder" in err
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spanqa.pipelines.cli", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_missing_index_exits_nonzero_without_traceback(tmp_path):
+    result = _run_cli("ask", "Who?", "--index", str(tmp_path / "missing"))
+    assert result.returncode == 1
+    assert "no spanqa index" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", "Who?"])  # --index missing
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", "Who?", "--index", str(tmp_path), "--top-k", "0"])
+    assert exit_info.value.code == 2
+    assert "whole number" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""The whole path: sample files → index on disk → retrieval → reader → answers placed on their pages."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from spanqa import DocumentQA
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError
+from spanqa.indexing import read_pages
+
+FOUNDING_QUESTION = "When was Aurora Bicycle Works founded?"
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory, sample_data_dir, minilm_dir, tiny_qa_model_dir):
+    index_dir = tmp_path_factory.mktemp("kb") / "index"
+    qa = DocumentQA(index_dir, embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu")
+    report = qa.index([sample_data_dir])
+    return qa, report, index_dir
+
+
+def _page_text(source: str, page: int) -> str:
+    return read_pages(Path(source))[page - 1]
+
+
+def test_sample_documents_are_all_indexed(sample_index, sample_data_dir):
+    _, report, _ = sample_index
+    indexed = sorted(Path(f.source).name for f in report.indexed)
+    expected = sorted(
+        p.name for p in sample_data_dir.iterdir() if p.suffix in {".pdf", ".md", ".txt", ".html"}
+    )
+    assert indexed == expected
+    assert report.skipped == []
+    assert report.chunk_count == sum(f.chunks for f in report.indexed) > 0
+    assert all(f.pages >= 1 for f in report.indexed)
+
+
+def test_answers_point_at_text_on_their_page(sample_index):
+    qa, _, _ = sample_index
+    answers = qa.ask(FOUNDING_QUESTION, top_k=5)
+    assert 1 <= len(answers) <= 5
+    assert [a.score for a in answers] == sorted((a.score for a in answers), reverse=True)
+    for answer in answers:
+        page_text = _page_text(answer.source, answer.page)
+        assert answer.text
+        assert page_text[answer.start : answer.end] == answer.text
+        assert answer.context[answer.answer_start_in_context : answer.answer_end_in_context] == answer.text
+        context_start = answer.start - answer.answer_start_in_context
+        assert page_text[context_start : context_start + len(answer.context)] == answer.context
+
+
+def test_search_finds_the_page_that_holds_the_fact(sample_index):
+    qa, _, _ = sample_index
+    passages = qa.search(FOUNDING_QUESTION, top_k=3)
+    assert len(passages) == 3
+    best = passages[0]
+    assert Path(best.source).name == "aurora_bicycle_works_handbook.pdf"
+    assert "1984" in best.text
+    for passage in passages:
+        assert _page_text(passage.source, passage.page)[passage.start : passage.end] == passage.text
+    assert passages[0].score >= passages[1].score >= passages[2].score
+
+
+def test_index_is_persistent_and_reopens(sample_index, tiny_qa_model_dir):
+    qa, _, index_dir = sample_index
+    reopened = DocumentQA(index_dir, reader=str(tiny_qa_model_dir), device="cpu")
+    assert reopened.search(FOUNDING_QUESTION, top_k=4) == qa.search(FOUNDING_QUESTION, top_k=4)
+
+
+def test_reindexing_the_same_files_changes_nothing(tmp_path, sample_data_dir, minilm_dir):
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu")
+    pdf = sample_data_dir / "harbor_lighthouse_report.pdf"
+    first = qa.index(pdf)
+    second = qa.index(pdf)
+    assert first.chunk_count == second.chunk_count > 0
+    again = DocumentQA(tmp_path / "kb", device="cpu")
+    assert again.search("How tall is the lighthouse?", top_k=100) == qa.search("How tall is the lighthouse?", top_k=100)
+    assert len(qa.search("How tall is the lighthouse?", top_k=100)) == first.chunk_count
+
+
+def test_a_corrupt_pdf_does_not_stop_the_batch(tmp_path, sample_data_dir, minilm_dir):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shutil.copy(sample_data_dir / "harbor_lighthouse_report.pdf", folder / "report.pdf")
+    (folder / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj <</Type /Catalog /Pages 2 0 R>>\nthis is not a pdf body")
+    (folder / "empty.pdf").write_bytes(b"")
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu")
+    report = qa.index([folder])
+    assert [Path(f.source).name for f in report.indexed] == ["report.pdf"]
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"broken.pdf", "empty.pdf"}
+    assert "empty" in reasons["empty.pdf"]
+    assert "corrupt" in reasons["broken.pdf"] or "PDF" in reasons["broken.pdf"]
+    assert qa.search("lighthouse", top_k=1)[0].source.endswith("report.pdf")
+
+
+def test_missing_paths_are_reported_not_fatal(tmp_path, sample_data_dir, minilm_dir):
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu")
+    report = qa.index([tmp_path / "nowhere.pdf", sample_data_dir / "greenhouse_notes.md"])
+    assert len(report.indexed) == 1
+    assert len(report.skipped) == 1 and "no such file" in report.skipped[0].reason
+
+
+def test_asking_with_another_embedder_is_an_error(sample_index):
+    _, _, index_dir = sample_index
+    with pytest.raises(IndexMismatchError, match="built with embedder"):
+        DocumentQA(index_dir, embedder="sentence-transformers/all-mpnet-base-v2").search("anything")
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="spanqa index"):
+        DocumentQA(tmp_path / "nothing-here").ask("Who?")
+
+
+@pytest.mark.parametrize(("question", "top_k"), [("", 5), ("   ", 5), ("Who?", 0), ("Who?", -3)])
+def test_bad_question_or_top_k_is_a_config_error(sample_index, question, top_k):
+    qa, _, _ = sample_index
+    with pytest.raises(ConfigError):
+        qa.ask(question, top_k=top_k)
+
+
+def test_unknown_device_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="unknown device"):
+        DocumentQA(tmp_path, device="tpu")
