@@ -31,6 +31,14 @@ class IndexMismatchError(SpanQAError):
 class ModelLoadError(SpanQAError):
     """A model could not be loaded from the hub id or local directory given."""
 
+    @classmethod
+    def from_cause(cls, what: str, model: str, cause: BaseException) -> "ModelLoadError":
+        reason = str(cause).strip().rstrip(".") or type(cause).__name__
+        return cls(
+            f"cannot load {what} '{model}': {reason}. A hub id needs network access on first use "
+            "(later runs read the local cache); offline, pass the path of a local model directory"
+        )
+
 
 class DocumentError(SpanQAError):
     """One input file cannot be indexed; `reason` says why in a few words a user can act on."""

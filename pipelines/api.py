@@ -46,16 +46,11 @@ def _check_text(text: str, what: str) -> str:
     return text
 
 
-def _warm_up(pipeline_or_component, models: str) -> None:
+def _warm_up_embedder(component, model: str) -> None:
     try:
-        pipeline_or_component.warm_up()
-    except ModelLoadError:
-        raise
+        component.warm_up()
     except Exception as exc:  # noqa: BLE001 - every loader failure means the same thing to a user
-        raise ModelLoadError(
-            f"could not load {models}: {exc}. A hub id needs the network on first use; "
-            "offline, pass a local model directory instead"
-        ) from exc
+        raise ModelLoadError.from_cause("embedder", model, exc) from exc
 
 
 class DocumentQA:
@@ -132,7 +127,7 @@ class DocumentQA:
             embedder_model = self._embedder_for(None)
             store = None
         embedder = make_document_embedder(embedder_model, torch_device)
-        _warm_up(embedder, f"embedder '{embedder_model}'")
+        _warm_up_embedder(embedder, embedder_model)
         if store is None:
             # The store needs the vector size before the first write; the model tells it by example.
             probe = embedder.run([Document(content="dimension probe")])["documents"][0]
@@ -169,8 +164,9 @@ class DocumentQA:
     def _ready_search_pipeline(self) -> Pipeline:
         store = self._open_store()
         if self._search_pipeline is None:
-            pipeline = build_search_pipeline(store, make_text_embedder(store.embedder, resolve_device(self.device)))
-            _warm_up(pipeline, f"embedder '{store.embedder}'")
+            embedder = make_text_embedder(store.embedder, resolve_device(self.device))
+            _warm_up_embedder(embedder, store.embedder)
+            pipeline = build_search_pipeline(store, embedder)
             self._search_pipeline = pipeline
         return self._search_pipeline
 
@@ -181,8 +177,10 @@ class DocumentQA:
             reader = ExtractiveReader(
                 model=self.reader_model, device=self.device, max_answer_length=self.max_answer_length
             )
-            pipeline = build_query_pipeline(store, make_text_embedder(store.embedder, torch_device), reader)
-            _warm_up(pipeline, f"embedder '{store.embedder}' or reader '{self.reader_model}'")
+            embedder = make_text_embedder(store.embedder, torch_device)
+            _warm_up_embedder(embedder, store.embedder)
+            reader.warm_up()  # raises ModelLoadError itself
+            pipeline = build_query_pipeline(store, embedder, reader)
             self._query_pipeline = pipeline
         return self._query_pipeline
 

@@ -77,9 +77,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _display_path(source: str) -> str:
+    """Relative to the working directory when the file lies under it, else absolute."""
+    path = Path(source)
     try:
-        return os.path.relpath(source)
-    except ValueError:  # another drive on Windows
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
         return source
 
 

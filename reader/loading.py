@@ -77,9 +77,5 @@ def load_qa_model(model_name: str, device: str) -> LoadedQAModel:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         model = AutoModelForQuestionAnswering.from_pretrained(model_name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
-        raise ModelLoadError(
-            f"cannot load reader model '{model_name}': {error}. A hub id needs network access on first "
-            "use (later runs read the local cache); offline, pass the path of a local model directory "
-            "holding config.json, the weights and tokenizer.json"
-        ) from error
+        raise ModelLoadError.from_cause("reader model", model_name, error) from error
     return prepare_qa_model(tokenizer, model, device)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spanqa import DocumentQA
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import read_pages
 
 FOUNDING_QUESTION = "When was Aurora Bicycle Works founded?"
@@ -125,3 +125,10 @@ def test_bad_question_or_top_k_is_a_config_error(sample_index, question, top_k):
 def test_unknown_device_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="unknown device"):
         DocumentQA(tmp_path, device="tpu")
+
+
+def test_an_unloadable_embedder_is_a_model_load_error_and_creates_no_index(tmp_path, sample_data_dir):
+    qa = DocumentQA(tmp_path / "kb", embedder=str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(ModelLoadError, match="cannot load embedder"):
+        qa.index(sample_data_dir / "greenhouse_notes.md")
+    assert not (tmp_path / "kb").exists()
