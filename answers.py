@@ -6,11 +6,23 @@ from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
+class AnswerSource:
+    """Where an answer's text stands: characters `start:end` of page `page` (1-based) of `source`."""
+
+    source: str
+    page: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Answer:
-    """One answer span, quoted from the extracted text of one page.
+    """One answer, quoted from the extracted text of one page.
 
     `start`/`end` are character offsets into that page's text, `page` is 1-based, and
-    `context[answer_start_in_context:answer_end_in_context]` is the answer itself.
+    `context[answer_start_in_context:answer_end_in_context]` is the answer itself. The same answer
+    text found in several places (other files, pages, or overlapping chunks) is one Answer:
+    `sources` lists every place, the quoted one first.
     """
 
     text: str
@@ -22,6 +34,7 @@ class Answer:
     context: str
     answer_start_in_context: int
     answer_end_in_context: int
+    sources: tuple[AnswerSource, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -32,6 +45,7 @@ class Answer:
             "start": self.start,
             "end": self.end,
             "context": self.context,
+            "sources": [asdict(place) for place in self.sources],
         }
 
 

@@ -19,6 +19,7 @@ DOC_STRIDE = 128  # tokens shared by consecutive windows of one long passage
 MAX_QUESTION_LENGTH = 64  # tokens; longer questions are cut so a passage always fits beside them
 READER_BATCH_SIZE = 16  # windows per forward pass
 CONTEXT_CHARS = 150  # characters of context kept on each side of an answer
+SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); None keeps all
 
 # Indexing.
 CHUNK_WORDS = 200  # words per chunk (about 260 reader tokens: a question plus a chunk fit one window)

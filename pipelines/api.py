@@ -73,13 +73,35 @@ class DocumentQA:
         device: str = defaults.DEVICE,
         retriever_top_k: int = defaults.RETRIEVER_TOP_K,
         max_answer_length: int = defaults.MAX_ANSWER_LENGTH,
+        max_seq_length: int = defaults.MAX_SEQ_LENGTH,
+        doc_stride: int = defaults.DOC_STRIDE,
+        score_threshold: float | None = defaults.SCORE_THRESHOLD,
     ):
+        """
+        :param index_dir: the index directory; `index` creates it when missing.
+        :param embedder: embedding model (hub id or local directory) for a new index; an existing
+            index always uses the one it was built with, and naming another is an IndexMismatchError.
+        :param reader: extractive QA model, hub id or local directory.
+        :param device: 'auto' (CUDA when torch sees a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'.
+        :param retriever_top_k: passages the reader reads per question.
+        :param max_answer_length: longest answer, in reader tokens.
+        :param max_seq_length: reader tokens per (question, passage window).
+        :param doc_stride: reader tokens shared by consecutive windows of a long passage.
+        :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
+        """
         self.index_dir = Path(index_dir)
         self.requested_embedder = None if embedder is None else model_reference(embedder)
         self.reader_model = model_reference(reader)
         self.device = check_device(device)
         self.retriever_top_k = _check_top_k(retriever_top_k, "retriever_top_k")
-        self.max_answer_length = _check_top_k(max_answer_length, "max_answer_length")
+        # Checked here, not at the first question: a bad setting should fail where it is made.
+        self.reader_settings = dict(
+            max_answer_length=max_answer_length,
+            max_seq_length=max_seq_length,
+            doc_stride=doc_stride,
+            score_threshold=score_threshold,
+        )
+        ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
         self._store: FaissDocumentStore | None = None
         self._search_pipeline: Pipeline | None = None
         self._query_pipeline: Pipeline | None = None
@@ -174,9 +196,7 @@ class DocumentQA:
         store = self._open_store()
         if self._query_pipeline is None:
             torch_device = resolve_device(self.device)
-            reader = ExtractiveReader(
-                model=self.reader_model, device=self.device, max_answer_length=self.max_answer_length
-            )
+            reader = ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
             embedder = make_text_embedder(store.embedder, torch_device)
             _warm_up_embedder(embedder, store.embedder)
             reader.warm_up()  # raises ModelLoadError itself

@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _score(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spanqa", description="Answer questions from your documents by quoting the exact span."
@@ -63,6 +73,16 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     ask.add_argument("--top-k", type=_positive_int, default=defaults.ANSWER_TOP_K, metavar="N",
                      help="answers to print (default: %(default)s)")
+    ask.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
+                     help="retrieved passages the reader reads (default: %(default)s)")
+    ask.add_argument("--max-answer-length", type=_positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
+                     help="longest answer in reader tokens (default: %(default)s)")
+    ask.add_argument("--max-seq-length", type=_positive_int, default=defaults.MAX_SEQ_LENGTH, metavar="N",
+                     help="reader tokens per (question, passage window) (default: %(default)s)")
+    ask.add_argument("--doc-stride", type=_positive_int, default=defaults.DOC_STRIDE, metavar="N",
+                     help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
+    ask.add_argument("--threshold", type=_score, default=defaults.SCORE_THRESHOLD, metavar="SCORE",
+                     help="answers scoring below SCORE (0..1) are not shown (default: show the best found)")
     common(ask)
 
     search = commands.add_parser("search", help="list the passages most related to a query, without reading them")
@@ -105,6 +125,9 @@ def _print_answers(question: str, answers: list[Answer], on_terminal: bool) -> N
         print(f"{rank}. {_one_line(answer.text)}   (score {answer.score:.3f})")
         print(f"   {_display_path(answer.source)}, page {answer.page}, characters {answer.start}-{answer.end}")
         print(f"   {_marked_context(answer, on_terminal)}")
+        if len(answer.sources) > 1:
+            places = ", ".join(f"{_display_path(p.source)} p.{p.page}" for p in answer.sources[1:])
+            print(f"   also found in: {places}")
         print()
 
 
@@ -192,7 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         options = {"embedder": args.embedder, "device": args.device}
         if args.command == "ask":
-            options["reader"] = args.reader
+            options.update(
+                reader=args.reader,
+                retriever_top_k=args.passages,
+                max_answer_length=args.max_answer_length,
+                max_seq_length=args.max_seq_length,
+                doc_stride=args.doc_stride,
+                score_threshold=args.threshold,
+            )
         qa = DocumentQA(Path(args.index), **options)
         runner = {"index": _run_index, "ask": _run_ask, "search": _run_search}[args.command]
         return runner(args, qa)

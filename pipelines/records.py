@@ -5,7 +5,7 @@ from __future__ import annotations
 from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
-from spanqa.answers import Answer, Passage
+from spanqa.answers import Answer, AnswerSource, Passage
 
 
 def passage_from_document(document: Document) -> Passage:
@@ -21,15 +21,31 @@ def passage_from_document(document: Document) -> Passage:
     )
 
 
+def _page_place(chunk_meta: dict, start_in_chunk: int, end_in_chunk: int) -> AnswerSource:
+    chunk_start = int(chunk_meta["start"])
+    return AnswerSource(
+        source=str(chunk_meta["source"]),
+        page=int(chunk_meta["page"]),
+        start=chunk_start + start_in_chunk,
+        end=chunk_start + end_in_chunk,
+    )
+
+
 def answer_from_extracted(extracted: ExtractedAnswer) -> Answer:
-    """Shift an answer's offsets from its chunk to the page the chunk was cut from."""
+    """Shift an answer's offsets from its chunk to the page the chunk was cut from.
+
+    The reader lists every occurrence of the answer text in `meta["sources"]`; overlapping chunks
+    of one page report the same place twice, which becomes one AnswerSource here.
+    """
     document = extracted.document
     if document is None or extracted.document_offset is None or extracted.data is None:
         raise ValueError("an ExtractedAnswer without document, offsets or text cannot be placed on a page")
-    meta = document.meta
-    chunk_start = int(meta["start"])
-    start = chunk_start + extracted.document_offset.start
-    end = chunk_start + extracted.document_offset.end
+    quoted = _page_place(document.meta, extracted.document_offset.start, extracted.document_offset.end)
+    places = [quoted]
+    for occurrence in extracted.meta.get("sources", []):
+        place = _page_place(occurrence["meta"], occurrence["start"], occurrence["end"])
+        if place not in places:
+            places.append(place)
     context = extracted.context if extracted.context is not None else extracted.data
     if extracted.context_offset is not None:
         answer_start_in_context = extracted.context_offset.start
@@ -39,11 +55,12 @@ def answer_from_extracted(extracted: ExtractedAnswer) -> Answer:
     return Answer(
         text=extracted.data,
         score=float(extracted.score),
-        source=str(meta["source"]),
-        page=int(meta["page"]),
-        start=start,
-        end=end,
+        source=quoted.source,
+        page=quoted.page,
+        start=quoted.start,
+        end=quoted.end,
         context=context,
         answer_start_in_context=answer_start_in_context,
         answer_end_in_context=answer_end_in_context,
+        sources=tuple(places),
     )

@@ -11,7 +11,8 @@ from spanqa import defaults
 from spanqa.devices import check_device
 from spanqa.errors import ConfigError
 from spanqa.reader.loading import LoadedQAModel, load_qa_model, prepare_qa_model
-from spanqa.reader.span_reader import PassageSpan, ReadingSettings, read_passages
+from spanqa.reader.answers import build_answers
+from spanqa.reader.span_reader import ReadingSettings, read_passages
 
 
 def _check_top_k(top_k: object) -> None:
@@ -26,25 +27,19 @@ def _check_context_chars(context_chars: object) -> None:
         )
 
 
+def _check_score_threshold(score_threshold: object) -> None:
+    if score_threshold is None:
+        return
+    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)) or not (
+        0.0 <= score_threshold <= 1.0
+    ):
+        raise ConfigError(
+            f"score_threshold={score_threshold!r} must be a number from 0 to 1, or None to keep every answer"
+        )
+
+
 def _has_text(document: Document) -> bool:
     return document.content is not None and document.content.strip() != ""
-
-
-def _extracted_answer(
-    query: str, document: Document, content: str, span: PassageSpan, context_chars: int
-) -> ExtractedAnswer:
-    context_start = max(0, span.start - context_chars)
-    context_end = min(len(content), span.end + context_chars)
-    return ExtractedAnswer(
-        query=query,
-        score=span.score,
-        data=content[span.start : span.end],
-        document=document,
-        context=content[context_start:context_end],
-        document_offset=ExtractedAnswer.Span(span.start, span.end),
-        context_offset=ExtractedAnswer.Span(span.start - context_start, span.end - context_start),
-        meta={"start_logit": span.start_logit, "end_logit": span.end_logit},
-    )
 
 
 @component
@@ -74,6 +69,8 @@ class ExtractiveReader:
         max_question_length: int = defaults.MAX_QUESTION_LENGTH,
         batch_size: int = defaults.READER_BATCH_SIZE,
         context_chars: int = defaults.CONTEXT_CHARS,
+        score_threshold: float | None = defaults.SCORE_THRESHOLD,
+        merge_same_answers: bool = True,
     ):
         """
         :param model: Hugging Face hub id or local directory of a question-answering model with a
@@ -87,6 +84,11 @@ class ExtractiveReader:
         :param max_question_length: questions are cut to this many tokens so a passage fits beside them.
         :param batch_size: windows per forward pass.
         :param context_chars: characters of the Document kept on each side of an answer as its context.
+        :param score_threshold: answers scoring below this (0..1) are not returned, so a question
+            the documents cannot answer gets no answer; None (default) returns the best spans found.
+        :param merge_same_answers: one answer per answer text: the same text found in several
+            Documents (or twice in one) is returned once, quoting its best occurrence and listing
+            every occurrence in `meta["sources"]`.
         :raises ConfigError: a setting has a value the reader cannot use.
         """
         if not isinstance(model, str) or model.strip() == "":
@@ -94,10 +96,15 @@ class ExtractiveReader:
         check_device(device)
         _check_top_k(top_k)
         _check_context_chars(context_chars)
+        _check_score_threshold(score_threshold)
+        if not isinstance(merge_same_answers, bool):
+            raise ConfigError(f"merge_same_answers={merge_same_answers!r} must be True or False")
         self.model = model
         self.device = device
         self.top_k = top_k
         self.context_chars = context_chars
+        self.score_threshold = score_threshold
+        self.merge_same_answers = merge_same_answers
         self.settings = ReadingSettings(
             max_answer_length=max_answer_length,
             max_seq_length=max_seq_length,
@@ -153,6 +160,8 @@ class ExtractiveReader:
             max_question_length=self.settings.max_question_length,
             batch_size=self.settings.batch_size,
             context_chars=self.context_chars,
+            score_threshold=self.score_threshold,
+            merge_same_answers=self.merge_same_answers,
         )
 
     @classmethod
@@ -179,22 +188,14 @@ class ExtractiveReader:
             return {"answers": []}
         contents = [str(document.content) for document in readable]
         spans_per_document = read_passages(self._loaded(), query, contents, self.settings, top_k)
-        spans = [span for document_spans in spans_per_document for span in document_spans]
-        # By logit sum, the order of `score` without its float saturation near 1. Stable: equal
-        # sums keep document order, then each document's own order.
-        spans.sort(key=lambda span: span.start_logit + span.end_logit, reverse=True)
-
-        answers: list[ExtractedAnswer] = []
-        seen: set[tuple[str, int, int]] = set()
-        for span in spans:
-            document = readable[span.passage_index]
-            key = (document.id, span.start, span.end)
-            if key in seen:
-                continue
-            seen.add(key)
-            answers.append(
-                _extracted_answer(query, document, contents[span.passage_index], span, self.context_chars)
-            )
-            if len(answers) == top_k:
-                break
+        answers = build_answers(
+            query,
+            readable,
+            contents,
+            spans_per_document,
+            top_k=top_k,
+            context_chars=self.context_chars,
+            merge_same_text=self.merge_same_answers,
+            score_threshold=self.score_threshold,
+        )
         return {"answers": answers}

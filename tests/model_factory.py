@@ -80,3 +80,99 @@ def build_tiny_qa_model(directory: Path) -> Path:
     model = DistilBertForQuestionAnswering(config)
     model.save_pretrained(directory)
     return directory
+
+
+# seeded_qa_model: the random weights of the parity test. The reference outputs come from another
+# transformers version (4.x, run once, elsewhere), whose own init scheme and RNG consumption differ
+# from 5.x, so every weight is drawn here from one generator in a fixed (sorted-name) order instead.
+SEEDED_EMBEDDING_STD = 1.0  # word and position embeddings equally strong: repeated words still differ by position
+SEEDED_BIAS_STD = 0.02
+# Final hidden states are layer-normalised (about unit variance per component over 768 components),
+# so this gives start/end logits a spread of about 4: one span per window clearly wins and float
+# noise (1e-6) between two forward-pass implementations does not reorder candidates.
+SEEDED_QA_HEAD_STD = 0.15
+QA_HEAD_PREFIX = "qa_outputs."
+
+
+def _seeded_std(name: str, shape: tuple[int, ...]) -> float | None:
+    """The std of the normal draw for state-dict entry `name`; None: layer norm (weight 1, bias 0)."""
+    lowered = name.lower()
+    if "layernorm" in lowered or "layer_norm" in lowered:
+        return None
+    if name.startswith(QA_HEAD_PREFIX) and len(shape) >= 2:
+        return SEEDED_QA_HEAD_STD
+    if len(shape) < 2:
+        return SEEDED_BIAS_STD
+    if "embeddings" in lowered:
+        return SEEDED_EMBEDDING_STD
+    # 1/sqrt(fan_in) keeps activations O(1) through the layers, so attention mixes context
+    # instead of collapsing to uniform weights or exploding.
+    fan_in = 1
+    for size in shape[1:]:
+        fan_in *= size
+    return fan_in**-0.5
+
+
+def _skipped_weight_init():
+    """transformers' `no_init_weights` where this version has it (4.x and 5.x keep it in different modules).
+
+    Every state-dict entry is overwritten afterwards, so the version's own init (seconds for a
+    29k x 768 embedding in 5.x) is wasted work; buffers outside the state dict (DistilBERT's
+    integer position ids) are set in the modules' __init__, which still runs.
+    """
+    from contextlib import nullcontext
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return nullcontext()
+    return no_init_weights()
+
+
+def seeded_qa_model(arch_dir: Path, seed: int):
+    """`AutoModelForQuestionAnswering.from_config(arch_dir)` with every weight drawn from `seed`, in eval mode.
+
+    Bit-identical under every transformers version that names the state-dict entries the same
+    (checked for 4.57 and 5.x with `weights_checksum`): the version's own initialisation is
+    overwritten entry by entry, in sorted-name order, from one `torch.Generator`. Layer norms get
+    weight 1 and bias 0; the QA head gets a larger std than a trained model's init so start/end
+    logits are well spread (see SEEDED_QA_HEAD_STD). Only torch and transformers are imported, so
+    a reference script running in another environment can import this module.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+
+    config = AutoConfig.from_pretrained(str(arch_dir))
+    with _skipped_weight_init():
+        model = AutoModelForQuestionAnswering.from_config(config)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    state = model.state_dict()  # tensors share storage with the parameters
+    with torch.no_grad():
+        for name in sorted(state):
+            tensor = state[name]
+            if not tensor.is_floating_point():
+                continue  # integer buffers (position ids) are not weights
+            std = _seeded_std(name, tuple(tensor.shape))
+            if std is None:
+                tensor.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            drawn = torch.randn(tuple(tensor.shape), generator=generator, dtype=torch.float32)
+            tensor.copy_(drawn * std)
+    model.eval()
+    return model
+
+
+def weights_checksum(model) -> str:
+    """sha256 over every state-dict entry's name, dtype, shape and bytes, in sorted-name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()

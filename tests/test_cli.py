@@ -55,7 +55,8 @@ def test_ask_json_shape_and_offsets(cli_index, tiny_qa_model_dir, capsys):
     assert payload["question"] == question
     assert 1 <= len(payload["answers"]) <= 3
     for answer in payload["answers"]:
-        assert set(answer) == {"text", "score", "source", "page", "start", "end", "context"}
+        assert set(answer) == {"text", "score", "source", "page", "start", "end", "context", "sources"}
+        assert answer["sources"][0] == {k: answer[k] for k in ("source", "page", "start", "end")}
         assert answer["page"] >= 1
         page_text = read_pages(Path(answer["source"]))[answer["page"] - 1]
         assert page_text[answer["start"] : answer["end"]] == answer["text"]
@@ -111,3 +112,29 @@ def test_usage_errors_exit_2(tmp_path, capsys):
         main(["ask", "Who?", "--index", str(tmp_path), "--top-k", "0"])
     assert exit_info.value.code == 2
     assert "whole number" in capsys.readouterr().err
+
+
+def test_threshold_one_leaves_no_answer(cli_index, tiny_qa_model_dir, capsys):
+    code = main(["ask", "Who founded Aurora Bicycle Works?", "--index", str(cli_index),
+                 "--reader", str(tiny_qa_model_dir), "--threshold", "1", "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["answers"] == []
+
+
+def test_reader_options_reach_the_reader(cli_index, tiny_qa_model_dir, capsys):
+    code = main(["ask", "Who founded Aurora Bicycle Works?", "--index", str(cli_index),
+                 "--reader", str(tiny_qa_model_dir), "--max-answer-length", "1", "--passages", "2",
+                 "--max-seq-length", "128", "--doc-stride", "32", "--top-k", "10", "--json"])
+    answers = json.loads(capsys.readouterr().out)["answers"]
+    assert code == 0 and answers
+    for answer in answers:  # one token widened to its whole word: never two words
+        assert len(answer["text"].split()) == 1, answer["text"]
+    # Each sample page is one chunk, so two passages read means answers from two pages at most.
+    assert len({(a["source"], a["page"]) for a in answers}) <= 2
+
+
+def test_bad_window_settings_are_reported_without_traceback(cli_index, tiny_qa_model_dir, capsys):
+    code = main(["ask", "Who?", "--index", str(cli_index), "--reader", str(tiny_qa_model_dir),
+                 "--max-seq-length", "64", "--doc-stride", "64"])
+    assert code == 1
+    assert "doc_stride" in capsys.readouterr().err

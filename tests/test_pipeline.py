@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from spanqa import DocumentQA
+from spanqa import AnswerSource, DocumentQA
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import read_pages
+from spanqa.reader.answers import answer_key
 
 FOUNDING_QUESTION = "When was Aurora Bicycle Works founded?"
 
@@ -50,6 +51,11 @@ def test_answers_point_at_text_on_their_page(sample_index):
         assert answer.context[answer.answer_start_in_context : answer.answer_end_in_context] == answer.text
         context_start = answer.start - answer.answer_start_in_context
         assert page_text[context_start : context_start + len(answer.context)] == answer.context
+        assert answer.sources[0] == AnswerSource(answer.source, answer.page, answer.start, answer.end)
+        assert len(set(answer.sources)) == len(answer.sources)
+        for place in answer.sources:
+            assert answer_key(_page_text(place.source, place.page)[place.start : place.end]) == answer_key(answer.text)
+    assert len({answer_key(a.text) for a in answers}) == len(answers)  # one answer per answer text
 
 
 def test_search_finds_the_page_that_holds_the_fact(sample_index):

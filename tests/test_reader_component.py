@@ -97,7 +97,8 @@ class TestScriptedAnswers:
         assert best.data == "Marie Curie"
         assert (best.document_offset.start, best.document_offset.end) == (26, 37)
         assert best.query == QUESTION
-        assert best.meta == {"start_logit": 10.0, "end_logit": 10.0}
+        assert (best.meta["start_logit"], best.meta["end_logit"]) == (10.0, 10.0)
+        assert [(o["start"], o["end"]) for o in best.meta["sources"]] == [(26, 37)]
         assert best.score == pytest.approx(float(comparable_score(20.0)))
         assert best.document.meta == {"page": 3}
         for answer in answers:
@@ -150,17 +151,23 @@ class TestScriptedAnswers:
 
     def test_an_answer_in_the_overlap_of_two_windows_is_returned_once(self, tokenizer):
         content = "The cat sat on the mat while the dog slept near the warm fire. " * 6
-        reader = scripted_reader(
-            tokenizer, starts={"dog": 10.0}, ends={"dog": 10.0}, max_seq_length=40, doc_stride=20,
-            max_question_length=12, top_k=50,
-        )
+        settings = {"max_seq_length": 40, "doc_stride": 20, "max_question_length": 12, "top_k": 50}
+        every_dog = {(match.start(), match.end()) for match in re.finditer("dog", content)}
 
-        answers = reader.run(query=QUESTION, documents=[Document(content=content)])["answers"]
-
-        offsets = [(answer.document_offset.start, answer.document_offset.end) for answer in answers]
+        unmerged = scripted_reader(
+            tokenizer, starts={"dog": 10.0}, ends={"dog": 10.0}, merge_same_answers=False, **settings
+        ).run(query=QUESTION, documents=[Document(content=content)])["answers"]
+        offsets = [(answer.document_offset.start, answer.document_offset.end) for answer in unmerged]
         assert len(offsets) == len(set(offsets))
-        dog_spans = {span for span in offsets if content[span[0] : span[1]] == "dog"}
-        assert dog_spans == {(match.start(), match.end()) for match in re.finditer("dog", content)}
+        assert {span for span in offsets if content[span[0] : span[1]] == "dog"} == every_dog
+
+        merged = scripted_reader(tokenizer, starts={"dog": 10.0}, ends={"dog": 10.0}, **settings).run(
+            query=QUESTION, documents=[Document(content=content)]
+        )["answers"]
+        dog_answers = [answer for answer in merged if answer.data == "dog"]
+        assert len(dog_answers) == 1
+        occurrences = [(o["start"], o["end"]) for o in dog_answers[0].meta["sources"]]
+        assert sorted(occurrences) == sorted(every_dog)
 
     def test_max_answer_length_bounds_the_span(self, tokenizer):
         content = "Rome is the capital of Italy and Berlin is the capital of Germany."
@@ -320,7 +327,8 @@ class TestSettings:
     def test_to_dict_from_dict_round_trip(self):
         reader = ExtractiveReader(
             model="some/model", device="cuda:1", top_k=7, max_answer_length=20, max_seq_length=256,
-            doc_stride=64, max_question_length=32, batch_size=4, context_chars=80,
+            doc_stride=64, max_question_length=32, batch_size=4, context_chars=80, score_threshold=0.4,
+            merge_same_answers=False,
         )
 
         data = reader.to_dict()
@@ -330,7 +338,7 @@ class TestSettings:
         assert data["init_parameters"] == {
             "model": "some/model", "device": "cuda:1", "top_k": 7, "max_answer_length": 20,
             "max_seq_length": 256, "doc_stride": 64, "max_question_length": 32, "batch_size": 4,
-            "context_chars": 80,
+            "context_chars": 80, "score_threshold": 0.4, "merge_same_answers": False,
         }
         assert restored.to_dict() == data
 
