@@ -9,7 +9,6 @@ from spanqa.reader.decoding import (
     SpanCandidates,
     best_spans,
     comparable_score,
-    rank_passage_spans,
     span_log_probabilities,
     word_aligned_char_spans,
 )
@@ -28,7 +27,6 @@ __all__ = [
     "comparable_score",
     "load_qa_model",
     "prepare_qa_model",
-    "rank_passage_spans",
     "read_passages",
     "span_log_probabilities",
     "word_aligned_char_spans",

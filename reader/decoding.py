@@ -6,7 +6,6 @@ each (question, passage window) pair. Everything from there to character offsets
 - `best_spans`: the top-n valid spans of each window, ranked by start_logit + end_logit.
 - `span_log_probabilities`: the classic transformers question-answering pipeline's per-window
   probability p_start * p_end, used to choose among the windows of one long passage.
-- `rank_passage_spans`: the order in which the pipeline would return one passage's candidates.
 - `word_aligned_char_spans`: token spans -> character spans widened to whole words
   (the pipeline's `align_to_words=True`).
 - `comparable_score`: the score that ranks answers across passages.
@@ -160,15 +159,6 @@ def span_log_probabilities(
         start_log_probs[candidates.window, candidates.start]
         + end_log_probs[candidates.window, candidates.end]
     )
-
-
-def rank_passage_spans(log_probabilities: np.ndarray) -> np.ndarray:
-    """Indices of one passage's candidates (from all its windows) in the pipeline's order: best first.
-
-    Ties keep the input order (window order, then each window's own order), so ranking is
-    deterministic.
-    """
-    return np.argsort(-np.asarray(log_probabilities, dtype=np.float64), kind="stable")
 
 
 def word_aligned_char_spans(

@@ -10,9 +10,9 @@ from haystack.dataclasses import ExtractedAnswer
 from spanqa import defaults
 from spanqa.devices import check_device
 from spanqa.errors import ConfigError
-from spanqa.reader.loading import LoadedQAModel, load_qa_model, prepare_qa_model
+from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
 from spanqa.reader.answers import build_answers
-from spanqa.reader.span_reader import ReadingSettings, read_passages
+from spanqa.reader.span_reader import ReadingSettings, read_passages_batch
 
 
 def _check_top_k(top_k: object) -> None:
@@ -67,10 +67,12 @@ class ExtractiveReader:
         max_seq_length: int = defaults.MAX_SEQ_LENGTH,
         doc_stride: int = defaults.DOC_STRIDE,
         max_question_length: int = defaults.MAX_QUESTION_LENGTH,
-        batch_size: int = defaults.READER_BATCH_SIZE,
+        batch_size: int | None = defaults.READER_BATCH_SIZE,
         context_chars: int = defaults.CONTEXT_CHARS,
         score_threshold: float | None = defaults.SCORE_THRESHOLD,
         merge_same_answers: bool = True,
+        max_batch_tokens: int | None = defaults.READER_MAX_BATCH_TOKENS,
+        fast: bool = defaults.READER_FAST,
     ):
         """
         :param model: Hugging Face hub id or local directory of a question-answering model with a
@@ -82,13 +84,22 @@ class ExtractiveReader:
         :param max_seq_length: tokens per (question, passage window) model input.
         :param doc_stride: tokens shared by consecutive windows of one long passage.
         :param max_question_length: questions are cut to this many tokens so a passage fits beside them.
-        :param batch_size: windows per forward pass.
+        :param batch_size: most windows per forward pass; None (default): as many as
+            `max_batch_tokens` allows.
         :param context_chars: characters of the Document kept on each side of an answer as its context.
         :param score_threshold: answers scoring below this (0..1) are not returned, so a question
             the documents cannot answer gets no answer; None (default) returns the best spans found.
         :param merge_same_answers: one answer per answer text: the same text found in several
             Documents (or twice in one) is returned once, quoting its best occurrence and listing
             every occurrence in `meta["sources"]`.
+        :param max_batch_tokens: tokens per forward pass, counted with padding (windows are sorted
+            by length, so there is little); None (default): 8192 on CPU, sized from free GPU memory
+            on CUDA.
+        :param fast: CPU fast mode: the model runs in ONNX Runtime with int8 weights (needs the
+            optional `onnxruntime` and `onnx` packages; warm-up exports and quantises the model,
+            seconds). Several times faster than the default exact mode but not identical: the best
+            span of a passage agrees with exact mode's in most, not all, cases (see bench/README.md).
+            On CUDA the model runs in fp16 and `fast` changes nothing.
         :raises ConfigError: a setting has a value the reader cannot use.
         """
         if not isinstance(model, str) or model.strip() == "":
@@ -99,6 +110,13 @@ class ExtractiveReader:
         _check_score_threshold(score_threshold)
         if not isinstance(merge_same_answers, bool):
             raise ConfigError(f"merge_same_answers={merge_same_answers!r} must be True or False")
+        check_fast(fast)
+        if fast and device.startswith("cuda"):
+            raise ConfigError(
+                f"fast=True is a CPU mode (int8 ONNX Runtime) and device={device!r} is a GPU, where the "
+                "model already runs in fp16: use fast=False, or device='cpu'"
+            )
+        self.fast = fast
         self.model = model
         self.device = device
         self.top_k = top_k
@@ -111,6 +129,7 @@ class ExtractiveReader:
             doc_stride=doc_stride,
             max_question_length=max_question_length,
             batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
         )
         self._qa_model: LoadedQAModel | None = None
 
@@ -124,7 +143,7 @@ class ExtractiveReader:
         `model` setting only names the model in `to_dict`.
         """
         reader = cls(**settings)
-        reader._adopt(prepare_qa_model(tokenizer, model, reader.device))
+        reader._adopt(prepare_qa_model(tokenizer, model, reader.device, fast=reader.fast))
         return reader
 
     def _adopt(self, qa_model: LoadedQAModel) -> None:
@@ -140,7 +159,7 @@ class ExtractiveReader:
         """
         if self._qa_model is not None:
             return
-        self._adopt(load_qa_model(self.model, self.device))
+        self._adopt(load_qa_model(self.model, self.device, fast=self.fast))
 
     def _loaded(self) -> LoadedQAModel:
         self.warm_up()
@@ -162,6 +181,8 @@ class ExtractiveReader:
             context_chars=self.context_chars,
             score_threshold=self.score_threshold,
             merge_same_answers=self.merge_same_answers,
+            max_batch_tokens=self.settings.max_batch_tokens,
+            fast=self.fast,
         )
 
     @classmethod
@@ -180,22 +201,41 @@ class ExtractiveReader:
         span of the same Document is returned once. `meta` holds the span's `start_logit` and
         `end_logit`.
         """
+        return {"answers": self.run_batch([query], [documents], top_k)["answers"][0]}
+
+    def run_batch(
+        self, queries: list[str], documents: list[list[Document]], top_k: int | None = None
+    ) -> dict[str, list[list[ExtractedAnswer]]]:
+        """`run` for many queries, each with its own Documents, read together in one pass.
+
+        `answers[i]` is what `run(queries[i], documents[i], top_k)` returns (to float rounding),
+        but the windows of all (query, Document) pairs are tokenised in one call and go through
+        the model in shared length-sorted batches: fewer, fuller forward passes than one `run`
+        per query.
+        """
         if top_k is None:
             top_k = self.top_k
         _check_top_k(top_k)
-        readable = [document for document in documents if _has_text(document)]
-        if not readable or query.strip() == "":
-            return {"answers": []}
-        contents = [str(document.content) for document in readable]
-        spans_per_document = read_passages(self._loaded(), query, contents, self.settings, top_k)
-        answers = build_answers(
-            query,
-            readable,
-            contents,
-            spans_per_document,
-            top_k=top_k,
-            context_chars=self.context_chars,
-            merge_same_text=self.merge_same_answers,
-            score_threshold=self.score_threshold,
-        )
+        if len(queries) != len(documents):
+            raise ConfigError(
+                f"run_batch got {len(queries)} queries and {len(documents)} document lists: give one list per query"
+            )
+        answers: list[list[ExtractedAnswer]] = [[] for _ in queries]
+        readable = [[document for document in docs if _has_text(document)] for docs in documents]
+        asked = [index for index, query in enumerate(queries) if query.strip() != "" and readable[index]]
+        if not asked:
+            return {"answers": answers}
+        contents = [[str(document.content) for document in readable[index]] for index in asked]
+        spans = read_passages_batch(self._loaded(), [queries[index] for index in asked], contents, self.settings, top_k)
+        for index, query_contents, spans_per_document in zip(asked, contents, spans, strict=True):
+            answers[index] = build_answers(
+                queries[index],
+                readable[index],
+                query_contents,
+                spans_per_document,
+                top_k=top_k,
+                context_chars=self.context_chars,
+                merge_same_text=self.merge_same_answers,
+                score_threshold=self.score_threshold,
+            )
         return {"answers": answers}

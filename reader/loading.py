@@ -8,6 +8,14 @@ from typing import Any
 
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
+from spanqa.reader.forward import (
+    OnnxInt8Runner,
+    PaddedRunner,
+    check_fast_mode_available,
+    cpu_batch_tokens,
+    cuda_batch_tokens,
+    packed_runner_if_equivalent,
+)
 
 # What the reader can build for a window; a model gets the subset its tokenizer names and its
 # forward() declares (DistilBERT, for one, takes no token_type_ids).
@@ -16,13 +24,30 @@ BUILDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass(frozen=True)
 class LoadedQAModel:
-    """A fast tokenizer and a question-answering model in eval mode on `device`, ready to read."""
+    """A fast tokenizer and a question-answering model in eval mode on `device`, ready to read.
+
+    `runner(batch)` gives a `WindowBatch`'s start and end logits (see `spanqa.reader.forward`):
+    the packed DistilBERT forward, the model's own padded forward, or (fast mode) ONNX Runtime.
+    """
 
     tokenizer: Any  # a transformers fast tokenizer
     model: Any  # a torch.nn.Module whose output has .start_logits and .end_logits
     device: Any  # torch.device
     input_names: tuple[str, ...]
     word_ids_available: bool
+    runner: Any = None  # callable WindowBatch -> (start_logits, end_logits); None: the padded forward
+    fast: bool = False  # whether `runner` is the int8 ONNX Runtime fast mode
+
+    def logits(self, batch):
+        """Start and end logits (float64, the batch's (B, L) shape) of a batch of windows."""
+        runner = self.runner or PaddedRunner(self.model, self.device, self.input_names)
+        return runner(batch)
+
+    def batch_tokens(self, max_seq_length: int) -> int:
+        """The default token budget of one forward pass on this model's device."""
+        if self.device.type == "cuda":
+            return cuda_batch_tokens(self.model, self.device, max_seq_length)
+        return cpu_batch_tokens()
 
 
 def _model_input_names(tokenizer, model) -> tuple[str, ...]:
@@ -39,9 +64,15 @@ def _model_input_names(tokenizer, model) -> tuple[str, ...]:
     return names
 
 
-def prepare_qa_model(tokenizer, model, device: str) -> LoadedQAModel:
-    """Check a tokenizer/model pair and put the model in eval mode on `device` (fp16 on CUDA)."""
+def prepare_qa_model(tokenizer, model, device: str, fast: bool = False) -> LoadedQAModel:
+    """Check a tokenizer/model pair and put the model in eval mode on `device` (fp16 on CUDA).
+
+    `fast=True` on the CPU builds the int8 ONNX Runtime runner (seconds: export and quantisation);
+    on CUDA the model runs in fp16 either way and `fast` changes nothing.
+    """
     import torch
+
+    check_fast(fast)
 
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
@@ -59,23 +90,48 @@ def prepare_qa_model(tokenizer, model, device: str) -> LoadedQAModel:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     # Without a pre-tokenizer the tokenizers library counts the whole text as one word.
     word_ids_available = backend is not None and backend.pre_tokenizer is not None
+    input_names = _model_input_names(tokenizer, model)
+    use_fast = fast and torch_device.type == "cpu"
+    if use_fast:
+        runner = OnnxInt8Runner(model, input_names, threads=torch.get_num_threads())
+    else:
+        pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        runner = packed_runner_if_equivalent(
+            model,
+            torch_device,
+            input_names,
+            vocab_size=int(getattr(getattr(model, "config", None), "vocab_size", None) or len(tokenizer)),
+            pad_token_id=pad_token_id,
+        ) or PaddedRunner(model, torch_device, input_names)
     return LoadedQAModel(
         tokenizer=tokenizer,
         model=model,
         device=torch_device,
-        input_names=_model_input_names(tokenizer, model),
+        input_names=input_names,
         word_ids_available=word_ids_available,
+        runner=runner,
+        fast=use_fast,
     )
 
 
-def load_qa_model(model_name: str, device: str) -> LoadedQAModel:
+def check_fast(fast: object) -> bool:
+    """Validate the fast-mode setting: a bool, and its optional packages installed when True."""
+    if not isinstance(fast, bool):
+        raise ConfigError(f"fast={fast!r} must be True or False (default False)")
+    if fast:
+        check_fast_mode_available()
+    return fast
+
+
+def load_qa_model(model_name: str, device: str, fast: bool = False) -> LoadedQAModel:
     """Load `model_name` (hub id or local directory) with AutoTokenizer + AutoModelForQuestionAnswering."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     check_device(device)
+    check_fast(fast)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         model = AutoModelForQuestionAnswering.from_pretrained(model_name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
         raise ModelLoadError.from_cause("reader model", model_name, error) from error
-    return prepare_qa_model(tokenizer, model, device)
+    return prepare_qa_model(tokenizer, model, device, fast=fast)

@@ -1,4 +1,8 @@
-"""The reader without Haystack: a question and plain passages in, each passage's best spans out."""
+"""The reader without Haystack: questions and plain passages in, each passage's best spans out.
+
+`read_passages` reads one question's passages; `read_passages_batch` reads many questions'
+passages with one tokenizer call and one length-sorted batching over all their windows.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,18 @@ from spanqa.errors import ConfigError
 from spanqa.reader.decoding import (
     best_spans,
     comparable_score,
-    rank_passage_spans,
     span_log_probabilities,
     word_aligned_char_spans,
 )
 from spanqa.reader.loading import LoadedQAModel
-from spanqa.reader.windows import WindowBatch, encode_windows, length_sorted_batches, truncate_question
+from spanqa.reader.windows import WindowBatch, encode_pairs, length_sorted_batches, truncate_questions
 
-# Each window yields this many times top_k candidates, so that after the same span found in
-# overlapping windows (or two token spans widened to the same words) collapses into one answer,
-# a passage still has top_k distinct answers to offer.
-CANDIDATE_OVERSAMPLING = 4
+
+
+def pipeline_candidates_per_window(top_k: int) -> int:
+    """Spans each window offers: the pipeline's 2 * top_k + 10, as word alignment and merging
+    spans of the same text leave fewer distinct answers than candidates."""
+    return 2 * top_k + 10
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,15 @@ class ReadingSettings:
     max_seq_length: int = defaults.MAX_SEQ_LENGTH
     doc_stride: int = defaults.DOC_STRIDE
     max_question_length: int = defaults.MAX_QUESTION_LENGTH
-    batch_size: int = defaults.READER_BATCH_SIZE
+    batch_size: int | None = defaults.READER_BATCH_SIZE  # most windows per forward pass; None: no limit
+    max_batch_tokens: int | None = defaults.READER_MAX_BATCH_TOKENS  # None: the device's default budget
 
     def __post_init__(self) -> None:
-        for name in ("max_answer_length", "max_seq_length", "max_question_length", "batch_size"):
+        for name in ("max_answer_length", "max_seq_length", "max_question_length"):
             _check_positive_int(name, getattr(self, name))
+        for name in ("batch_size", "max_batch_tokens"):
+            if getattr(self, name) is not None:
+                _check_positive_int(name, getattr(self, name), "or None")
         if not _is_int(self.doc_stride) or self.doc_stride < 0:
             raise ConfigError(f"doc_stride={self.doc_stride!r} must be an integer >= 0 (default {defaults.DOC_STRIDE})")
         if self.doc_stride >= self.max_seq_length:
@@ -73,9 +82,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_positive_int(name: str, value: object) -> None:
+def _check_positive_int(name: str, value: object, alternative: str = "") -> None:
     if not _is_int(value) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be an integer >= 1")
+        raise ConfigError(f"{name}={value!r} must be an integer >= 1" + (f" {alternative}" if alternative else ""))
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,7 @@ class PassageSpan:
 class _Candidates:
     """Decoded candidates of all windows of a call, one entry per candidate."""
 
-    passage: np.ndarray
+    passage: np.ndarray  # index of the (question, passage) pair; the passage's, for one question
     window: np.ndarray  # index into the call's window list
     rank_in_window: np.ndarray
     log_probability: np.ndarray
@@ -106,23 +115,6 @@ class _Candidates:
     char_end: np.ndarray
     start_logit: np.ndarray
     end_logit: np.ndarray
-
-
-def _logits(qa_model: LoadedQAModel, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    arrays = {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "token_type_ids": batch.token_type_ids,
-    }
-    inputs = {name: torch.from_numpy(arrays[name]).to(qa_model.device) for name in qa_model.input_names}
-    with torch.inference_mode():
-        output = qa_model.model(**inputs)
-    # float64 on the host: fp16 logits from a GPU would lose ties and overflow the softmax.
-    start = output.start_logits.float().cpu().numpy().astype(np.float64)
-    end = output.end_logits.float().cpu().numpy().astype(np.float64)
-    return start, end
 
 
 def _decode_batch(
@@ -160,6 +152,45 @@ def _concatenate(parts: list[_Candidates]) -> _Candidates:
     )
 
 
+def _merge_like_the_pipeline(
+    passage_index: int,
+    passage: str,
+    in_window_order: np.ndarray,
+    candidates: _Candidates,
+    probability: np.ndarray,
+    top_k: int,
+) -> list[PassageSpan]:
+    """One passage's answers as the transformers 4.57 question-answering pipeline ranks them.
+
+    Walking the candidates in window order (each window best first), word-aligned spans whose
+    text is the same up to case are one answer: it stays where its first occurrence is, and its
+    probability is the sum of theirs. Answers are then ranked by that sum (a stable sort, so
+    ties keep first-seen order) and the best `top_k` kept.
+    """
+    merged: dict[str, list] = {}  # lower-cased text -> [probability sum, first candidate index]
+    for index in in_window_order:
+        start, end = int(candidates.char_start[index]), int(candidates.char_end[index])
+        if end <= start:
+            continue
+        key = passage[start:end].lower()
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = [float(probability[index]), int(index)]
+        else:
+            entry[0] += float(probability[index])
+    ranked = sorted(merged.values(), key=lambda entry: entry[0], reverse=True)[:top_k]
+    return [
+        PassageSpan(
+            passage_index=passage_index,
+            start=int(candidates.char_start[index]),
+            end=int(candidates.char_end[index]),
+            start_logit=float(candidates.start_logit[index]),
+            end_logit=float(candidates.end_logit[index]),
+        )
+        for _, index in ranked
+    ]
+
+
 def read_passages(
     qa_model: LoadedQAModel,
     question: str,
@@ -170,67 +201,90 @@ def read_passages(
     """The best `top_k` distinct spans of each passage, in the classic pipeline's order for that passage.
 
     All (question, passage) pairs are tokenised in one call, windows run through the model in
-    length-sorted batches, and each passage's candidates from all its windows are ranked by their
-    window probability (`span_log_probabilities`), then widened to whole words. Spans with the same
-    character offsets collapse into the best-ranked one. Result i belongs to passages[i]; compare
-    spans across passages by `PassageSpan.score`, not by their position.
+    length-sorted batches, and each passage's candidates from all its windows, widened to whole
+    words, are merged and ranked as the pipeline does (`_merge_like_the_pipeline`). Result i
+    belongs to passages[i]; compare spans across passages by `PassageSpan.score`, not by their
+    position.
+    """
+    return read_passages_batch(qa_model, [question], [passages], settings, top_k)[0]
+
+
+def read_passages_batch(
+    qa_model: LoadedQAModel,
+    questions: list[str],
+    passages_per_question: list[list[str]],
+    settings: ReadingSettings,
+    top_k: int,
+) -> list[list[list[PassageSpan]]]:
+    """`read_passages` for many questions at once: result[q][i] are the spans of passages_per_question[q][i].
+
+    Every (question, passage) pair of every question is tokenised in one tokenizer call, and all
+    their windows are sorted by length and cut into batches together (at most `batch_size`
+    windows and `max_batch_tokens` tokens with padding each), so padding stays minimal and many
+    questions share forward passes. Each pair's spans are what `read_passages` gives for that
+    question alone (to float rounding between batch shapes). A blank question gets no spans.
     """
     _check_positive_int("top_k", top_k)
-    spans_per_passage: list[list[PassageSpan]] = [[] for _ in passages]
-    if not passages or not question.strip():
-        return spans_per_passage
+    if len(questions) != len(passages_per_question):
+        raise ValueError(
+            f"{len(questions)} questions but {len(passages_per_question)} passage lists: give one list per question"
+        )
+    results: list[list[list[PassageSpan]]] = [[[] for _ in passages] for passages in passages_per_question]
+    asked = [index for index, question in enumerate(questions) if question.strip() and passages_per_question[index]]
+    if not asked:
+        return results
 
     tokenizer = qa_model.tokenizer
-    question = truncate_question(tokenizer, question, settings.max_question_length)
-    windows = encode_windows(
+    truncated = truncate_questions(tokenizer, [questions[index] for index in asked], settings.max_question_length)
+    pair_question: list[int] = []  # per (question, passage) pair: the question's index ...
+    pair_passage: list[int] = []  # ... and the passage's index in that question's list
+    pair_texts: list[str] = []
+    pair_passages: list[str] = []
+    for question_index, question in zip(asked, truncated, strict=True):
+        passages = passages_per_question[question_index]
+        pair_question += [question_index] * len(passages)
+        pair_passage += range(len(passages))
+        pair_texts += [question] * len(passages)
+        pair_passages += passages
+    windows = encode_pairs(
         tokenizer,
-        question,
-        passages,
+        pair_texts,
+        pair_passages,
         max_seq_length=settings.max_seq_length,
         stride=settings.doc_stride,
         word_ids_available=qa_model.word_ids_available,
     )
     if not windows:
-        return spans_per_passage
-    passage_of_window = np.array([window.passage_index for window in windows], dtype=np.int64)
+        return results
+    pair_of_window = np.array([window.passage_index for window in windows], dtype=np.int64)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_batch_tokens = settings.max_batch_tokens or qa_model.batch_tokens(settings.max_seq_length)
 
     parts = []
-    for batch in length_sorted_batches(windows, settings.batch_size, pad_token_id):
-        start_logits, end_logits = _logits(qa_model, batch)
+    for batch in length_sorted_batches(windows, settings.batch_size, pad_token_id, max_batch_tokens):
+        start_logits, end_logits = qa_model.logits(batch)
         parts.append(
             _decode_batch(
                 batch,
                 start_logits,
                 end_logits,
-                passage_of_window,
+                pair_of_window,
                 settings.max_answer_length,
-                candidates_per_window=top_k * CANDIDATE_OVERSAMPLING,
+                candidates_per_window=pipeline_candidates_per_window(top_k),
             )
         )
     candidates = _concatenate(parts)
 
-    # Batches came in length order; put candidates back in window order so ties between equally
-    # probable spans resolve the same way whatever the batching.
+    # Batches came in length order; put candidates back in window order: the pipeline walks a
+    # passage's windows in order, and so must the merging below. Windows are numbered pair by
+    # pair, so this order also groups each pair's candidates together.
     by_window = np.lexsort((candidates.rank_in_window, candidates.window))
-    for passage_index in range(len(passages)):
-        in_passage = by_window[candidates.passage[by_window] == passage_index]
-        ranked = in_passage[rank_passage_spans(candidates.log_probability[in_passage])]
-        seen_offsets: set[tuple[int, int]] = set()
-        for index in ranked:
-            offsets = (int(candidates.char_start[index]), int(candidates.char_end[index]))
-            if offsets[1] <= offsets[0] or offsets in seen_offsets:
-                continue
-            seen_offsets.add(offsets)
-            spans_per_passage[passage_index].append(
-                PassageSpan(
-                    passage_index=passage_index,
-                    start=offsets[0],
-                    end=offsets[1],
-                    start_logit=float(candidates.start_logit[index]),
-                    end_logit=float(candidates.end_logit[index]),
-                )
-            )
-            if len(spans_per_passage[passage_index]) == top_k:
-                break
-    return spans_per_passage
+    bounds = np.searchsorted(candidates.passage[by_window], np.arange(len(pair_texts) + 1))
+    probability = np.exp(candidates.log_probability)
+    for pair_index, passage in enumerate(pair_passages):
+        in_pair = by_window[bounds[pair_index] : bounds[pair_index + 1]]
+        passage_index = pair_passage[pair_index]
+        results[pair_question[pair_index]][passage_index] = _merge_like_the_pipeline(
+            passage_index, passage, in_pair, candidates, probability, top_k
+        )
+    return results

@@ -2,6 +2,8 @@
 
 Long passages are read the way the classic transformers question-answering pipeline reads them:
 question first, passage truncated into overlapping windows (`stride` tokens shared by neighbours).
+All pairs of a call (one question's passages, or many questions' passages) are tokenised in one
+fast-tokenizer call, and their windows are batched together by length.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ PASSAGE_SEQUENCE = 1  # sequence id of the passage in a (question, passage) pair
 class Window:
     """One (question, passage window) input of the model, with what decoding needs to map tokens back."""
 
-    passage_index: int  # which passage of the call this window reads
+    passage_index: int  # which (question, passage) pair of the encoding call this window reads
     input_ids: np.ndarray  # int64 (L,)
     token_type_ids: np.ndarray  # int64 (L,)
     passage_tokens: np.ndarray  # bool (L,): tokens of the passage; never question, special or padding
@@ -33,9 +35,13 @@ class Window:
 
 @dataclass(frozen=True)
 class WindowBatch:
-    """Windows padded to a common length: model inputs and decoding inputs side by side."""
+    """Windows padded to a common length: model inputs and decoding inputs side by side.
+
+    Row r holds window `window_indices[r]` in its first `lengths[r]` positions; the rest is padding.
+    """
 
     window_indices: np.ndarray  # int64 (B,): positions of these windows in the call's window list
+    lengths: np.ndarray  # int64 (B,): real tokens of each row
     input_ids: np.ndarray  # int64 (B, L)
     token_type_ids: np.ndarray  # int64 (B, L)
     attention_mask: np.ndarray  # int64 (B, L)
@@ -43,37 +49,69 @@ class WindowBatch:
     word_ids: np.ndarray  # int64 (B, L); NO_WORD on padding
     offsets: np.ndarray  # int64 (B, L, 2)
 
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
 
-def truncate_question(tokenizer, question: str, max_question_length: int) -> str:
-    """`question` cut after its first `max_question_length` tokens, so a passage always fits beside it.
+    @property
+    def padded(self) -> bool:
+        """Whether any row is shorter than the batch."""
+        return bool((self.lengths != self.input_ids.shape[1]).any())
+
+
+def truncate_questions(tokenizer, questions: list[str], max_question_length: int) -> list[str]:
+    """Each question cut after its first `max_question_length` tokens, so a passage always fits beside it.
 
     The cut is made on characters (at the end of the last kept token) rather than on ids, so the
-    question is tokenised once more with the passage in a single call, like every other pair.
+    question is tokenised once more with its passages in a single call, like every other pair.
+    One tokenizer call for all questions.
     """
-    encoding = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    offsets = encoding["offset_mapping"]
-    if len(offsets) <= max_question_length:
-        return question
-    return question[: offsets[max_question_length - 1][1]]
+    if not questions:
+        return []
+    encoded = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
+    truncated = []
+    for question, offsets in zip(questions, encoded["offset_mapping"], strict=True):
+        if len(offsets) <= max_question_length:
+            truncated.append(question)
+        else:
+            truncated.append(question[: offsets[max_question_length - 1][1]])
+    return truncated
 
 
-def encode_windows(
+def truncate_question(tokenizer, question: str, max_question_length: int) -> str:
+    """`question` cut after its first `max_question_length` tokens (see `truncate_questions`)."""
+    return truncate_questions(tokenizer, [question], max_question_length)[0]
+
+
+def _as_int_array(values: list[int | None], missing: int) -> np.ndarray:
+    """A token-aligned list with None entries (sequence ids, word ids) as int64, None -> `missing`.
+
+    numpy converts the list in C (None becomes NaN in a float array); no Python loop over tokens.
+    """
+    as_float = np.array(values, dtype=np.float64)
+    return np.nan_to_num(as_float, nan=float(missing)).astype(np.int64)
+
+
+def encode_pairs(
     tokenizer,
-    question: str,
+    questions: list[str],
     passages: list[str],
     max_seq_length: int,
     stride: int,
     word_ids_available: bool,
 ) -> list[Window]:
-    """All windows of all passages, from one fast-tokenizer call (question first, passage truncated).
+    """All windows of all (questions[i], passages[i]) pairs, from one fast-tokenizer call.
 
-    `word_ids_available` is False for tokenizers without a pre-tokenizer: their "word" is the
-    whole text, so word alignment would stretch an answer over the window; tokens then keep their
-    own offsets.
+    Each window's `passage_index` is its pair's index i. `word_ids_available` is False for
+    tokenizers without a pre-tokenizer: their "word" is the whole text, so word alignment would
+    stretch an answer over the window; tokens then keep their own offsets.
     """
+    if len(questions) != len(passages):
+        raise ValueError(f"{len(questions)} questions for {len(passages)} passages: pairs need one of each")
+    if not passages:
+        return []
     encoded = tokenizer(
-        [question] * len(passages),
-        passages,
+        list(questions),
+        list(passages),
         truncation="only_second",
         max_length=max_seq_length,
         stride=stride,
@@ -82,19 +120,15 @@ def encode_windows(
         padding=False,
     )
     windows = []
-    for passage_index, encoding in zip(encoded["overflow_to_sample_mapping"], encoded.encodings, strict=True):
-        sequence_ids = np.array(
-            [-1 if sequence is None else sequence for sequence in encoding.sequence_ids], dtype=np.int64
-        )
-        passage_tokens = sequence_ids == PASSAGE_SEQUENCE
+    for pair_index, encoding in zip(encoded["overflow_to_sample_mapping"], encoded.encodings, strict=True):
+        passage_tokens = _as_int_array(encoding.sequence_ids, missing=-1) == PASSAGE_SEQUENCE
         if word_ids_available:
-            word_ids = np.array([NO_WORD if word is None else word for word in encoding.word_ids], dtype=np.int64)
-            word_ids = np.where(passage_tokens, word_ids, NO_WORD)
+            word_ids = np.where(passage_tokens, _as_int_array(encoding.word_ids, missing=NO_WORD), NO_WORD)
         else:
-            word_ids = np.full(len(sequence_ids), NO_WORD, dtype=np.int64)
+            word_ids = np.full(len(passage_tokens), NO_WORD, dtype=np.int64)
         windows.append(
             Window(
-                passage_index=int(passage_index),
+                passage_index=int(pair_index),
                 input_ids=np.array(encoding.ids, dtype=np.int64),
                 token_type_ids=np.array(encoding.type_ids, dtype=np.int64),
                 passage_tokens=passage_tokens,
@@ -105,20 +139,61 @@ def encode_windows(
     return windows
 
 
-def length_sorted_batches(windows: list[Window], batch_size: int, pad_token_id: int) -> Iterator[WindowBatch]:
-    """Batches of at most `batch_size` windows of similar length, each padded only to its own longest.
+def encode_windows(
+    tokenizer,
+    question: str,
+    passages: list[str],
+    max_seq_length: int,
+    stride: int,
+    word_ids_available: bool,
+) -> list[Window]:
+    """All windows of all passages of one question (question first, passage truncated); see `encode_pairs`."""
+    return encode_pairs(
+        tokenizer, [question] * len(passages), passages, max_seq_length, stride, word_ids_available
+    )
 
-    Sorting by length first keeps padding (wasted model compute) small when short passages and
-    long ones are read together.
+
+def plan_batches(lengths: np.ndarray, batch_size: int | None, max_batch_tokens: int) -> list[np.ndarray]:
+    """Window indices of each batch: windows sorted by length, cut greedily into batches.
+
+    A batch holds at most `batch_size` windows (None: no limit) and at most `max_batch_tokens`
+    tokens counted with padding (windows x its longest window), but always at least one window.
+    Sorting first means each batch pads only to its own longest window, which is barely longer
+    than its shortest: little padding, and so little wasted model compute.
     """
-    order = sorted(range(len(windows)), key=lambda index: len(windows[index]))
-    for first in range(0, len(order), batch_size):
-        indices = order[first : first + batch_size]
-        length = max(len(windows[index]) for index in indices)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    first = 0
+    for position in range(1, len(order) + 1):
+        if position == len(order):
+            batches.append(order[first:position])
+            break
+        count = position - first + 1  # windows if order[position] joins the batch
+        too_many = batch_size is not None and count > batch_size
+        if too_many or count * int(lengths[order[position]]) > max_batch_tokens:
+            batches.append(order[first:position])
+            first = position
+    return batches
+
+
+def length_sorted_batches(
+    windows: list[Window],
+    batch_size: int | None,
+    pad_token_id: int,
+    max_batch_tokens: int | None = None,
+) -> Iterator[WindowBatch]:
+    """Batches of windows of similar length (see `plan_batches`), each padded only to its own longest."""
+    if not windows:
+        return
+    lengths = np.array([len(window) for window in windows], dtype=np.int64)
+    budget = max_batch_tokens if max_batch_tokens is not None else int(lengths.sum())
+    for indices in plan_batches(lengths, batch_size, budget):
+        batch_lengths = lengths[indices]
+        length = int(batch_lengths.max())
         size = len(indices)
         input_ids = np.full((size, length), pad_token_id, dtype=np.int64)
         token_type_ids = np.zeros((size, length), dtype=np.int64)
-        attention_mask = np.zeros((size, length), dtype=np.int64)
         passage_tokens = np.zeros((size, length), dtype=bool)
         word_ids = np.full((size, length), NO_WORD, dtype=np.int64)
         offsets = np.zeros((size, length, 2), dtype=np.int64)
@@ -127,12 +202,13 @@ def length_sorted_batches(windows: list[Window], batch_size: int, pad_token_id: 
             filled = len(window)
             input_ids[row, :filled] = window.input_ids
             token_type_ids[row, :filled] = window.token_type_ids
-            attention_mask[row, :filled] = 1
             passage_tokens[row, :filled] = window.passage_tokens
             word_ids[row, :filled] = window.word_ids
             offsets[row, :filled] = window.offsets
+        attention_mask = (np.arange(length)[None, :] < batch_lengths[:, None]).astype(np.int64)
         yield WindowBatch(
-            window_indices=np.array(indices, dtype=np.int64),
+            window_indices=np.asarray(indices, dtype=np.int64),
+            lengths=batch_lengths,
             input_ids=input_ids,
             token_type_ids=token_type_ids,
             attention_mask=attention_mask,

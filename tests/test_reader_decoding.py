@@ -11,7 +11,6 @@ from spanqa.reader.decoding import (
     SpanCandidates,
     best_spans,
     comparable_score,
-    rank_passage_spans,
     span_log_probabilities,
     word_aligned_char_spans,
 )
@@ -219,11 +218,10 @@ class TestWindowProbability:
         spans = best_spans(start, end, allowed, max_answer_length=1, top_n=1)
 
         log_probabilities = span_log_probabilities(start, end, allowed, spans)
-        order = rank_passage_spans(log_probabilities)
 
         assert spans_as_tuples(spans) == [(0, 5, 5), (1, 7, 7)]
         assert spans.logit_sum[0] > spans.logit_sum[1]
-        assert spans_as_tuples(spans.take(order)) == [(1, 7, 7), (0, 5, 5)]
+        assert log_probabilities[1] > log_probabilities[0]
 
     def test_cls_mass_lowers_every_span_of_a_no_answer_window(self):
         start = np.zeros(WINDOW_LENGTH)
@@ -236,9 +234,6 @@ class TestWindowProbability:
         no_answer = span_log_probabilities(confident_cls, end, PASSAGE, spans)
 
         assert no_answer[0] < plain[0] - 10
-
-    def test_equal_probabilities_keep_input_order(self):
-        assert rank_passage_spans(np.array([-1.0, -0.5, -1.0, -0.5])).tolist() == [1, 3, 0, 2]
 
 
 class TestWordAlignment:
@@ -337,3 +332,38 @@ class TestComparableScore:
 
         assert np.all(np.diff(scores) >= 0)
         assert np.all((scores >= 0) & (scores <= 1))
+
+
+class TestPipelineMerging:
+    """Within one passage, spans with the same text (up to case) are one answer, as in the 4.57 pipeline."""
+
+    PASSAGE_TEXT = "Paris is big. paris is old. Lyon is far."
+
+    def candidates(self, spans: list[tuple[int, int, int, float]]):
+        from spanqa.reader.span_reader import _Candidates
+
+        window, start, end, log_p = (np.array(column) for column in zip(*spans))
+        count = len(spans)
+        return _Candidates(
+            passage=np.zeros(count, dtype=np.int64), window=window, rank_in_window=np.arange(count),
+            log_probability=np.log(log_p), char_start=start, char_end=end,
+            start_logit=np.arange(count, dtype=np.float64), end_logit=np.zeros(count),
+        )
+
+    def test_same_text_sums_probabilities_and_keeps_the_first_place(self):
+        from spanqa.reader.span_reader import _merge_like_the_pipeline
+
+        # window 0: "Paris" 0.30, "Lyon" 0.40; window 1: "paris" 0.25 -> Paris 0.55 beats Lyon 0.40.
+        candidates = self.candidates([(0, 0, 5, 0.30), (0, 28, 32, 0.40), (1, 14, 19, 0.25)])
+        probability = np.exp(candidates.log_probability)
+        spans = _merge_like_the_pipeline(0, self.PASSAGE_TEXT, np.array([0, 1, 2]), candidates, probability, top_k=2)
+        assert [(span.start, span.end) for span in spans] == [(0, 5), (28, 32)]
+        assert spans[0].start_logit == 0.0  # the first occurrence's logits travel with its offsets
+
+    def test_top_k_counts_merged_answers(self):
+        from spanqa.reader.span_reader import _merge_like_the_pipeline
+
+        candidates = self.candidates([(0, 0, 5, 0.30), (1, 14, 19, 0.25), (0, 28, 32, 0.10)])
+        probability = np.exp(candidates.log_probability)
+        spans = _merge_like_the_pipeline(0, self.PASSAGE_TEXT, np.array([0, 1, 2]), candidates, probability, top_k=1)
+        assert [(span.start, span.end) for span in spans] == [(0, 5)]

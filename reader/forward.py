@@ -1,0 +1,415 @@
+"""Running a question-answering model over a batch of windows: start and end logits out.
+
+Three runners share one call signature, `runner(batch) -> (start_logits, end_logits)`, both float64
+arrays of the batch's padded shape (B, L) whose values on padding are meaningless:
+
+- `PaddedRunner`: the model's own forward on the padded batch. Works for every model.
+- `PackedDistilBertRunner`: DistilBERT's forward computed on the batch's real tokens only. The
+  linear layers, layer norms and GELU (nearly all of the compute) see one (tokens, dim) matrix
+  without padding rows, and attention runs per group of windows of (nearly) equal length. Same
+  weights, same float32 math: logits equal the model's own to float rounding (about 1e-5),
+  and it is checked against the model's own forward when the model is loaded.
+- `OnnxInt8Runner`: the opt-in CPU fast mode: the model exported to ONNX, its weights quantised to
+  int8 per output channel (dynamic quantisation: activations are quantised on the fly), run by ONNX
+  Runtime one window at a time (no padding). Faster, and close to the exact model but not equal.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spanqa.errors import ConfigError
+from spanqa.reader.windows import WindowBatch
+
+# Attention of a group of windows is padded to the group's longest window. A group keeps growing
+# (windows come sorted by length) while its padded attention work stays within this factor of
+# the work without padding; attention is a small share of the model, so a little padding there
+# buys fewer, larger kernel calls.
+ATTENTION_PADDING_SLACK = 1.25
+
+# Token budget of a forward pass on CPU: large enough that matrix products run at full speed
+# (a few hundred rows already do), small enough that activations stay in the tens of MB.
+CPU_BATCH_TOKENS = 8192
+# On CUDA the budget is sized from free memory: this share of it, at an estimate per token, ...
+CUDA_MEMORY_SHARE = 0.5
+# ... within these bounds.
+CUDA_MIN_BATCH_TOKENS = 2048
+CUDA_MAX_BATCH_TOKENS = 262_144
+
+FAST_MODE_EXTRA = "pip install onnxruntime onnx (or spanqa[fast])"
+
+
+def _host_float64(tensor) -> np.ndarray:
+    """A device tensor as a float64 numpy array: one conversion on the device, one transfer."""
+    import torch
+
+    return tensor.detach().to(torch.float64).cpu().numpy()
+
+
+def _scatter_rows(packed: np.ndarray, batch: WindowBatch) -> np.ndarray:
+    """Per-token values of the batch's windows, back end to end, into the batch's (B, L) shape."""
+    out = np.zeros(batch.input_ids.shape, dtype=np.float64)
+    out[batch.attention_mask.astype(bool)] = packed
+    return out
+
+
+class PaddedRunner:
+    """The model's own forward over the padded batch (any question-answering model)."""
+
+    kind = "padded"
+
+    def __init__(self, model: Any, device: Any, input_names: tuple[str, ...]):
+        self.model = model
+        self.device = device
+        self.input_names = input_names
+
+    def __call__(self, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        arrays = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        non_blocking = self.device.type == "cuda"
+        inputs = {
+            name: torch.from_numpy(arrays[name]).to(self.device, non_blocking=non_blocking)
+            for name in self.input_names
+        }
+        with torch.inference_mode():
+            output = self.model(**inputs)
+            # float64 on the host: fp16 logits from a GPU would lose ties and overflow the softmax.
+            return _host_float64(output.start_logits), _host_float64(output.end_logits)
+
+
+@dataclass(frozen=True)
+class _AttentionGroup:
+    """Consecutive windows of a packed batch whose attention runs in one call."""
+
+    token_start: int  # first row of the group in the packed (tokens, dim) matrix
+    token_end: int
+    windows: int
+    length: int  # the group's longest window
+    rows: Any  # None when every window has `length` tokens; else a LongTensor of the real rows in the padded layout
+    key_mask: Any  # None, or a bool tensor (windows, 1, 1, length): which keys are real tokens
+
+
+def is_distilbert_qa(model: Any) -> bool:
+    """Whether `model` looks like transformers' DistilBertForQuestionAnswering (the packed runner's layout)."""
+    config = getattr(model, "config", None)
+    base = getattr(model, "distilbert", None)
+    return (
+        getattr(config, "model_type", None) == "distilbert"
+        and base is not None
+        and hasattr(model, "qa_outputs")
+        and hasattr(base, "embeddings")
+        and hasattr(getattr(base, "transformer", None), "layer")
+    )
+
+
+class PackedDistilBertRunner:
+    """DistilBERT question answering computed on real tokens only; see the module docstring."""
+
+    kind = "packed"
+
+    def __init__(self, model: Any, device: Any):
+        self.model = model
+        self.device = device
+        config = model.config
+        self.heads = int(config.n_heads)
+        self.dim = int(config.dim)
+        self.head_dim = self.dim // self.heads
+
+    def __call__(self, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        real = batch.attention_mask.astype(bool)
+        lengths = batch.lengths
+        token_ids = batch.input_ids[real]  # windows end to end, row order
+        window_starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        positions = np.arange(token_ids.shape[0]) - np.repeat(window_starts, lengths)
+        non_blocking = self.device.type == "cuda"
+        ids = torch.from_numpy(token_ids).to(self.device, non_blocking=non_blocking)
+        position_ids = torch.from_numpy(positions).to(self.device, non_blocking=non_blocking)
+        with torch.inference_mode():
+            logits = self.forward_packed(ids, position_ids, lengths)
+            start, end = _host_float64(logits[:, 0]), _host_float64(logits[:, 1])
+        return _scatter_rows(start, batch), _scatter_rows(end, batch)
+
+    def _groups(self, lengths: np.ndarray) -> list[_AttentionGroup]:
+        import torch
+
+        groups = []
+        first = 0
+        token_start = 0
+        count = len(lengths)
+        while first < count:
+            last = first + 1  # windows first..last-1 form the group
+            squares = int(lengths[first]) ** 2
+            while last < count:
+                longest = int(max(lengths[first : last + 1]))
+                candidate_squares = squares + int(lengths[last]) ** 2
+                if (last + 1 - first) * longest**2 > ATTENTION_PADDING_SLACK * candidate_squares:
+                    break
+                squares = candidate_squares
+                last += 1
+            group_lengths = lengths[first:last]
+            length = int(group_lengths.max())
+            windows = last - first
+            tokens = int(group_lengths.sum())
+            rows = key_mask = None
+            if tokens != windows * length:
+                padded_rows = np.arange(length)[None, :] < group_lengths[:, None]
+                rows = torch.from_numpy(np.flatnonzero(padded_rows)).to(self.device)
+                key_mask = torch.from_numpy(padded_rows).to(self.device)[:, None, None, :]
+            groups.append(_AttentionGroup(token_start, token_start + tokens, windows, length, rows, key_mask))
+            token_start += tokens
+            first = last
+        return groups
+
+    def _attention(self, query, key, value, groups: list[_AttentionGroup]):
+        import torch
+        from torch.nn.functional import scaled_dot_product_attention
+
+        context = torch.empty_like(query)
+        heads, head_dim, dim = self.heads, self.head_dim, self.dim
+        for group in groups:
+            span = slice(group.token_start, group.token_end)
+            shape = (group.windows, group.length, heads, head_dim)
+            if group.rows is None:
+                parts = [tensor[span].view(shape).transpose(1, 2) for tensor in (query, key, value)]
+                attended = scaled_dot_product_attention(*parts)
+                context[span] = attended.transpose(1, 2).reshape(-1, dim)
+            else:
+                parts = []
+                for tensor in (query, key, value):
+                    padded = tensor.new_zeros((group.windows * group.length, dim))
+                    padded.index_copy_(0, group.rows, tensor[span])
+                    parts.append(padded.view(shape).transpose(1, 2))
+                attended = scaled_dot_product_attention(*parts, attn_mask=group.key_mask)
+                context[span] = attended.transpose(1, 2).reshape(-1, dim).index_select(0, group.rows)
+        return context
+
+    def forward_packed(self, ids, position_ids, lengths: np.ndarray):
+        """(tokens, 2) start/end logits of windows laid end to end in `ids` (eval mode; no dropout)."""
+        base = self.model.distilbert
+        embeddings = base.embeddings
+        hidden = embeddings.word_embeddings(ids) + embeddings.position_embeddings(position_ids)
+        hidden = embeddings.LayerNorm(hidden)
+        groups = self._groups(np.asarray(lengths, dtype=np.int64))
+        for layer in base.transformer.layer:
+            attention = layer.attention
+            context = self._attention(
+                attention.q_lin(hidden), attention.k_lin(hidden), attention.v_lin(hidden), groups
+            )
+            hidden = layer.sa_layer_norm(attention.out_lin(context) + hidden)
+            ffn = layer.ffn
+            hidden = layer.output_layer_norm(ffn.lin2(ffn.activation(ffn.lin1(hidden))) + hidden)
+        return self.model.qa_outputs(hidden)
+
+
+def _probe_batch(vocab_size: int, pad_token_id: int) -> WindowBatch:
+    """Two short windows of different lengths (so one is padded) with deterministic token ids."""
+    lengths = np.array([7, 12], dtype=np.int64)
+    length = int(lengths.max())
+    input_ids = np.full((2, length), pad_token_id, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    for row, filled in enumerate(lengths):
+        input_ids[row, :filled] = rng.integers(min(5, vocab_size - 1), vocab_size, size=filled)
+    attention_mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+    token_type_ids = np.zeros_like(input_ids)
+    token_type_ids[:, 4:] = attention_mask[:, 4:]
+    return WindowBatch(
+        window_indices=np.arange(2, dtype=np.int64),
+        lengths=lengths,
+        input_ids=input_ids,
+        token_type_ids=token_type_ids,
+        attention_mask=attention_mask,
+        passage_tokens=attention_mask.astype(bool),
+        word_ids=np.zeros_like(input_ids),
+        offsets=np.zeros((*input_ids.shape, 2), dtype=np.int64),
+    )
+
+
+def _agrees(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray], batch: WindowBatch, tolerance: float) -> bool:
+    real = batch.attention_mask.astype(bool)
+    for expected, got in zip(reference, other, strict=True):
+        expected, got = expected[real], got[real]
+        scale = max(1.0, float(np.abs(expected).max()))
+        if not np.all(np.isfinite(got)) or float(np.abs(expected - got).max()) > tolerance * scale:
+            return False
+    return True
+
+
+def packed_runner_if_equivalent(model: Any, device: Any, input_names: tuple[str, ...], vocab_size: int, pad_token_id: int):
+    """A `PackedDistilBertRunner` when the model is a DistilBERT QA model and the packed forward
+    reproduces the model's own logits on a probe batch; else None (the padded runner is used).
+
+    The check guards against a transformers version whose DistilBERT differs from the layout the
+    packed forward assumes.
+    """
+    if not is_distilbert_qa(model):
+        return None
+    import torch
+
+    probe = _probe_batch(vocab_size, pad_token_id)
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 3e-2
+    try:
+        packed = PackedDistilBertRunner(model, device)
+        if _agrees(PaddedRunner(model, device, input_names)(probe), packed(probe), probe, tolerance):
+            return packed
+    except Exception:  # an unexpected module layout: fall back to the model's own forward
+        return None
+    return None
+
+
+def cpu_batch_tokens() -> int:
+    return CPU_BATCH_TOKENS
+
+
+def cuda_batch_tokens(model: Any, device: Any, max_seq_length: int) -> int:
+    """Tokens per forward pass that fit the GPU's free memory, estimated from the model's config.
+
+    Per token, the live activations of one layer are about 8 hidden vectors, 2 feed-forward
+    vectors and (if attention is not fused) one attention row per head; the estimate is doubled
+    for allocator slack, then `CUDA_MEMORY_SHARE` of free memory is used.
+    """
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    config = getattr(model, "config", None)
+    hidden = int(getattr(config, "dim", None) or getattr(config, "hidden_size", 1024))
+    feed_forward = int(getattr(config, "hidden_dim", None) or getattr(config, "intermediate_size", 4 * hidden))
+    heads = int(getattr(config, "n_heads", None) or getattr(config, "num_attention_heads", 16))
+    element = next(model.parameters()).element_size()
+    per_token = 2 * element * (8 * hidden + 2 * feed_forward + heads * max_seq_length)
+    budget = int(free * CUDA_MEMORY_SHARE) // per_token
+    return int(min(CUDA_MAX_BATCH_TOKENS, max(CUDA_MIN_BATCH_TOKENS, budget)))
+
+
+def check_fast_mode_available() -> None:
+    """ConfigError unless ONNX Runtime and the onnx package are importable (fast mode's optional extra)."""
+    import importlib.util
+
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"fast=True runs the model with ONNX Runtime, but {', '.join(missing)} is not installed: "
+            f"{FAST_MODE_EXTRA}, or use fast=False"
+        )
+
+
+class OnnxInt8Runner:
+    """The CPU fast mode: the model in ONNX Runtime with int8 weights, one window per call (no padding)."""
+
+    kind = "onnx-int8"
+
+    def __init__(self, model: Any, input_names: tuple[str, ...], threads: int):
+        check_fast_mode_available()
+        import onnxruntime
+
+        self.model_input_names = input_names
+        # One window per call: no padding, so no attention mask (all ones) to feed.
+        self.input_names = tuple(name for name in input_names if name != "attention_mask")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))  # as many as torch uses: a fair comparison
+        options.inter_op_num_threads = 1
+        # Workers sleep between calls instead of spinning: calls are short and the CPU is shared.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        with tempfile.TemporaryDirectory(prefix="spanqa-onnx-") as directory:
+            exported = Path(directory) / "model.onnx"
+            quantised = Path(directory) / "model-int8.onnx"
+            self._export(model, exported)
+            self._check_export(model, exported, options)
+            self._quantise(exported, quantised)
+            self.session = onnxruntime.InferenceSession(
+                quantised.read_bytes(), options, providers=["CPUExecutionProvider"]
+            )
+
+    def _export(self, model: Any, path: Path) -> None:
+        import torch
+
+        names = self.input_names
+
+        class _Logits(torch.nn.Module):
+            def __init__(self, wrapped):
+                super().__init__()
+                self.wrapped = wrapped
+
+            def forward(self, *inputs):
+                output = self.wrapped(**dict(zip(names, inputs, strict=True)))
+                return output.start_logits, output.end_logits
+
+        example = tuple(torch.ones((1, 16), dtype=torch.long) for _ in names)
+        axes = {name: {0: "windows", 1: "tokens"} for name in (*names, "start_logits", "end_logits")}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # The exporter restores the wrapper's train/eval mode afterwards, recursively: it
+                # must be eval, or the model would come back in training mode (dropout on).
+                torch.onnx.export(
+                    _Logits(model).eval(),
+                    example,
+                    str(path),
+                    input_names=list(names),
+                    output_names=["start_logits", "end_logits"],
+                    dynamic_axes=axes,
+                    opset_version=17,
+                    dynamo=False,
+                )
+        except Exception as error:
+            model.eval()
+            raise ConfigError(
+                f"fast=True could not export the model to ONNX ({type(error).__name__}: {error}); use fast=False"
+            ) from error
+
+    def _check_export(self, model: Any, path: Path, options: Any) -> None:
+        """The float ONNX graph must give the model's own logits on windows of another length than traced."""
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        import torch
+
+        probe = _probe_batch(int(getattr(model.config, "vocab_size", 100)), 0)
+        reference = PaddedRunner(model, torch.device("cpu"), self.model_input_names)(probe)
+        if not _agrees(reference, self._run(session, probe), probe, 1e-3):
+            raise ConfigError(
+                "fast=True: the model exported to ONNX does not reproduce its own logits on other window "
+                "lengths (its forward has shape-dependent code the exporter froze); use fast=False"
+            )
+
+    @staticmethod
+    def _quantise(source: Path, target: Path) -> None:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                str(source),
+                str(target),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+
+    def _run(self, session: Any, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
+        arrays = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
+        start = np.zeros(batch.input_ids.shape, dtype=np.float64)
+        end = np.zeros(batch.input_ids.shape, dtype=np.float64)
+        for row, length in enumerate(batch.lengths.tolist()):
+            feed = {name: np.ascontiguousarray(arrays[name][row : row + 1, :length]) for name in self.input_names}
+            window_start, window_end = session.run(None, feed)
+            start[row, :length] = window_start[0]
+            end[row, :length] = window_end[0]
+        return start, end
+
+    def __call__(self, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
+        return self._run(self.session, batch)
