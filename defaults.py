@@ -17,7 +17,9 @@ MAX_ANSWER_LENGTH = 15  # tokens
 MAX_SEQ_LENGTH = 384  # tokens per (question, passage window) pair
 DOC_STRIDE = 128  # tokens shared by consecutive windows of one long passage
 MAX_QUESTION_LENGTH = 64  # tokens; longer questions are cut so a passage always fits beside them
-READER_BATCH_SIZE = 16  # windows per forward pass
+READER_BATCH_SIZE = None  # most windows per forward pass; None: as many as READER_MAX_BATCH_TOKENS allows
+READER_MAX_BATCH_TOKENS = None  # tokens per forward pass (with padding); None: 8192 on CPU, sized from free memory on CUDA
+READER_FAST = False  # CPU fast mode: int8 ONNX Runtime (optional extra), close to but not identical with exact answers
 CONTEXT_CHARS = 150  # characters of context kept on each side of an answer
 SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); None keeps all
 
@@ -26,3 +28,19 @@ CHUNK_WORDS = 200  # words per chunk (about 260 reader tokens: a question plus a
 CHUNK_OVERLAP_WORDS = 40  # words shared by consecutive chunks of a page, so no answer is cut in two
 EMBEDDER_BATCH_SIZE = 32
 SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
+
+# Ingestion (issue #4). Chunks are sized in tokens of the reader's tokenizer, so that a question of
+# up to MAX_QUESTION_LENGTH tokens plus a chunk fits one reader window (384 - 64 - 3 special = 317
+# tokens), and so that the embedder (all-MiniLM-L6-v2 reads 256 word pieces) sees all of a chunk;
+# the sizes were chosen by retrieval recall on SQuAD (README, "Chunk sizes").
+CHUNK_TOKENS = 192  # reader tokens per chunk
+CHUNK_OVERLAP_TOKENS = 48  # reader tokens of context on each side of a chunk's embedded core (whole sentences where they fit)
+# Without the reader's tokenizer (a hub id offline), tokens are estimated from words (see parsing.py).
+PARSE_WORKERS = None  # parser processes; None: the number of CPUs, at least 1, at most 4
+PARSE_TIMEOUT_S = 120.0  # seconds one file may take to parse before its worker is stopped
+PARSE_MEMORY_MB = 2048  # address space one parser process may use (RLIMIT_AS), in MiB
+MAX_FILE_MB = 512  # larger files are reported, not parsed
+LAYOUT_READING_ORDER = True  # PDF pages read column by column (False: pypdf's content-stream order)
+CLEAN_TEXT = True  # join hyphenated words and wrapped lines, drop running headers/footers (PDF only)
+EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call
+CHUNK_MODE = "context"  # "context": embedded cores widened by CHUNK_OVERLAP_TOKENS each side; "overlap": classic overlap

@@ -1,300 +1,37 @@
-"""Files in, page texts out: PDF (pypdf), plain text, Markdown and HTML.
+"""Files in, page Documents out: the Haystack component over `spanqa.indexing.reading`.
 
-The text returned for a page is the exact string every later offset points into (chunk `start`/`end`,
-answer `start`/`end`), so nothing here cleans or rewrites extracted text after the fact.
+`read_pages` (in `reading`, re-exported here) returns the exact page texts every later offset points
+into (chunk `start`/`end`, answer `start`/`end`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import re
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from haystack import Document, component, default_from_dict, default_to_dict
 
-from spanqa import defaults
 from spanqa.answers import SkippedFile
 from spanqa.errors import DocumentError
-
-if TYPE_CHECKING:
-    from pypdf import PdfReader
+from spanqa.indexing.reading import (  # noqa: F401 - re-exported: this module was their home
+    HTML_SUFFIXES,
+    PDF_SUFFIXES,
+    TEXT_SUFFIXES,
+    VisibleTextParser,
+    decode_text,
+    discover_files,
+    html_to_text,
+    is_supported,
+    read_bytes,
+    read_pages,
+    read_pdf_pages,
+    short_message,
+    split_form_feeds,
+    unlock_pdf,
+    unsupported_reason,
+)
 
 logger = logging.getLogger(__name__)
-
-PDF_SUFFIXES = (".pdf",)
-TEXT_SUFFIXES = (".txt", ".md", ".markdown")
-HTML_SUFFIXES = (".html", ".htm")
-
-# The PDF spec lets readers accept a header anywhere in the first 1024 bytes (some tools prepend junk).
-PDF_HEADER_WINDOW = 1024
-MAX_REASON_CHARS = 200
-
-
-def supported_suffixes_text() -> str:
-    return ", ".join(defaults.SUPPORTED_SUFFIXES)
-
-
-def is_supported(path: Path) -> bool:
-    return path.suffix.lower() in defaults.SUPPORTED_SUFFIXES
-
-
-def discover_files(paths: list[str | Path]) -> tuple[list[Path], list[SkippedFile]]:
-    """The supported files named by `paths` (folders searched recursively), and the paths that cannot be used.
-
-    Files come back resolved to absolute paths, folder contents in sorted order, each file once.
-    Unsupported and hidden files met inside a folder are ignored silently; a file named explicitly
-    with an unsupported suffix is reported, since the user asked for it by name.
-    """
-    files: list[Path] = []
-    skipped: list[SkippedFile] = []
-    seen: set[Path] = set()
-
-    def keep(file: Path) -> None:
-        if file not in seen:
-            seen.add(file)
-            files.append(file)
-
-    for raw_path in paths:
-        path = Path(raw_path).expanduser().resolve()
-        if path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                # Hidden folders hold tool state (.git, .venv, an index), not documents to ask about.
-                hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                if not hidden and candidate.is_file() and is_supported(candidate):
-                    keep(candidate)
-        elif path.is_file():
-            if is_supported(path):
-                keep(path)
-            else:
-                skipped.append(SkippedFile(str(path), unsupported_reason(path)))
-        else:
-            skipped.append(SkippedFile(str(path), "no such file or directory"))
-    return files, skipped
-
-
-def unsupported_reason(path: Path) -> str:
-    suffix = path.suffix if path.suffix != "" else "(none)"
-    return f"unsupported file type '{suffix}' (supported: {supported_suffixes_text()})"
-
-
-def short_message(exc: BaseException) -> str:
-    message = str(exc).strip()
-    if message == "":
-        message = type(exc).__name__
-    if len(message) > MAX_REASON_CHARS:
-        message = message[: MAX_REASON_CHARS - 3] + "..."
-    return message
-
-
-def read_bytes(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        detail = short_message(exc) if exc.strerror is None else exc.strerror
-        raise DocumentError(path, f"cannot read file: {detail}") from exc
-    if len(data) == 0:
-        raise DocumentError(path, "empty file (0 bytes)")
-    return data
-
-
-def decode_text(data: bytes) -> str:
-    # utf-8-sig drops a byte-order mark, which is encoding metadata, not text; bytes that are not UTF-8
-    # become U+FFFD so one stray Latin-1 byte does not cost the user the whole file.
-    return data.decode("utf-8-sig", errors="replace")
-
-
-def read_pages(path: Path, password: str | None = None) -> list[str]:
-    """The text of every page of `path`: item i is page i+1.
-
-    Pages without text stay in the list as "" (or whitespace) so page numbers keep matching the
-    file. Raises DocumentError, with a short reason a user can act on, when the file yields no text.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise DocumentError(path, "is a directory (list its files with discover_files)")
-    suffix = path.suffix.lower()
-    if suffix not in defaults.SUPPORTED_SUFFIXES:
-        raise DocumentError(path, unsupported_reason(path))
-    data = read_bytes(path)
-    if suffix in PDF_SUFFIXES:
-        return read_pdf_pages(path, data, password)
-    if suffix in HTML_SUFFIXES:
-        pages = [html_to_text(decode_text(data))]
-        if pages[0].strip() == "":
-            raise DocumentError(path, "no visible text")
-        return pages
-    if suffix in TEXT_SUFFIXES:
-        pages = split_form_feeds(decode_text(data))
-        if all(page.strip() == "" for page in pages):
-            raise DocumentError(path, "no text (only whitespace)")
-        return pages
-    # A suffix added to defaults.SUPPORTED_SUFFIXES without a reader here.
-    raise DocumentError(path, f"no reader for '{suffix}' files")
-
-
-def split_form_feeds(text: str) -> list[str]:
-    """Pages of a text file: tools like pdftotext separate pages with a form feed."""
-    pages = text.split("\f")
-    # pdftotext ends every page, the last one included, with a form feed: that is no extra page.
-    if len(pages) > 1 and pages[-1].strip() == "":
-        pages = pages[:-1]
-    return pages
-
-
-def read_pdf_pages(path: Path, data: bytes, password: str | None) -> list[str]:
-    # Imported here so that listing files or reading text files does not pay for pypdf's import.
-    import pypdf
-    from pypdf.errors import DependencyError
-
-    if b"%PDF" not in data[:PDF_HEADER_WINDOW]:
-        raise DocumentError(path, "not a PDF (no %PDF header)")
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            unlock_pdf(path, reader, password)
-        page_count = len(reader.pages)
-    except DocumentError:
-        raise
-    except DependencyError as exc:
-        # pypdf needs the optional `cryptography` package for AES; RC4 works without it.
-        raise DocumentError(path, "encrypted: AES needs the 'cryptography' package (pip install cryptography)") from exc
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many exception types on broken files
-        raise DocumentError(path, f"corrupt PDF: {short_message(exc)}") from exc
-    if page_count == 0:
-        raise DocumentError(path, "corrupt PDF: no pages")
-
-    pages: list[str] = []
-    failures: list[str] = []
-    for page_index in range(page_count):
-        try:
-            pages.append(reader.pages[page_index].extract_text())
-        except Exception as exc:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
-            logger.warning("%s: page %d: text extraction failed: %s", path, page_index + 1, short_message(exc))
-            failures.append(short_message(exc))
-            pages.append("")
-    if len(failures) == page_count:
-        raise DocumentError(path, f"corrupt PDF: {failures[0]}")
-    if all(page.strip() == "" for page in pages):
-        raise DocumentError(path, "no text layer: needs OCR")
-    return pages
-
-
-def unlock_pdf(path: Path, reader: PdfReader, password: str | None) -> None:
-    from pypdf import PasswordType
-
-    # Many "protected" PDFs only restrict printing or copying and open with the empty user password.
-    if reader.decrypt("") != PasswordType.NOT_DECRYPTED:
-        return
-    if password is None:
-        raise DocumentError(path, "encrypted: password needed")
-    if reader.decrypt(password) == PasswordType.NOT_DECRYPTED:
-        raise DocumentError(path, "encrypted: wrong password")
-
-
-# Elements whose text a browser never shows.
-HIDDEN_ELEMENTS = frozenset({"script", "style", "noscript", "template", "head"})
-# Elements that end a line of visible text.
-BLOCK_ELEMENTS = frozenset(
-    {
-        "address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "div", "dl", "dt",
-        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li",
-        "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "thead", "tfoot", "tr", "ul",
-    }
-)  # fmt: skip
-CELL_ELEMENTS = frozenset({"td", "th"})
-
-
-# HTML collapses runs of these (ASCII whitespace only: a no-break space is text) into one space.
-HTML_WHITESPACE = re.compile(r"[ \t\n\r\f]+")
-
-
-class VisibleTextParser(HTMLParser):
-    """Collects the text a browser would show, with a newline wherever a block element starts or ends."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.at_line_start = True
-        self.hidden_depth = 0
-        self.pre_depth = 0
-        self.title_parts: list[str] = []
-        self.in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self.in_title = True
-        elif tag in HIDDEN_ELEMENTS:
-            self.hidden_depth += 1
-        self.mark_boundary(tag)
-        if tag == "pre":
-            self.pre_depth += 1
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.mark_boundary(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self.in_title = False
-        elif tag in HIDDEN_ELEMENTS and self.hidden_depth > 0:
-            self.hidden_depth -= 1
-        self.mark_boundary(tag)
-        if tag == "pre" and self.pre_depth > 0:
-            self.pre_depth -= 1
-
-    def mark_boundary(self, tag: str) -> None:
-        if self.hidden_depth > 0:
-            return
-        if tag in BLOCK_ELEMENTS:
-            self.end_line()
-        elif tag in CELL_ELEMENTS:
-            self.append_flow(" ")
-
-    def end_line(self) -> None:
-        if len(self.parts) > 0 and self.pre_depth == 0:
-            self.parts[-1] = self.parts[-1].rstrip(" ")
-        self.parts.append("\n")
-        self.at_line_start = True
-
-    def append_flow(self, text: str) -> None:
-        """Adds text outside <pre>: whitespace collapsed, none at a line start, never two spaces in a row."""
-        text = HTML_WHITESPACE.sub(" ", text)
-        if self.at_line_start or (len(self.parts) > 0 and self.parts[-1].endswith(" ")):
-            text = text.lstrip(" ")
-        if text == "":
-            return
-        self.parts.append(text)
-        self.at_line_start = False
-
-    def handle_data(self, data: str) -> None:
-        if self.in_title:
-            # The title sits inside <head>, which is otherwise hidden; it names the page, so keep it.
-            self.title_parts.append(data)
-        elif self.hidden_depth > 0:
-            return
-        elif self.pre_depth > 0:
-            self.parts.append(data)
-            self.at_line_start = data.endswith("\n")
-        else:
-            self.append_flow(data)
-
-    def text(self) -> str:
-        title = HTML_WHITESPACE.sub(" ", "".join(self.title_parts)).strip(" ")
-        # Keep a blank line between blocks so paragraph breaks read as paragraph breaks, but only one.
-        body = re.sub(r"\n{3,}", "\n\n", "".join(self.parts)).strip("\n")
-        first_line = body.split("\n", 1)[0]
-        if title == "" or first_line == title:
-            return body
-        return f"{title}\n\n{body}" if body != "" else title
-
-
-def html_to_text(html: str) -> str:
-    parser = VisibleTextParser()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
 
 
 @component

@@ -100,6 +100,7 @@ class FaissDocumentStore:
         self._faiss_ids: dict[str, int] = {}
         self._document_ids: dict[int, str] = {}  # the reverse of _faiss_ids, for search results
         self._next_faiss_id = 0
+        self._chunking: dict[str, Any] | None = None
 
     @staticmethod
     def exists(index_dir: str | Path) -> bool:
@@ -113,6 +114,30 @@ class FaissDocumentStore:
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    @property
+    def chunking(self) -> dict[str, Any] | None:
+        """How the index's chunks were cut (manifest key "chunking"; None for an index from before it)."""
+        return self._chunking
+
+    @chunking.setter
+    def chunking(self, settings: dict[str, Any] | None) -> None:
+        if settings is not None:
+            json.dumps(settings)  # must be recordable in the manifest
+        self._chunking = settings
+
+    def source_files(self) -> dict[str, dict[str, Any]]:
+        """Each source with its chunk count and the SHA-256 of the file its chunks were cut from
+        (`meta["sha256"]`; None for chunks written without it)."""
+        files: dict[str, dict[str, Any]] = {}
+        for document in self._documents.values():
+            source = document.meta.get("source")
+            if source is None:
+                continue
+            entry = files.setdefault(source, {"chunks": 0, "sha256": document.meta.get("sha256"), "pages": 0})
+            entry["chunks"] += 1
+            entry["pages"] = max(entry["pages"], int(document.meta.get("page_count", 0) or 0))
+        return files
 
     def to_dict(self) -> dict[str, Any]:
         # The documents live in index_dir; the dictionary only says where, and with which model.
@@ -231,6 +256,7 @@ class FaissDocumentStore:
             "normalized": True,
             "index_type": INDEX_TYPE,
             "document_count": len(self._documents),
+            "chunking": self._chunking,
             "files": {
                 VECTORS_FILE: sha256_hex(vectors_bytes),
                 DOCUMENTS_FILE: sha256_hex(documents_bytes),
@@ -259,6 +285,7 @@ class FaissDocumentStore:
     def _load(self) -> None:
         manifest = self._read_manifest()
         self._start_empty(manifest["embedder"], manifest["dimension"])
+        self._chunking = manifest.get("chunking")
         vectors_bytes = self._read_checked(VECTORS_FILE, manifest)
         documents_bytes = self._read_checked(DOCUMENTS_FILE, manifest)
         # Both files matched the manifest's checksums, so what follows reads what save() wrote.

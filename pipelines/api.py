@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from haystack import Document, Pipeline
 
 from spanqa import defaults
-from spanqa.answers import Answer, IndexedFile, IndexReport, Passage
+from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import FaissDocumentStore, discover_files
 from spanqa.pipelines.builders import (
-    build_index_pipeline,
     build_query_pipeline,
     build_search_pipeline,
     make_document_embedder,
@@ -21,9 +20,6 @@ from spanqa.pipelines.builders import (
 )
 from spanqa.pipelines.records import answer_from_extracted, passage_from_document
 from spanqa.reader import ExtractiveReader
-
-# Saving rewrites the index files; every this many files a long run keeps what it has done.
-_SAVE_EVERY_FILES = 50
 
 
 def model_reference(model: str) -> str:
@@ -133,9 +129,22 @@ class DocumentQA:
         paths: str | Path | Iterable[str | Path],
         *,
         password: str | None = None,
+        passwords: Mapping[str, str] | None = None,
         on_file_done: Callable[[str], None] | None = None,
+        workers: int | None = None,
+        timeout_s: float | None = defaults.PARSE_TIMEOUT_S,
+        memory_mb: int | None = defaults.PARSE_MEMORY_MB,
+        max_file_mb: float | None = defaults.MAX_FILE_MB,
     ) -> IndexReport:
-        """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal."""
+        """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
+
+        Files are parsed in `workers` processes (each file within `timeout_s` seconds and `memory_mb`
+        MiB) while the embedder runs. Encrypted PDFs are tried with the empty password, then their
+        entry in `passwords` (keyed by path or file name), then `password`. Chunks are sized in tokens
+        of the reader's tokenizer (recorded in the index; see README "Chunks").
+        """
+        from spanqa.indexing.ingest import Ingest, chunk_settings_for
+
         if isinstance(paths, (str, Path)):
             paths = [paths]
         files, skipped = discover_files(list(paths))
@@ -148,36 +157,37 @@ class DocumentQA:
         else:
             embedder_model = self._embedder_for(None)
             store = None
-        embedder = make_document_embedder(embedder_model, torch_device)
-        _warm_up_embedder(embedder, embedder_model)
-        if store is None:
-            # The store needs the vector size before the first write; the model tells it by example.
-            probe = embedder.run([Document(content="dimension probe")])["documents"][0]
-            store = FaissDocumentStore.create(self.index_dir, embedder=embedder_model, dimension=len(probe.embedding))
-            self._store = store
-        pipeline = build_index_pipeline(store, embedder, password=password)
-
-        for number, path in enumerate(files, start=1):
-            source = str(path)
-            result = pipeline.run(
-                {"converter": {"sources": [source]}}, include_outputs_from={"converter", "chunker"}
-            )
-            report.skipped.extend(result["converter"]["skipped"])
-            pages = result["converter"]["documents"]
-            chunks = result["chunker"]["documents"]
-            if pages:
-                kept_ids = {chunk.id for chunk in chunks}
-                of_source = {"field": "meta.source", "operator": "==", "value": source}
-                stale = [doc.id for doc in store.filter_documents(of_source) if doc.id not in kept_ids]
-                store.delete_documents(stale)
-                report.indexed.append(
-                    IndexedFile(source=source, pages=int(pages[0].meta["page_count"]), chunks=len(chunks))
+        ingest = Ingest(
+            store,
+            None,
+            chunk_settings_for(None if store is None else store.chunking, self.reader_model),
+            password=password,
+            passwords=passwords,
+            workers=workers,
+            timeout_s=timeout_s,
+            memory_mb=memory_mb,
+            max_file_mb=max_file_mb,
+            on_file_done=on_file_done,
+        )
+        # The workers start parsing now, while the embedder loads.
+        ingest.start(files)
+        try:
+            embedder = make_document_embedder(embedder_model, torch_device)
+            _warm_up_embedder(embedder, embedder_model)
+            if store is None:
+                # The store needs the vector size before the first write; the model tells it by example.
+                probe = embedder.run([Document(content="dimension probe")])["documents"][0]
+                store = FaissDocumentStore.create(
+                    self.index_dir, embedder=embedder_model, dimension=len(probe.embedding)
                 )
-                report.chunk_count += len(chunks)
-            if number % _SAVE_EVERY_FILES == 0:
-                store.save()
-            if on_file_done is not None:
-                on_file_done(source)
+                self._store = store
+        except BaseException:
+            ingest.abort()
+            raise
+        result = ingest.finish(store, embedder)
+        report.indexed.extend(result.indexed)
+        report.skipped.extend(result.skipped)
+        report.chunk_count += result.chunk_count
         store.save()
         return report
 

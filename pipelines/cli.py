@@ -60,6 +60,23 @@ def _build_parser() -> argparse.ArgumentParser:
         "an existing index keeps the one it was built with)",
     )
     index.add_argument("--password", help="password for encrypted PDFs (the empty password is always tried)")
+    index.add_argument(
+        "--passwords", metavar="FILE",
+        help='JSON object of per-file passwords, keyed by file name, path or absolute path: {"a.pdf": "pw"}',
+    )
+    index.add_argument(
+        "--reader", default=defaults.READER_MODEL, metavar="MODEL",
+        help="the reader model whose tokenizer sizes the chunks of a new index (default: %(default)s; "
+        "without it, sizes are estimated from words)",
+    )
+    index.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="parser processes (default: the number of CPUs, at most 4)")
+    index.add_argument("--timeout", type=float, default=defaults.PARSE_TIMEOUT_S, metavar="SECONDS",
+                       help="time one file may take to parse (default: %(default)s)")
+    index.add_argument("--memory-mb", type=_positive_int, default=defaults.PARSE_MEMORY_MB, metavar="MB",
+                       help="memory one parser process may use (default: %(default)s)")
+    index.add_argument("--max-file-mb", type=float, default=defaults.MAX_FILE_MB, metavar="MB",
+                       help="larger files are reported, not parsed (default: %(default)s)")
     common(index)
 
     ask = commands.add_parser("ask", help="answer a question from the index")
@@ -164,6 +181,21 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _read_passwords(path: str | None) -> dict[str, str] | None:
+    """The --passwords file: a JSON object mapping file names or paths to passwords."""
+    if path is None:
+        return None
+    from spanqa.errors import ConfigError
+
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the passwords file '{path}': {exc}") from exc
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise ConfigError(f"the passwords file '{path}' must hold one JSON object of strings: {{\"file.pdf\": \"password\"}}")
+    return mapping
+
+
 def _run_index(args: argparse.Namespace, qa) -> int:
     from spanqa.indexing import discover_files
 
@@ -177,6 +209,11 @@ def _run_index(args: argparse.Namespace, qa) -> int:
         report = qa.index(
             args.paths,
             password=args.password,
+            passwords=_read_passwords(args.passwords),
+            workers=args.workers,
+            timeout_s=args.timeout,
+            memory_mb=args.memory_mb,
+            max_file_mb=args.max_file_mb,
             on_file_done=None if progress is None else (lambda _source: progress.update(1)),
         )
     finally:
@@ -214,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from spanqa.pipelines.api import DocumentQA
 
         options = {"embedder": args.embedder, "device": args.device}
+        if args.command == "index":
+            options["reader"] = args.reader
         if args.command == "ask":
             options.update(
                 reader=args.reader,

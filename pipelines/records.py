@@ -6,6 +6,7 @@ from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
 from spanqa.answers import Answer, AnswerSource, Passage
+from spanqa.indexing.cleaning import raw_span_of
 
 
 def passage_from_document(document: Document) -> Passage:
@@ -22,13 +23,15 @@ def passage_from_document(document: Document) -> Passage:
 
 
 def _page_place(chunk_meta: dict, start_in_chunk: int, end_in_chunk: int) -> AnswerSource:
-    chunk_start = int(chunk_meta["start"])
-    return AnswerSource(
-        source=str(chunk_meta["source"]),
-        page=int(chunk_meta["page"]),
-        start=chunk_start + start_in_chunk,
-        end=chunk_start + end_in_chunk,
-    )
+    """Chunk offsets to page offsets. A chunk of cleaned text carries `pieces`, its map back to the
+    page text (see spanqa.indexing.cleaning); without it the chunk is the page text verbatim."""
+    pieces = chunk_meta.get("pieces")
+    if pieces:
+        start, end = raw_span_of(pieces, start_in_chunk, end_in_chunk)
+    else:
+        chunk_start = int(chunk_meta["start"])
+        start, end = chunk_start + start_in_chunk, chunk_start + end_in_chunk
+    return AnswerSource(source=str(chunk_meta["source"]), page=int(chunk_meta["page"]), start=start, end=end)
 
 
 def answer_from_extracted(extracted: ExtractedAnswer) -> Answer:

@@ -142,3 +142,78 @@ def write_blank_pdf(path: str | Path, page_count: int = 2) -> Path:
     with path.open("wb") as handle:
         writer.write(handle)
     return path
+
+
+def build_positioned_pdf(pages: list[list[tuple[float, float, str]]], font_size: int = FONT_SIZE) -> bytes:
+    """A PDF whose pages draw each (x, y, text) line at that position, in the order given.
+
+    Drawing the lines of two columns row by row (left line, right line, next row...) reproduces the
+    content-stream order of typesetters that interleave columns, like the IRS instructions.
+    """
+    page_numbers = [4 + 2 * i for i in range(len(pages))]
+    objects: list[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>"
+        % (b" ".join(b"%d 0 R" % n for n in page_numbers), len(pages)),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+    ]
+    for page_number, lines in zip(page_numbers, pages):
+        operators = []
+        for x, y, text in lines:
+            operators += [b"BT", b"/F1 %d Tf" % font_size, b"%.2f %.2f Td" % (x, y), pdf_string(text) + b" Tj", b"ET"]
+        stream = b"\n".join(operators) + b"\n"
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R >> >> "
+            b"/Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, page_number + 1)
+        )
+        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"endstream")
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref_offset = out.tell()
+    out.write(b"xref\n0 %d\n" % (len(objects) + 1))
+    out.write(b"0000000000 65535 f \n")
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_offset))
+    return out.getvalue()
+
+
+def write_two_column_pdf(
+    path: str | Path, left: list[str], right: list[str], title: str | None = None, interleave: bool = True
+) -> Path:
+    """One page with two text columns (and an optional full-width title), drawn row by row across the
+    columns when `interleave` (left line 1, right line 1, left line 2, ...), else column by column."""
+    top = PAGE_HEIGHT - MARGIN
+    lines: list[tuple[float, float, str]] = []
+    if title is not None:
+        lines.append((MARGIN, top, title))
+        top -= 3 * LEADING
+    left_lines = [(MARGIN, top - i * LEADING, text) for i, text in enumerate(left)]
+    right_lines = [(PAGE_WIDTH / 2 + 12, top - i * LEADING, text) for i, text in enumerate(right)]
+    if interleave:
+        for row in range(max(len(left_lines), len(right_lines))):
+            lines += [column[row] for column in (left_lines, right_lines) if row < len(column)]
+    else:
+        lines += left_lines + right_lines
+    path = Path(path)
+    path.write_bytes(build_positioned_pdf([lines]))
+    return path
+
+
+def write_truncated_pdf(path: str | Path, pages: list[str], keep: float = 0.4) -> Path:
+    """A text PDF cut off after `keep` of its bytes, like an interrupted download."""
+    data = build_text_pdf(pages)
+    path = Path(path)
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def write_fake_pdf(path: str | Path) -> Path:
+    """A file named .pdf that is something else (here a ZIP header and some text)."""
+    path = Path(path)
+    path.write_bytes(b"PK\x03\x04" + b"this is a zip archive, not a PDF " * 20)
+    return path

@@ -279,3 +279,47 @@ def test_default_chunks_of_sample_pages_fit_the_settings(sample_data_dir):
     assert {chunk.meta["page"] for chunk in chunks} == {1, 2, 3}
     founded = [chunk for chunk in chunks if "founded in 1984" in chunk.content]
     assert len(founded) == 1 and founded[0].meta["page"] == 1
+
+
+# Token-weighted chunks and context chunks
+
+
+def test_weighted_chunks_respect_the_unit_budget():
+    text = random_prose(12, 120)
+    words = word_positions(text)
+    weights = [1 + (len(text[s:e]) // 4) for s, e in words]
+    for start, end in chunk_spans(text, 40, 8, weights):
+        inside = [i for i, (s, e) in enumerate(words) if start <= s and e <= end]
+        assert sum(weights[i] for i in inside) <= 40 or len(inside) == 1
+
+
+def test_unit_weights_are_the_word_count():
+    text = random_prose(4, 80)
+    assert chunk_spans(text, 30, 6) == chunk_spans(text, 30, 6, [1] * len(word_positions(text)))
+
+
+def test_context_chunks_partition_cores_and_widen_them_within_the_margin():
+    from spanqa.indexing.spans import context_chunk_spans
+
+    for seed in range(4):
+        text = random_prose(seed, 100)
+        words = word_positions(text)
+        pairs = context_chunk_spans(text, 50, 12)
+        cores = [core for core, _ in pairs]
+        assert cores == chunk_spans(text, 50, 0)  # the cores partition the words
+        for (core_start, core_end), (start, end) in pairs:
+            assert start <= core_start < core_end <= end
+            before = [w for w in words if start <= w[0] and w[1] <= core_start]
+            after = [w for w in words if core_end <= w[0] and w[1] <= end]
+            assert len(before) <= 12 and len(after) <= 12
+        assert pairs[0][1][0] == pairs[0][0][0] and pairs[-1][1][1] == pairs[-1][0][1]
+
+
+def test_context_chunks_widen_by_whole_sentences_where_they_fit():
+    from spanqa.indexing.spans import context_chunk_spans
+
+    text = "One two three. Four five six. Seven eight nine. Ten eleven."
+    assert [(text[c[0]:c[1]], text[s[0]:s[1]]) for c, s in context_chunk_spans(text, 6, 3)] == [
+        ("One two three. Four five six.", "One two three. Four five six. Seven eight nine."),
+        ("Seven eight nine. Ten eleven.", "Four five six. Seven eight nine. Ten eleven."),
+    ]

@@ -18,6 +18,7 @@ from pdf_factory import (
 
 from spanqa.answers import SkippedFile
 from spanqa.errors import DocumentError
+from spanqa.indexing import reading
 from spanqa.indexing.converters import PageConverter, discover_files, html_to_text, read_pages
 
 
@@ -92,14 +93,14 @@ def test_read_pages_keeps_blank_pdf_pages_so_page_numbers_stay_right(tmp_path):
 
 def test_read_pages_keeps_other_pages_when_one_page_fails(tmp_path, monkeypatch):
     path = write_text_pdf(tmp_path / "three.pdf", ["Good one.", "Bad page.", "Good three."])
-    real_extract = pypdf.PageObject.extract_text
+    real_page_text = reading.page_text_of
 
-    def extract_failing_on_page_two(page, *args, **kwargs):
-        if "Bad page" in real_extract(page, *args, **kwargs):
+    def extract_failing_on_page_two(page, layout):
+        if "Bad page" in real_page_text(page, layout):
             raise KeyError("/Font")
-        return real_extract(page, *args, **kwargs)
+        return real_page_text(page, layout)
 
-    monkeypatch.setattr(pypdf.PageObject, "extract_text", extract_failing_on_page_two)
+    monkeypatch.setattr(reading, "page_text_of", extract_failing_on_page_two)
     extracted = read_pages(path)
     assert [words(page) for page in extracted] == [["Good", "one."], [], ["Good", "three."]]
 
@@ -107,10 +108,10 @@ def test_read_pages_keeps_other_pages_when_one_page_fails(tmp_path, monkeypatch)
 def test_read_pages_reports_a_pdf_whose_every_page_fails(tmp_path, monkeypatch):
     path = write_text_pdf(tmp_path / "broken.pdf", ["One.", "Two."])
 
-    def always_fails(page, *args, **kwargs):
+    def always_fails(page, layout):
         raise KeyError("/Font")
 
-    monkeypatch.setattr(pypdf.PageObject, "extract_text", always_fails)
+    monkeypatch.setattr(reading, "page_text_of", always_fails)
     assert reason_for(path).startswith("corrupt PDF:")
 
 
