@@ -1,7 +1,10 @@
 """The reader: quotes answer spans from passages with an extractive question-answering model.
 
-`ExtractiveReader` is the Haystack component; `read_passages` is the same reading without Haystack
-documents; the functions of `spanqa.reader.decoding` turn logits into spans and need only numpy.
+`ExtractiveReader` is the Haystack component; `read_passages` (one question) and
+`read_passages_batch` (many) are the same reading without Haystack documents; the functions of
+`spanqa.reader.decoding` turn logits into spans and need only numpy; `spanqa.reader.forward` runs
+the model over batches of windows (packed DistilBERT, the model's own padded forward, or the int8
+ONNX Runtime fast mode).
 """
 
 from spanqa.reader.decoding import (
@@ -14,7 +17,7 @@ from spanqa.reader.decoding import (
 )
 from spanqa.reader.extractive_reader import ExtractiveReader
 from spanqa.reader.loading import LoadedQAModel, load_qa_model, prepare_qa_model
-from spanqa.reader.span_reader import PassageSpan, ReadingSettings, read_passages
+from spanqa.reader.span_reader import PassageSpan, ReadingSettings, read_passages, read_passages_batch
 
 __all__ = [
     "SCORE_CALIBRATION",
@@ -28,6 +31,7 @@ __all__ = [
     "load_qa_model",
     "prepare_qa_model",
     "read_passages",
+    "read_passages_batch",
     "span_log_probabilities",
     "word_aligned_char_spans",
 ]
