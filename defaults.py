@@ -44,3 +44,17 @@ LAYOUT_READING_ORDER = True  # PDF pages read column by column (False: pypdf's c
 CLEAN_TEXT = True  # join hyphenated words and wrapped lines, drop running headers/footers (PDF only)
 EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call
 CHUNK_MODE = "context"  # "context": embedded cores widened by CHUNK_OVERLAP_TOKENS each side; "overlap": classic overlap
+
+# Index store (issue #5). Vectors in FAISS (cosine = inner product of unit vectors), chunk text,
+# metadata and the file list in SQLite (WAL). Index types: "flat" (exact), "hnsw", "ivf", or "auto":
+# flat below AUTO_APPROXIMATE_MIN_VECTORS vectors, HNSW from there on (bench/store.py measured it).
+INDEX_TYPE = "flat"
+AUTO_APPROXIMATE_MIN_VECTORS = 50_000
+HNSW_M = 32  # graph neighbours per vector
+HNSW_EF_CONSTRUCTION = 80  # candidate list while building the graph
+HNSW_EF_SEARCH = 96  # candidate list per query (raised to top_k when that is larger)
+IVF_MIN_TRAIN_VECTORS = 10_000  # an "ivf" index stays exact (flat) until it holds this many vectors
+IVF_NPROBE = 32  # inverted lists scanned per query
+TOMBSTONE_REBUILD_FRACTION = 0.2  # HNSW cannot delete: rebuild once this share of its vectors is deleted
+FILTER_EXACT_MAX = 20_000  # a filter matching at most this many chunks ranks them exactly
+SQLITE_BUSY_TIMEOUT_S = 60.0  # how long a second writer waits for the one writing

@@ -8,22 +8,38 @@ from haystack import Document, component, default_from_dict, default_to_dict
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.store import FaissDocumentStore, validate_top_k
 
 
 @component
 class FaissEmbeddingRetriever:
-    """The chunks most similar to a query embedding, best first, `score` = cosine similarity."""
+    """The chunks most similar to a query embedding, best first, `score` = cosine similarity.
 
-    def __init__(self, document_store: FaissDocumentStore, top_k: int = defaults.RETRIEVER_TOP_K):
+    `filters` (Haystack filter syntax, e.g. `{"field": "meta.page", "operator": "==", "value": 3}`)
+    restrict the search to matching chunks inside FAISS, so `top_k` results come back whenever that
+    many chunks match. Filters given to `run` replace those given here.
+    """
+
+    def __init__(
+        self,
+        document_store: FaissDocumentStore,
+        top_k: int = defaults.RETRIEVER_TOP_K,
+        filters: dict[str, Any] | None = None,
+    ):
         if not isinstance(document_store, FaissDocumentStore):
             raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
         validate_top_k(top_k)
+        if filters is not None:
+            filter_sql(filters)  # a bad filter fails here, where it is set
         self.document_store = document_store
         self.top_k = top_k
+        self.filters = filters
 
     def to_dict(self) -> dict[str, Any]:
-        return default_to_dict(self, document_store=self.document_store.to_dict(), top_k=self.top_k)
+        return default_to_dict(
+            self, document_store=self.document_store.to_dict(), top_k=self.top_k, filters=self.filters
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
@@ -34,8 +50,12 @@ class FaissEmbeddingRetriever:
         return default_from_dict(cls, {**data, "init_parameters": init_parameters})
 
     @component.output_types(documents=list[Document])
-    def run(self, query_embedding: list[float], top_k: int | None = None) -> dict:
+    def run(
+        self, query_embedding: list[float], top_k: int | None = None, filters: dict[str, Any] | None = None
+    ) -> dict:
         if top_k is None:
             top_k = self.top_k
+        if filters is None:
+            filters = self.filters
         validate_top_k(top_k)
-        return {"documents": self.document_store.search(query_embedding, top_k)}
+        return {"documents": self.document_store.search(query_embedding, top_k, filters=filters)}

@@ -16,7 +16,6 @@ from spanqa.indexing.store import FaissDocumentStore
 
 DIMENSION = 8
 EMBEDDER = "test/random-embedder"
-INDEX_FILES = ["documents.jsonl", "manifest.json", "vectors.faiss"]
 
 
 def random_vectors(count: int, dimension: int = DIMENSION, seed: int = 0) -> np.ndarray:
@@ -44,17 +43,20 @@ def store(tmp_path) -> FaissDocumentStore:
 # Creating and opening
 
 
-def test_create_makes_the_directory_but_writes_nothing_until_save(tmp_path):
+def test_create_writes_an_empty_index_and_save_commits_writes(tmp_path):
     index_dir = tmp_path / "nested" / "index"
     store = FaissDocumentStore.create(index_dir, embedder=EMBEDDER, dimension=DIMENSION)
-    assert index_dir.is_dir() and list(index_dir.iterdir()) == []
-    assert not FaissDocumentStore.exists(index_dir)
-    store.write_documents(make_documents(3))
-    assert list(index_dir.iterdir()) == []
-    store.save()
-    assert sorted(path.name for path in index_dir.iterdir()) == INDEX_FILES
     assert FaissDocumentStore.exists(index_dir)
-    assert (store.embedder, store.dimension, store.count_documents()) == (EMBEDDER, DIMENSION, 3)
+    assert FaissDocumentStore.open(index_dir).count_documents() == 0
+    store.write_documents(make_documents(3))
+    assert store.count_documents() == 3
+    assert FaissDocumentStore.open(index_dir).count_documents() == 0  # other readers see the last commit
+    store.save()
+    assert sorted(path.name for path in index_dir.iterdir() if not path.name.startswith("chunks.sqlite")) == [
+        "manifest.json", "vectors.1.faiss"
+    ]
+    reopened = FaissDocumentStore.open(index_dir)
+    assert (reopened.embedder, reopened.dimension, reopened.count_documents()) == (EMBEDDER, DIMENSION, 3)
 
 
 def test_open_without_an_index_raises_index_not_found(tmp_path):
@@ -69,25 +71,24 @@ def test_create_refuses_to_replace_an_index_unless_told(store):
     store.save()
     with pytest.raises(ConfigError):
         FaissDocumentStore.create(store.index_dir, embedder=EMBEDDER, dimension=DIMENSION)
+    store.write_documents(make_documents(2))
+    store.save()
     fresh = FaissDocumentStore.create(store.index_dir, embedder="other/model", dimension=4, overwrite=True)
     assert fresh.count_documents() == 0
-    fresh.save()
-    assert FaissDocumentStore.open(store.index_dir).dimension == 4
+    reopened = FaissDocumentStore.open(store.index_dir)
+    assert (reopened.dimension, reopened.count_documents()) == (4, 0)
 
 
 def test_manifest_describes_the_index(store):
     store.write_documents(make_documents(2))
     store.save()
     manifest = json.loads((store.index_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["embedder"] == EMBEDDER
     assert manifest["dimension"] == DIMENSION
     assert manifest["metric"] == "cosine"
     assert manifest["normalized"] is True
     assert manifest["index_type"] == "flat"
-    assert manifest["document_count"] == 2
-    lines = (store.index_dir / "documents.jsonl").read_text(encoding="utf-8").splitlines()
-    assert [set(json.loads(line)) for line in lines] == [{"id", "faiss_id", "content", "meta"}] * 2
 
 
 def test_save_then_open_gives_the_same_store(store):
@@ -107,11 +108,14 @@ def test_save_then_open_gives_the_same_store(store):
     assert reopened.count_documents() == 21
 
 
-def test_no_temporary_files_are_left_after_save(store):
+def test_no_temporary_or_old_vector_files_are_left_after_save(store):
     store.write_documents(make_documents(4))
     store.save()
+    store.write_documents(make_documents(2, seed=3, source="/docs/b.pdf"))
     store.save()
-    assert sorted(path.name for path in store.index_dir.iterdir()) == INDEX_FILES
+    store.save()  # nothing to commit
+    names = sorted(path.name for path in store.index_dir.iterdir() if not path.name.startswith("chunks.sqlite"))
+    assert names == ["manifest.json", "vectors.2.faiss"]
 
 
 def test_content_with_unusual_line_separators_survives_a_round_trip(store):
@@ -124,23 +128,28 @@ def test_content_with_unusual_line_separators_survives_a_round_trip(store):
     assert FaissDocumentStore.open(store.index_dir).filter_documents()[0].content == "a\u2028b\u0085c\nd\re"
 
 
-def test_newer_format_version_raises_index_mismatch(store):
-    store.save()
+@pytest.mark.parametrize(("version", "message"), [(3, "format version 3"), (1, "format version 1")])
+def test_other_format_version_raises_index_mismatch_naming_the_fix(store, version, message):
     manifest_path = store.index_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["format_version"] = 2
+    manifest["format_version"] = version
     manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
-    with pytest.raises(IndexMismatchError, match="format version 2"):
+    with pytest.raises(IndexMismatchError, match=message) as raised:
         FaissDocumentStore.open(store.index_dir)
+    assert "index the files again" in str(raised.value)
 
 
-def test_data_file_that_does_not_match_the_manifest_is_detected(store):
+def test_stale_files_of_an_interrupted_save_are_removed_and_ignored(store):
     store.write_documents(make_documents(3))
     store.save()
-    with (store.index_dir / "documents.jsonl").open("a", encoding="utf-8") as handle:
-        handle.write('{"id": "extra", "faiss_id": 99, "content": "x", "meta": {}}\n')
-    with pytest.raises(IndexMismatchError, match="does not match its manifest"):
-        FaissDocumentStore.open(store.index_dir)
+    (store.index_dir / "vectors.2.faiss").write_bytes(b"half a file")
+    (store.index_dir / ".vectors.2.faiss.abc.tmp").write_bytes(b"partial")
+    reopened = FaissDocumentStore.open(store.index_dir)
+    assert reopened.count_documents() == 3 and reopened.verify() == []
+    reopened.write_documents(make_documents(1, source="/docs/c.pdf"))
+    reopened.save()
+    assert not (store.index_dir / ".vectors.2.faiss.abc.tmp").exists()
+    assert FaissDocumentStore.open(store.index_dir).count_documents() == 4
 
 
 def test_opening_with_another_embedder_or_dimension_raises_index_mismatch(store):
@@ -324,7 +333,9 @@ def test_store_to_dict_from_dict_round_trip(store):
     data = store.to_dict()
     assert data == {
         "type": "spanqa.indexing.store.FaissDocumentStore",
-        "init_parameters": {"index_dir": str(store.index_dir), "embedder": EMBEDDER, "dimension": DIMENSION},
+        "init_parameters": {
+            "index_dir": str(store.index_dir), "embedder": EMBEDDER, "dimension": DIMENSION, "index_type": "flat"
+        },
     }
     restored = FaissDocumentStore.from_dict(data)
     assert restored.count_documents() == 4
@@ -361,7 +372,7 @@ def test_retriever_to_dict_from_dict_round_trip(store):
     data = retriever.to_dict()
     assert data == {
         "type": "spanqa.indexing.retriever.FaissEmbeddingRetriever",
-        "init_parameters": {"document_store": store.to_dict(), "top_k": 3},
+        "init_parameters": {"document_store": store.to_dict(), "top_k": 3, "filters": None},
     }
     restored = FaissEmbeddingRetriever.from_dict(data)
     query = random_vectors(1, seed=3)[0].tolist()

@@ -1,0 +1,121 @@
+"""Haystack metadata filters as SQL over the store's `chunks` table, so a search can be restricted to
+the matching chunk ids before FAISS ranks them.
+
+Filter syntax is Haystack's: a comparison `{"field": "meta.page", "operator": "==", "value": 3}` or a
+logical node `{"operator": "AND" | "OR" | "NOT", "conditions": [...]}` (NOT: not all of them).
+Fields: `id`, `content`, `meta.KEY` (nested: `meta.a.b`). Operators: `==`, `!=`, `>`, `>=`, `<`,
+`<=`, `in`, `not in`. Semantics follow `haystack.utils.filters.document_matches_filter`: a missing
+field equals None, `!=` and `not in` match it, ordering comparisons never do; strings are ordered
+only as ISO dates (compared as instants, via SQLite's julianday()).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from spanqa.errors import ConfigError
+
+COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in", "not in")
+LOGICAL = ("AND", "OR", "NOT")
+
+
+def filter_sql(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE clause (without the keyword) and its parameters for `filters`."""
+    params: list[Any] = []
+    return _node(filters, params), params
+
+
+def _node(node: Any, params: list[Any]) -> str:
+    if not isinstance(node, dict) or "operator" not in node:
+        raise ConfigError(
+            f"a filter must be a dict with an 'operator', got {node!r}: e.g. "
+            '{"field": "meta.page", "operator": "==", "value": 3}'
+        )
+    operator = node["operator"]
+    if "conditions" in node:
+        if operator not in LOGICAL:
+            raise ConfigError(f"logical filter operator must be one of {', '.join(LOGICAL)}, got {operator!r}")
+        conditions = node["conditions"]
+        if not isinstance(conditions, list):
+            raise ConfigError(f"'conditions' of a {operator} filter must be a list, got {conditions!r}")
+        parts = [_node(condition, params) for condition in conditions]
+        every = "(" + " AND ".join(parts) + ")" if parts else "1"
+        if operator == "AND":
+            return every
+        if operator == "NOT":
+            return f"(NOT {every})"
+        return "(" + " OR ".join(parts) + ")" if parts else "0"
+    if "field" not in node or "value" not in node:
+        raise ConfigError(f"a comparison filter needs 'field', 'operator' and 'value', got {node!r}")
+    if operator not in COMPARISONS:
+        raise ConfigError(f"filter operator must be one of {', '.join(COMPARISONS)}, got {operator!r}")
+    return _comparison(_field(node["field"]), operator, node["value"], params)
+
+
+def _field(field: Any) -> str:
+    if field == "id":
+        return "doc_id"
+    if field == "content":
+        return "content"
+    if isinstance(field, str) and field.startswith("meta.") and len(field) > len("meta."):
+        path = "$" + "".join("." + json.dumps(part) for part in field[len("meta.") :].split("."))
+        # The path is built from JSON-quoted names, so it is safe to inline as a SQL string literal.
+        return "json_extract(meta, '" + path.replace("'", "''") + "')"
+    raise ConfigError(f"filter field must be 'id', 'content' or 'meta.NAME', got {field!r}")
+
+
+def _scalar(value: Any, params: list[Any]) -> str:
+    if isinstance(value, (list, dict)):
+        params.append(json.dumps(value))
+        return "json(?)"
+    params.append(value)
+    return "?"
+
+
+def _comparable(expression: str, value: Any) -> str:
+    # Lists and dicts come back from json_extract as minified JSON text; compare them as such.
+    return f"json({expression})" if isinstance(value, (list, dict)) else expression
+
+
+def _comparison(expression: str, operator: str, value: Any, params: list[Any]) -> str:
+    if operator == "==":
+        if value is None:
+            return f"({expression} IS NULL)"
+        return f"({_comparable(expression, value)} = {_scalar(value, params)})"
+    if operator == "!=":
+        if value is None:
+            return f"({expression} IS NOT NULL)"
+        return f"({expression} IS NULL OR {_comparable(expression, value)} != {_scalar(value, params)})"
+    if operator in ("in", "not in"):
+        if not isinstance(value, list):
+            raise ConfigError(f"filter operator '{operator}' needs a list value, got {value!r}")
+        present = [item for item in value if item is not None]
+        holes = ", ".join(_scalar(item, params) for item in present)
+        member = f"{expression} IN ({holes})" if present else "0"
+        if None in value:
+            member = f"({member} OR {expression} IS NULL)"
+        if operator == "in":
+            return f"({member})"
+        return f"(NOT ({member}) OR ({expression} IS NULL AND {'0' if None in value else '1'}))"
+    # Ordering: never matches None; strings only as ISO dates; numbers only with numbers.
+    if value is None:
+        return "0"
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"filter operator '{operator}' cannot compare with a list or dict, got {value!r}")
+    symbol = operator
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"filter operator '{operator}' compares strings only as ISO dates, got {value!r}: "
+                "write the date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM]"
+            ) from None
+        params.append(value)
+        return f"(julianday({expression}) {symbol} julianday(?))"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"filter operator '{operator}' needs a number or an ISO date, got {value!r}")
+    params.append(value)
+    return f"(typeof({expression}) IN ('integer', 'real') AND {expression} {symbol} ?)"

@@ -1,0 +1,145 @@
+"""Metadata filters inside the search: Haystack filter syntax, applied before ranking, top_k filled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from haystack import Document
+from haystack.utils.filters import document_matches_filter
+
+from spanqa import defaults
+from spanqa.errors import ConfigError
+from spanqa.indexing.retriever import FaissEmbeddingRetriever
+from spanqa.indexing.store import FaissDocumentStore
+
+DIMENSION = 8
+
+
+def corpus(count: int = 300) -> list[Document]:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(count, DIMENSION)).astype(np.float32)
+    documents = []
+    for index in range(count):
+        meta = {
+            "source": f"/docs/file{index % 5}.{'pdf' if index % 2 else 'md'}",
+            "file_type": "pdf" if index % 2 else "md",
+            "page": index % 7 + 1,
+            "date": f"2024-{index % 12 + 1:02d}-{index % 28 + 1:02d}",
+        }
+        if index % 3 == 0:
+            meta["team"] = "legal"
+        if index % 10 == 0:
+            meta["tags"] = ["a", "b"]
+        documents.append(Document(id=f"d{index}", content=f"text {index}", meta=meta, embedding=vectors[index].tolist()))
+    return documents
+
+
+FILTERS = [
+    {"field": "meta.page", "operator": "==", "value": 3},
+    {"field": "meta.page", "operator": "!=", "value": 3},
+    {"field": "meta.page", "operator": ">", "value": 5},
+    {"field": "meta.page", "operator": "<=", "value": 2},
+    {"field": "meta.source", "operator": "in", "value": ["/docs/file1.pdf", "/docs/file2.md"]},
+    {"field": "meta.file_type", "operator": "not in", "value": ["pdf"]},
+    {"field": "meta.team", "operator": "==", "value": "legal"},
+    {"field": "meta.team", "operator": "!=", "value": "legal"},
+    {"field": "meta.team", "operator": "==", "value": None},
+    {"field": "meta.team", "operator": "not in", "value": ["legal"]},
+    {"field": "meta.date", "operator": ">=", "value": "2024-06-01"},
+    {"field": "meta.date", "operator": "<", "value": "2024-03-15T00:00:00"},
+    {"field": "meta.tags", "operator": "==", "value": ["a", "b"]},
+    {"field": "id", "operator": "in", "value": ["d1", "d2", "nope"]},
+    {"field": "content", "operator": "==", "value": "text 42"},
+    {
+        "operator": "AND",
+        "conditions": [
+            {"field": "meta.file_type", "operator": "==", "value": "pdf"},
+            {"operator": "OR", "conditions": [
+                {"field": "meta.page", "operator": "==", "value": 1},
+                {"field": "meta.team", "operator": "==", "value": "legal"},
+            ]},
+        ],
+    },
+    {"operator": "NOT", "conditions": [
+        {"field": "meta.page", "operator": ">", "value": 2},
+        {"field": "meta.file_type", "operator": "==", "value": "md"},
+    ]},
+]
+
+
+@pytest.fixture(scope="module", params=["flat", "hnsw"])
+def store(request, tmp_path_factory):
+    store = FaissDocumentStore.create(
+        tmp_path_factory.mktemp("filters"), embedder="test/e", dimension=DIMENSION, index_type=request.param
+    )
+    store.write_documents(corpus())
+    store.save()
+    return FaissDocumentStore.open(store.index_dir)
+
+
+@pytest.mark.parametrize("filters", FILTERS)
+def test_filter_documents_matches_haystack_semantics(store, filters):
+    expected = [doc.id for doc in corpus() if document_matches_filter(filters, doc)]
+    assert [doc.id for doc in store.filter_documents(filters)] == expected
+
+
+@pytest.mark.parametrize("filters", FILTERS)
+def test_filtered_search_is_the_exact_ranking_of_the_matching_chunks(store, filters):
+    documents = corpus()
+    query = np.random.default_rng(1).normal(size=DIMENSION).astype(np.float32)
+    matching = [doc for doc in documents if document_matches_filter(filters, doc)]
+    vectors = np.asarray([doc.embedding for doc in matching], dtype=np.float32).reshape(-1, DIMENSION)
+    cosines = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
+    expected = [matching[i].id for i in np.argsort(-cosines, kind="stable")[:10]]
+    results = store.search(query.tolist(), top_k=10, filters=filters)
+    assert len(results) == min(10, len(matching))
+    assert [doc.id for doc in results] == expected
+    assert all(document_matches_filter(filters, doc) for doc in results)
+
+
+@pytest.mark.parametrize("exact_max", [0, 100_000])
+def test_a_selective_filter_still_fills_top_k(store, monkeypatch, exact_max):
+    # exact_max 0 forces the FAISS ID-selector path, 100000 the exact ranking of the subset.
+    monkeypatch.setattr(defaults, "FILTER_EXACT_MAX", exact_max)
+    rare = {"field": "meta.page", "operator": "==", "value": 7}  # 42 of 300 chunks
+    query = np.asarray(corpus()[0].embedding, dtype=np.float32)
+    results = store.search(query.tolist(), top_k=25, filters=rare)
+    assert len(results) == 25 and all(doc.meta["page"] == 7 for doc in results)
+    scores = [doc.score for doc in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_a_filter_nothing_matches_returns_nothing(store):
+    nothing = {"field": "meta.page", "operator": "==", "value": 99}
+    assert store.search([1.0] * DIMENSION, top_k=5, filters=nothing) == []
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"field": "meta.page", "value": 3},
+        {"field": "meta.page", "operator": "~", "value": 3},
+        {"operator": "XOR", "conditions": []},
+        {"field": "page", "operator": "==", "value": 3},
+        {"field": "meta.page", "operator": "in", "value": 3},
+        {"field": "meta.date", "operator": ">", "value": "last tuesday"},
+        {"field": "meta.page", "operator": ">", "value": [1, 2]},
+        "meta.page == 3",
+    ],
+)
+def test_bad_filters_raise_config_error_naming_the_problem(store, filters):
+    with pytest.raises(ConfigError):
+        store.search([1.0] * DIMENSION, top_k=3, filters=filters)
+
+
+def test_retriever_applies_init_and_run_filters_and_round_trips(store):
+    pdf_only = {"field": "meta.file_type", "operator": "==", "value": "pdf"}
+    retriever = FaissEmbeddingRetriever(document_store=store, top_k=5, filters=pdf_only)
+    assert all(doc.meta["file_type"] == "pdf" for doc in retriever.run(query_embedding=[1.0] * DIMENSION)["documents"])
+    md_only = {"field": "meta.file_type", "operator": "==", "value": "md"}
+    run_result = retriever.run(query_embedding=[1.0] * DIMENSION, filters=md_only)["documents"]
+    assert len(run_result) == 5 and all(doc.meta["file_type"] == "md" for doc in run_result)
+    restored = FaissEmbeddingRetriever.from_dict(retriever.to_dict())
+    assert restored.filters == pdf_only
+    with pytest.raises(ConfigError):
+        FaissEmbeddingRetriever(document_store=store, filters={"operator": "??"})
