@@ -1,0 +1,131 @@
+"""Crash safety: writers SIGKILLed at random moments leave an index holding whole batches only,
+consistent between SQLite and FAISS, searchable, and resumable; readers never see half a batch."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from crash_writer import batch_vectors, committed_batches, expected_contents
+
+from spanqa.indexing.store import FaissDocumentStore
+
+WRITER = Path(__file__).with_name("crash_writer.py")
+BATCH_SIZE = 300
+
+
+class Writers:
+    """The crash_writer process that forks writers on demand."""
+
+    def __init__(self, index_dir: Path, batches: int, index_type: str):
+        environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, str(WRITER), str(index_dir), str(batches), str(BATCH_SIZE), index_type],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=environment,
+        )
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def start(self) -> int:
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def status(self) -> int:
+        line = self.process.stdout.readline().split()
+        return int(line[1])
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def check_index(index_dir: Path, batches_total: int) -> int:
+    """Whole batches only, SQLite and FAISS agreeing, a query answered; returns the batch count."""
+    store = FaissDocumentStore.open(index_dir)
+    batches = committed_batches(store, BATCH_SIZE)
+    contents = {doc.id: doc.content for doc in store.filter_documents()}
+    assert contents == expected_contents(batches, BATCH_SIZE), f"not a batch boundary ({len(contents)} documents)"
+    assert store.count_documents() == len(contents)
+    assert store.verify() == []
+    if batches > 0:
+        last = batches - 1
+        query = batch_vectors(last, BATCH_SIZE)[5]
+        best = store.search(query.tolist(), top_k=3)[0]
+        assert best.id == f"b{last}-5" and best.score == pytest.approx(1.0, abs=1e-4)
+        page_two = store.search(query.tolist(), top_k=5, filters={"field": "meta.page", "operator": "==", "value": 2})
+        assert len(page_two) == 5 and all(doc.meta["page"] == 2 for doc in page_two)
+    leftovers = [p.name for p in index_dir.iterdir() if p.name.startswith(".")]
+    assert len([p for p in index_dir.iterdir() if p.name.startswith("vectors.")]) <= 2, leftovers
+    store.close()
+    assert batches <= batches_total
+    return batches
+
+
+def kill_and_resume(index_dir: Path, index_type: str, kills: int, batches_total: int, max_delay_s: float) -> set[int]:
+    rng = random.Random(1234)
+    writers = Writers(index_dir, batches_total, index_type)
+    seen = set()
+    try:
+        for _ in range(kills):
+            pid = writers.start()
+            time.sleep(rng.uniform(0.0, max_delay_s))
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            status = writers.status()
+            assert os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 0, f"writer failed with status {status}"
+            seen.add(check_index(index_dir, batches_total))
+        # Resuming finishes the job.
+        writers.start()
+        assert writers.status() == 0
+        assert check_index(index_dir, batches_total) == batches_total
+    finally:
+        writers.close()
+    return seen
+
+
+def test_writers_killed_at_random_moments_leave_whole_batches_and_resume(tmp_path):
+    seen = kill_and_resume(tmp_path / "index", "flat", kills=40, batches_total=40, max_delay_s=0.25)
+    assert len(seen) > 5  # the kills landed at many different points of the run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])  # ivf: trained at batch 34
+def test_many_kills_at_random_moments(tmp_path, index_type):
+    seen = kill_and_resume(tmp_path / "index", index_type, kills=300, batches_total=150, max_delay_s=0.4)
+    assert len(seen) > 20
+
+
+def test_a_reader_polling_during_writes_only_sees_whole_batches(tmp_path):
+    index_dir = tmp_path / "index"
+    writers = Writers(index_dir, 12, "flat")
+    try:
+        writers.start()
+        deadline = time.monotonic() + 60
+        while not FaissDocumentStore.exists(index_dir):
+            time.sleep(0.01)
+            assert time.monotonic() < deadline
+        reader = FaissDocumentStore.open(index_dir)
+        seen = set()
+        while max(seen, default=0) < 12:
+            # One call reads one snapshot: it must be exactly the state after some whole batch.
+            contents = {doc.id: doc.content for doc in reader.filter_documents()}
+            batches = len({doc_id.split("-")[0] for doc_id in contents if doc_id.endswith("-2")})
+            assert contents == expected_contents(batches, BATCH_SIZE), f"{len(contents)} documents"
+            if batches > 0:
+                # Commits only add documents here, so a later snapshot has at least as many.
+                assert len(reader.search(np.ones(64).tolist(), top_k=10)) == 10
+            seen.add(batches)
+            assert time.monotonic() < deadline
+        assert writers.status() == 0
+        assert len(seen) > 2
+    finally:
+        writers.close()
