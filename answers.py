@@ -84,10 +84,12 @@ class IndexReport:
     indexed: list[IndexedFile] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
     chunk_count: int = 0
+    removed: list[str] = field(default_factory=list)  # sources dropped by a sync: their files are gone
 
     def to_json(self) -> dict:
         return {
             "indexed": [asdict(f) for f in self.indexed],
             "skipped": [asdict(f) for f in self.skipped],
             "chunk_count": self.chunk_count,
+            "removed": list(self.removed),
         }

@@ -252,6 +252,7 @@ class Ingest:
         for chunk in parsed.chunks:
             meta: dict[str, Any] = {
                 "source": parsed.path,
+                "file_type": Path(parsed.path).suffix.lower().lstrip("."),  # for filters: "pdf", "md", ...
                 "page": chunk.page,
                 "page_count": parsed.page_count,
                 "start": chunk.start,

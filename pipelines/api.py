@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from haystack import Document, Pipeline
 
@@ -12,6 +13,8 @@ from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import FaissDocumentStore, discover_files
+from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
     build_search_pipeline,
@@ -40,6 +43,17 @@ def _check_text(text: str, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"the {what} is empty: give a non-empty {what}")
     return text
+
+
+def _check_filters(filters: dict[str, Any] | None) -> dict[str, Any] | None:
+    if filters is not None:
+        filter_sql(filters)  # raises ConfigError naming what is wrong
+    return filters
+
+
+def _under(source: str, root: Path) -> bool:
+    """Whether the indexed `source` is `root` itself or lies below the folder `root`."""
+    return source == str(root) or source.startswith(str(root).rstrip("/") + "/")
 
 
 def _warm_up_embedder(component, model: str) -> None:
@@ -72,6 +86,7 @@ class DocumentQA:
         max_seq_length: int = defaults.MAX_SEQ_LENGTH,
         doc_stride: int = defaults.DOC_STRIDE,
         score_threshold: float | None = defaults.SCORE_THRESHOLD,
+        index_type: str | None = None,
     ):
         """
         :param index_dir: the index directory; `index` creates it when missing.
@@ -84,12 +99,17 @@ class DocumentQA:
         :param max_seq_length: reader tokens per (question, passage window).
         :param doc_stride: reader tokens shared by consecutive windows of a long passage.
         :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
+        :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
+            or "auto" (flat while small, HNSW once large); an existing index keeps its own.
         """
         self.index_dir = Path(index_dir)
         self.requested_embedder = None if embedder is None else model_reference(embedder)
         self.reader_model = model_reference(reader)
         self.device = check_device(device)
         self.retriever_top_k = _check_top_k(retriever_top_k, "retriever_top_k")
+        if index_type is not None:
+            validate_index_type(index_type)
+        self.index_type = index_type
         # Checked here, not at the first question: a bad setting should fail where it is made.
         self.reader_settings = dict(
             max_answer_length=max_answer_length,
@@ -135,6 +155,7 @@ class DocumentQA:
         timeout_s: float | None = defaults.PARSE_TIMEOUT_S,
         memory_mb: int | None = defaults.PARSE_MEMORY_MB,
         max_file_mb: float | None = defaults.MAX_FILE_MB,
+        sync: bool = False,
     ) -> IndexReport:
         """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
 
@@ -142,12 +163,16 @@ class DocumentQA:
         MiB) while the embedder runs. Encrypted PDFs are tried with the empty password, then their
         entry in `passwords` (keyed by path or file name), then `password`. Chunks are sized in tokens
         of the reader's tokenizer (recorded in the index; see README "Chunks").
+
+        Files are tracked by path and SHA-256: an unchanged file is kept as it is, a changed one is
+        indexed again. With `sync=True` the index also forgets every indexed file under `paths`
+        that is no longer there (`IndexReport.removed`). Progress is committed every
+        `SAVE_EVERY_FILES` files and at the end; an interrupted run keeps what was committed.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
-        if isinstance(paths, (str, Path)):
-            paths = [paths]
-        files, skipped = discover_files(list(paths))
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        files, skipped = discover_files(paths)
         report = IndexReport(skipped=list(skipped))
         torch_device = resolve_device(self.device)
 
@@ -178,18 +203,56 @@ class DocumentQA:
                 # The store needs the vector size before the first write; the model tells it by example.
                 probe = embedder.run([Document(content="dimension probe")])["documents"][0]
                 store = FaissDocumentStore.create(
-                    self.index_dir, embedder=embedder_model, dimension=len(probe.embedding)
+                    self.index_dir, embedder=embedder_model, dimension=len(probe.embedding),
+                    index_type=self.index_type,
                 )
                 self._store = store
         except BaseException:
             ingest.abort()
             raise
-        result = ingest.finish(store, embedder)
+        try:
+            result = ingest.finish(store, embedder)
+            if sync:
+                report.removed = self._forget_missing(store, paths, {str(file) for file in files})
+            store.save()
+        except BaseException:
+            store.rollback()  # what was committed before stays; the rest is dropped
+            raise
         report.indexed.extend(result.indexed)
         report.skipped.extend(result.skipped)
         report.chunk_count += result.chunk_count
-        store.save()
         return report
+
+    @staticmethod
+    def _forget_missing(store: FaissDocumentStore, paths: list, present: set[str]) -> list[str]:
+        roots = [Path(path).expanduser().resolve() for path in paths]
+        removed = []
+        for stored in store.files():
+            if stored.source not in present and any(_under(stored.source, root) for root in roots):
+                store.delete_by_source(stored.source)
+                removed.append(stored.source)
+        return removed
+
+    def remove(self, paths: str | Path | Iterable[str | Path]) -> list[StoredFile]:
+        """Removes from the index every file named by `paths` (a file, or everything indexed under a
+        folder) with all its chunks, in one commit; returns the files removed."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        roots = [Path(path).expanduser().resolve() for path in paths]
+        store = self._open_store()
+        removed = [stored for stored in store.files() if any(_under(stored.source, root) for root in roots)]
+        try:
+            for stored in removed:
+                store.delete_by_source(stored.source)
+            store.save()
+        except BaseException:
+            store.rollback()
+            raise
+        return removed
+
+    def files(self) -> list[StoredFile]:
+        """The indexed files with their pages, chunks, SHA-256 and when they were indexed (UTC)."""
+        return self._open_store().files()
 
     # -- questions ---------------------------------------------------------------------------
 
@@ -214,23 +277,34 @@ class DocumentQA:
             self._query_pipeline = pipeline
         return self._query_pipeline
 
-    def search(self, query: str, top_k: int = defaults.SEARCH_TOP_K) -> list[Passage]:
-        """The passages most similar to `query`, best first, without reading them."""
+    def search(
+        self, query: str, top_k: int = defaults.SEARCH_TOP_K, filters: dict[str, Any] | None = None
+    ) -> list[Passage]:
+        """The passages most similar to `query`, best first, without reading them.
+
+        `filters` (Haystack filter syntax, e.g. `{"field": "meta.page", "operator": "==", "value": 3}`)
+        restrict the search to matching chunks; `top_k` come back whenever that many match.
+        """
         _check_text(query, "query")
         _check_top_k(top_k)
+        _check_filters(filters)
         result = self._ready_search_pipeline().run(
-            {"embedder": {"text": query}, "retriever": {"top_k": top_k}}
+            {"embedder": {"text": query}, "retriever": {"top_k": top_k, "filters": filters}}
         )
         return [passage_from_document(doc) for doc in result["retriever"]["documents"]]
 
-    def ask(self, question: str, top_k: int = defaults.ANSWER_TOP_K) -> list[Answer]:
-        """Answer spans quoted from the indexed documents, best first (at most `top_k`)."""
+    def ask(
+        self, question: str, top_k: int = defaults.ANSWER_TOP_K, filters: dict[str, Any] | None = None
+    ) -> list[Answer]:
+        """Answer spans quoted from the indexed documents, best first (at most `top_k`); `filters` as
+        in `search` restrict the passages read."""
         _check_text(question, "question")
         _check_top_k(top_k)
+        _check_filters(filters)
         result = self._ready_query_pipeline().run(
             {
                 "embedder": {"text": question},
-                "retriever": {"top_k": self.retriever_top_k},
+                "retriever": {"top_k": self.retriever_top_k, "filters": filters},
                 "reader": {"query": question, "top_k": top_k},
             }
         )

@@ -44,13 +44,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sub: argparse.ArgumentParser) -> None:
+    def common(sub: argparse.ArgumentParser, models: bool = True) -> None:
         sub.add_argument("--index", required=True, metavar="DIR", help="the index directory")
-        sub.add_argument(
-            "--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
-            help="where models run (default: %(default)s: a CUDA GPU when torch sees one, else the CPU)",
-        )
+        if models:
+            sub.add_argument(
+                "--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+                help="where models run (default: %(default)s: a CUDA GPU when torch sees one, else the CPU)",
+            )
         sub.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+    def filters(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--file", action="append", metavar="PATH",
+                         help="only passages of this file (repeat for several)")
+        sub.add_argument("--page", type=_positive_int, action="append", metavar="N",
+                         help="only passages of page N (repeat for several)")
+        sub.add_argument("--filter", metavar="JSON",
+                         help='a Haystack filter, e.g. \'{"field": "meta.file_type", "operator": "==", "value": "pdf"}\'')
 
     index = commands.add_parser("index", help="index files and folders (recursively)")
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
@@ -77,6 +86,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="memory one parser process may use (default: %(default)s)")
     index.add_argument("--max-file-mb", type=float, default=defaults.MAX_FILE_MB, metavar="MB",
                        help="larger files are reported, not parsed (default: %(default)s)")
+    index.add_argument("--sync", action="store_true",
+                       help="also remove from the index the files under PATH that are no longer there")
+    index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
+                       help=f"vector index of a new index (default: {defaults.INDEX_TYPE}; "
+                       "an existing index keeps its own)")
     common(index)
 
     ask = commands.add_parser("ask", help="answer a question from the index")
@@ -100,6 +114,7 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
     ask.add_argument("--threshold", type=_score, default=defaults.SCORE_THRESHOLD, metavar="SCORE",
                      help="answers scoring below SCORE (0..1) are not shown (default: show the best found)")
+    filters(ask)
     common(ask)
 
     search = commands.add_parser("search", help="list the passages most related to a query, without reading them")
@@ -109,7 +124,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--top-k", type=_positive_int, default=defaults.SEARCH_TOP_K, metavar="N",
                         help="passages to print (default: %(default)s)")
+    filters(search)
     common(search)
+
+    remove = commands.add_parser("remove", help="remove files (or everything under folders) from the index")
+    remove.add_argument("paths", nargs="+", metavar="PATH", help="indexed files or folders")
+    common(remove, models=False)
+
+    listing = commands.add_parser("list", help="list the indexed files with pages, chunks and when indexed")
+    common(listing, models=False)
     return parser
 
 
@@ -162,9 +185,12 @@ def _print_passages(query: str, passages: list[Passage]) -> None:
 def _print_index_report(report: IndexReport) -> None:
     for skipped in report.skipped:
         print(f"skipped {_display_path(skipped.source)}: {skipped.reason}")
+    for source in report.removed:
+        print(f"removed {_display_path(source)}: no longer there")
+    removed = f"; removed {len(report.removed)} file(s)" if report.removed else ""
     print(
         f"indexed {len(report.indexed)} file(s), {sum(f.pages for f in report.indexed)} page(s), "
-        f"{report.chunk_count} chunk(s); skipped {len(report.skipped)} file(s)"
+        f"{report.chunk_count} chunk(s); skipped {len(report.skipped)} file(s){removed}"
     )
 
 
@@ -215,6 +241,7 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             memory_mb=args.memory_mb,
             max_file_mb=args.max_file_mb,
             on_file_done=None if progress is None else (lambda _source: progress.update(1)),
+            sync=args.sync,
         )
     finally:
         if progress is not None:
@@ -226,8 +253,28 @@ def _run_index(args: argparse.Namespace, qa) -> int:
     return 0 if report.indexed or not report.skipped else 1
 
 
+def _filters(args: argparse.Namespace) -> dict | None:
+    """--file, --page and --filter as one Haystack filter (all must hold)."""
+    from spanqa.errors import ConfigError
+
+    conditions = []
+    if args.file:
+        sources = [str(Path(name).expanduser().resolve()) for name in args.file]
+        conditions.append({"field": "meta.source", "operator": "in", "value": sources})
+    if args.page:
+        conditions.append({"field": "meta.page", "operator": "in", "value": list(args.page)})
+    if args.filter is not None:
+        try:
+            conditions.append(json.loads(args.filter))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--filter is not JSON ({exc}): give a Haystack filter object") from exc
+    if len(conditions) == 0:
+        return None
+    return conditions[0] if len(conditions) == 1 else {"operator": "AND", "conditions": conditions}
+
+
 def _run_ask(args: argparse.Namespace, qa) -> int:
-    answers = qa.ask(args.question, top_k=args.top_k)
+    answers = qa.ask(args.question, top_k=args.top_k, filters=_filters(args))
     if args.json:
         print(json.dumps({"question": args.question, "answers": [a.to_json() for a in answers]}, indent=2))
     else:
@@ -236,11 +283,39 @@ def _run_ask(args: argparse.Namespace, qa) -> int:
 
 
 def _run_search(args: argparse.Namespace, qa) -> int:
-    passages = qa.search(args.query, top_k=args.top_k)
+    passages = qa.search(args.query, top_k=args.top_k, filters=_filters(args))
     if args.json:
         print(json.dumps({"query": args.query, "passages": [p.to_json() for p in passages]}, indent=2))
     else:
         _print_passages(args.query, passages)
+    return 0
+
+
+def _run_remove(args: argparse.Namespace, qa) -> int:
+    removed = qa.remove(args.paths)
+    unmatched = [
+        path for path in args.paths
+        if not any(f.source == str(Path(path).expanduser().resolve())
+                   or f.source.startswith(str(Path(path).expanduser().resolve()).rstrip("/") + "/") for f in removed)
+    ]
+    if args.json:
+        print(json.dumps({"removed": [f.to_json() for f in removed], "not_indexed": unmatched}, indent=2))
+    else:
+        for stored in removed:
+            print(f"removed {_display_path(stored.source)} ({stored.chunks} chunk(s))")
+        for path in unmatched:
+            print(f"not in the index: {path}")
+    return 0 if not unmatched else 1
+
+
+def _run_list(args: argparse.Namespace, qa) -> int:
+    files = qa.files()
+    if args.json:
+        print(json.dumps({"files": [f.to_json() for f in files]}, indent=2))
+        return 0
+    for stored in files:
+        print(f"{_display_path(stored.source)}  {stored.pages} page(s)  {stored.chunks} chunk(s)  indexed {stored.indexed_at}")
+    print(f"{len(files)} file(s), {sum(f.pages for f in files)} page(s), {sum(f.chunks for f in files)} chunk(s)")
     return 0
 
 
@@ -250,9 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from spanqa.pipelines.api import DocumentQA
 
-        options = {"embedder": args.embedder, "device": args.device}
+        options = {}
+        if args.command in ("index", "ask", "search"):
+            options.update(embedder=args.embedder, device=args.device)
         if args.command == "index":
-            options["reader"] = args.reader
+            options.update(reader=args.reader, index_type=args.index_type)
         if args.command == "ask":
             options.update(
                 reader=args.reader,
@@ -263,7 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 score_threshold=args.threshold,
             )
         qa = DocumentQA(Path(args.index), **options)
-        runner = {"index": _run_index, "ask": _run_ask, "search": _run_search}[args.command]
+        runner = {
+            "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list,
+        }[args.command]
         return runner(args, qa)
     except SpanQAError as exc:
         print(f"spanqa: error: {exc}", file=sys.stderr)

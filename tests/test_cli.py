@@ -30,7 +30,7 @@ def test_index_json_report(tmp_path, sample_data_dir, minilm_dir, capsys):
                  "--embedder", str(minilm_dir), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert set(report) == {"indexed", "skipped", "chunk_count"}
+    assert set(report) == {"indexed", "skipped", "chunk_count", "removed"}
     assert [Path(f["source"]).name for f in report["indexed"]] == ["greenhouse_notes.md"]
     assert report["indexed"][0]["chunks"] == report["chunk_count"] > 0
     assert [Path(s["source"]).name for s in report["skipped"]] == ["bad.pdf"]
