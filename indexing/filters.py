@@ -51,7 +51,14 @@ def _node(node: Any, params: list[Any]) -> str:
         raise ConfigError(f"a comparison filter needs 'field', 'operator' and 'value', got {node!r}")
     if operator not in COMPARISONS:
         raise ConfigError(f"filter operator must be one of {', '.join(COMPARISONS)}, got {operator!r}")
-    return _comparison(_field(node["field"]), operator, node["value"], params)
+    value = node["value"]
+    expression = _field(node["field"])
+    strings = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if node["field"] == "meta.source" and operator in ("==", "!=", "in", "not in") and strings:
+        # The indexed `source` column holds meta.source whenever it is a string (else NULL), so
+        # string comparisons on it match the same rows without reading every row's JSON.
+        expression = "source"
+    return _comparison(expression, operator, value, params)
 
 
 def _field(field: Any) -> str:

@@ -279,7 +279,8 @@ class FaissDocumentStore:
 
     @property
     def structure(self) -> str:
-        """The FAISS structure in use now: "flat", "hnsw" or "ivf" ("auto" and "ivf" start flat)."""
+        """The FAISS structure in use now: "flat", "hnsw" or "ivf" ("auto" and "ivf" start flat and
+        become IVF once they hold enough vectors to train it)."""
         with self._reading():
             return self._structure
 
@@ -364,11 +365,14 @@ class FaissDocumentStore:
             path = self.index_dir / name
             if not path.is_file():
                 raise FileNotFoundError(path)
-            # Readers map the vectors of flat and HNSW indexes instead of reading them into memory;
-            # a writer needs its own copy (FAISS cannot add to a mapped index).
-            mapped = not writable and structure in ("flat", "hnsw")
+            # Readers map the vectors from the file instead of reading them into memory; a writer
+            # needs its own copy (FAISS cannot add to a mapped index).
+            mapped = not writable
+            flags = 0
+            if mapped:
+                flags = faiss.IO_FLAG_MMAP if structure == "ivf" else faiss.IO_FLAG_MMAP_IFC
             try:
-                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mapped else 0)
+                index = faiss.read_index(str(path), flags)
             except RuntimeError as exc:
                 if not path.is_file():
                     raise FileNotFoundError(path) from exc
@@ -448,7 +452,7 @@ class FaissDocumentStore:
 
     def _target_structure(self, count: int) -> str:
         if self._index_type == "auto":
-            return "hnsw" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
+            return "ivf" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
         if self._index_type == "ivf":
             return "ivf" if count >= defaults.IVF_MIN_TRAIN_VECTORS else "flat"
         return self._index_type
@@ -460,8 +464,6 @@ class FaissDocumentStore:
         target = self._target_structure(live)
         if self._structure == "ivf" and target == "flat":
             target = "ivf"  # a trained IVF index stays one when the collection shrinks
-        if self._structure == "hnsw" and target == "flat" and self._index_type == "auto":
-            target = "hnsw"
         too_many_deleted = len(self._tombstones) > defaults.TOMBSTONE_REBUILD_FRACTION * max(self._index.ntotal, 1)
         if target == self._structure and not (self._structure == "hnsw" and too_many_deleted):
             return
@@ -798,7 +800,7 @@ def validate_index_type(index_type: str) -> None:
 
 def ivf_list_count(count: int) -> int:
     # About 4·sqrt(n) lists, each trained with at least 39 points (FAISS warns below that).
-    return max(1, min(int(4 * np.sqrt(count)), count // 39))
+    return max(1, min(int(4 * np.sqrt(count)), defaults.IVF_MAX_LISTS, count // 39))
 
 
 def new_faiss_index(dimension: int, structure: str, training: np.ndarray | None = None) -> faiss.Index:
@@ -815,9 +817,11 @@ def new_faiss_index(dimension: int, structure: str, training: np.ndarray | None 
             raise ConfigError("an IVF index is trained on the vectors it will hold: none were given")
         lists = ivf_list_count(len(training))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dimension), dimension, lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = defaults.IVF_TRAIN_ITERATIONS
+        sample_size = defaults.IVF_TRAIN_POINTS_PER_LIST * lists
         sample = training
-        if len(training) > 256 * lists:
-            rows = np.random.default_rng(0).choice(len(training), 256 * lists, replace=False)
+        if len(training) > sample_size:
+            rows = np.random.default_rng(0).choice(len(training), sample_size, replace=False)
             sample = training[np.sort(rows)]
         index.train(sample)
         # A hash table from our ids to list positions: reconstruct and remove by id.
