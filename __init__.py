@@ -14,6 +14,7 @@ from spanqa.answers import Answer, AnswerSource, IndexedFile, IndexReport, Passa
 from spanqa.errors import (  # noqa: E402
     ConfigError,
     DocumentError,
+    IndexBusyError,
     IndexMismatchError,
     IndexNotFoundError,
     ModelLoadError,
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigError",
     "DocumentError",
     "DocumentQA",
+    "IndexBusyError",
     "IndexMismatchError",
     "IndexNotFoundError",
     "IndexReport",

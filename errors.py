@@ -28,6 +28,10 @@ class IndexMismatchError(SpanQAError):
     """The index was built with settings (embedder, format) that differ from the ones asked for."""
 
 
+class IndexBusyError(SpanQAError):
+    """Another process is writing to the index (one writer at a time; readers are never blocked)."""
+
+
 class ModelLoadError(SpanQAError):
     """A model could not be loaded from the hub id or local directory given."""
 

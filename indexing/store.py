@@ -43,7 +43,7 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa import defaults
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError
+from spanqa.errors import ConfigError, IndexBusyError, IndexMismatchError, IndexNotFoundError
 from spanqa.indexing.filters import filter_sql
 
 logger = logging.getLogger(__name__)
@@ -391,7 +391,13 @@ class FaissDocumentStore:
         """Opens the write transaction (waiting for another writer to commit) and loads its state."""
         if self._writing:
             return
-        self._connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise IndexBusyError(
+                f"index at '{self.index_dir}' is being written by another process ({exc}) and stayed locked for "
+                f"{defaults.SQLITE_BUSY_TIMEOUT_S:.0f} s: try again when that indexing run has finished"
+            ) from exc
         try:
             self._load_state(writable=True)
             self._remove_stale_files()

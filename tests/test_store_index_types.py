@@ -138,3 +138,19 @@ def test_bad_or_mismatched_index_type(tmp_path):
     FaissDocumentStore.create(tmp_path / "j", embedder="e", dimension=DIMENSION, index_type="hnsw")
     with pytest.raises(IndexMismatchError, match="hnsw"):
         FaissDocumentStore(tmp_path / "j", embedder="e", dimension=DIMENSION, index_type="flat")
+
+
+def test_a_second_writer_waits_then_reports_the_index_busy(tmp_path, monkeypatch):
+    from spanqa.errors import IndexBusyError
+
+    first = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION)
+    first.write_documents(documents(3))  # holds the write lock until saved
+    monkeypatch.setattr(defaults, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    second = FaissDocumentStore.open(tmp_path / "i")
+    assert second.count_documents() == 0  # reading is never blocked
+    with pytest.raises(IndexBusyError, match="being written by another process"):
+        second.write_documents(documents(1, start=10))
+    first.save()
+    second.write_documents(documents(1, start=10))
+    second.save()
+    assert FaissDocumentStore.open(tmp_path / "i").count_documents() == 4
