@@ -471,7 +471,10 @@ class FaissDocumentStore:
         if self._structure == "ivf" and target == "flat":
             target = "ivf"  # a trained IVF index stays one when the collection shrinks
         too_many_deleted = len(self._tombstones) > defaults.TOMBSTONE_REBUILD_FRACTION * max(self._index.ntotal, 1)
-        if target == self._structure and not (self._structure == "hnsw" and too_many_deleted):
+        # IVF lists trained on a small collection grow long as it grows: retrain once the collection
+        # asks for twice as many lists (geometric growth, so the rebuilds cost O(1) per vector).
+        outgrown = self._structure == "ivf" and ivf_list_count(live) >= 2 * self._index.nlist
+        if target == self._structure and not (self._structure == "hnsw" and too_many_deleted) and not outgrown:
             return
         ids = self._live_ids()
         vectors = self._reconstruct(ids)

@@ -154,3 +154,15 @@ def test_a_second_writer_waits_then_reports_the_index_busy(tmp_path, monkeypatch
     second.write_documents(documents(1, start=10))
     second.save()
     assert FaissDocumentStore.open(tmp_path / "i").count_documents() == 4
+
+
+def test_ivf_is_retrained_when_the_collection_outgrows_its_lists(tmp_path, small_thresholds):
+    store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf")
+    store.write_documents(documents(400))
+    store.save()
+    first_lists = FaissDocumentStore.open(tmp_path / "i")._index.nlist
+    store.write_documents(documents(1600, start=400, seed=5))
+    store.save()
+    reopened = FaissDocumentStore.open(tmp_path / "i")
+    assert reopened.structure == "ivf" and reopened._index.nlist >= 2 * first_lists
+    assert reopened.count_documents() == 2000 and reopened.verify() == []
