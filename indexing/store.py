@@ -279,8 +279,8 @@ class FaissDocumentStore:
 
     @property
     def structure(self) -> str:
-        """The FAISS structure in use now: "flat", "hnsw" or "ivf" ("auto" and "ivf" start flat and
-        become IVF once they hold enough vectors to train it)."""
+        """The FAISS structure in use now: "flat", "hnsw" or "ivf" ("ivf" starts flat and is trained
+        once it holds enough vectors; "auto" starts flat and becomes HNSW once large)."""
         with self._reading():
             return self._structure
 
@@ -458,7 +458,7 @@ class FaissDocumentStore:
 
     def _target_structure(self, count: int) -> str:
         if self._index_type == "auto":
-            return "ivf" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
+            return "hnsw" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
         if self._index_type == "ivf":
             return "ivf" if count >= defaults.IVF_MIN_TRAIN_VECTORS else "flat"
         return self._index_type
@@ -468,8 +468,8 @@ class FaissDocumentStore:
         an HNSW graph once too many of its vectors are deleted."""
         live = self._index.ntotal - len(self._tombstones)
         target = self._target_structure(live)
-        if self._structure == "ivf" and target == "flat":
-            target = "ivf"  # a trained IVF index stays one when the collection shrinks
+        if self._structure in ("ivf", "hnsw") and target == "flat":
+            target = self._structure  # an approximate index stays one when the collection shrinks
         too_many_deleted = len(self._tombstones) > defaults.TOMBSTONE_REBUILD_FRACTION * max(self._index.ntotal, 1)
         # IVF lists trained on a small collection grow long as it grows: retrain once the collection
         # asks for twice as many lists (geometric growth, so the rebuilds cost O(1) per vector).
