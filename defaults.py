@@ -11,6 +11,10 @@ DEVICE = "auto"
 ANSWER_TOP_K = 5  # answers returned by `ask`
 RETRIEVER_TOP_K = 10  # passages the reader reads per question
 SEARCH_TOP_K = 5  # passages returned by `search`
+# Retrieval (issue #6): "hybrid" fuses embedding and BM25 rankings; "dense" or "keyword" use one.
+RETRIEVAL_MODE = "hybrid"
+HYBRID_DENSE_WEIGHT = 0.4  # share of the dense side in the fused score (README, "Retrieval": measured on SQuAD)
+HYBRID_CANDIDATES = 50  # chunks each side ranks before fusing
 
 # Reader decoding: the settings of the classic transformers question-answering pipeline.
 MAX_ANSWER_LENGTH = 15  # tokens

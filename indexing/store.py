@@ -9,6 +9,8 @@ Layout of an index directory:
   source, page, text, meta JSON), `files` (path, SHA-256, pages, chunks, when indexed), `tombstones`
   (ids an HNSW graph still holds but that were deleted) and `state` (the committed generation, its
   vectors file and structure, the next free id, the chunk settings).
+  `chunks_fts` is the FTS5 keyword index of the chunks' text and file paths, kept in step with
+  `chunks` by triggers inside the same transactions (`spanqa.indexing.keyword`).
 - `vectors.<generation>.faiss`: the vectors of the committed generation, unit length, so the inner
   product FAISS ranks by is the cosine similarity. Structures: `IndexIDMap2(IndexFlatIP)` (exact),
   `IndexIDMap2(IndexHNSWFlat)` or `IndexIVFFlat` with our ids.
@@ -45,10 +47,11 @@ from haystack.document_stores.types import DuplicatePolicy
 from spanqa import defaults
 from spanqa.errors import ConfigError, IndexBusyError, IndexMismatchError, IndexNotFoundError
 from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.keyword import FTS_COLUMN_WEIGHTS, FTS_SCHEMA, FTS_TABLE, match_expression
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: keyword search (FTS5 table `chunks_fts`)
 MANIFEST_FILE = "manifest.json"
 DATABASE_FILE = "chunks.sqlite"
 METRIC = "cosine"
@@ -159,7 +162,7 @@ class FaissDocumentStore:
                 path.unlink()
         connection = connect(self.index_dir / DATABASE_FILE)
         try:
-            connection.executescript(_SCHEMA)
+            connection.executescript(_SCHEMA + FTS_SCHEMA)
             connection.execute("BEGIN IMMEDIATE")
             initial = {"generation": "0", "vectors_file": "", "structure": "flat", "next_id": "0", "chunking": "null"}
             connection.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", initial.items())
@@ -687,6 +690,30 @@ class FaissDocumentStore:
             ids, scores = self._ranked_ids(query, top_k, allowed)
             documents = self._documents_by_int_ids(ids)
         return [Document(id=d.id, content=d.content, meta=d.meta, score=float(s)) for d, s in zip(documents, scores)]
+
+    def keyword_search(self, query: str, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
+        """The `top_k` chunks best matching `query`'s words by BM25 (`spanqa.indexing.keyword`), best
+        first, `score` = minus SQLite's bm25() (higher is better). `filters` as in `search`, applied
+        inside the ranking; a query with no searchable word finds nothing."""
+        validate_top_k(top_k)
+        expression = match_expression(query)
+        if expression is None:
+            return []
+        weights = ", ".join(str(weight) for weight in FTS_COLUMN_WEIGHTS)
+        sql = f"SELECT rowid, bm25({FTS_TABLE}, {weights}) AS rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
+        parameters: list[Any] = [expression]
+        if filters is not None:
+            where, where_parameters = filter_sql(filters)
+            sql += f" AND rowid IN (SELECT id FROM chunks WHERE {where})"
+            parameters += where_parameters
+        sql += " ORDER BY rank LIMIT ?"
+        parameters.append(int(top_k))
+        with self._reading():
+            ranked = self._connection.execute(sql, parameters).fetchall()
+            documents = self._documents_by_int_ids([row[0] for row in ranked])
+        return [
+            Document(id=d.id, content=d.content, meta=d.meta, score=-float(row[1])) for d, row in zip(documents, ranked)
+        ]
 
     def _ranked_ids(self, query: np.ndarray, top_k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         live = self._index.ntotal - len(self._tombstones)

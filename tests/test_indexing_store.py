@@ -12,7 +12,7 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError
 from spanqa.indexing.retriever import FaissEmbeddingRetriever
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store import FORMAT_VERSION, FaissDocumentStore
 
 DIMENSION = 8
 EMBEDDER = "test/random-embedder"
@@ -83,7 +83,7 @@ def test_manifest_describes_the_index(store):
     store.write_documents(make_documents(2))
     store.save()
     manifest = json.loads((store.index_dir / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["format_version"] == 2
+    assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["embedder"] == EMBEDDER
     assert manifest["dimension"] == DIMENSION
     assert manifest["metric"] == "cosine"
@@ -128,7 +128,8 @@ def test_content_with_unusual_line_separators_survives_a_round_trip(store):
     assert FaissDocumentStore.open(store.index_dir).filter_documents()[0].content == "a\u2028b\u0085c\nd\re"
 
 
-@pytest.mark.parametrize(("version", "message"), [(3, "format version 3"), (1, "format version 1")])
+@pytest.mark.parametrize(("version", "message"), [(FORMAT_VERSION + 1, f"format version {FORMAT_VERSION + 1}"),
+                                                  (1, "format version 1")])
 def test_other_format_version_raises_index_mismatch_naming_the_fix(store, version, message):
     manifest_path = store.index_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

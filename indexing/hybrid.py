@@ -1,0 +1,100 @@
+"""Hybrid retrieval: dense (embedding) and keyword (BM25) rankings of the store's chunks, fused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document, component, default_from_dict, default_to_dict
+
+from spanqa import defaults
+from spanqa.errors import ConfigError
+from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings
+from spanqa.indexing.store import FaissDocumentStore, validate_top_k
+
+
+@component
+class HybridRetriever:
+    """The chunks that best match a query, best first, by meaning and by words.
+
+    mode "hybrid" (the default): the store's `candidates` nearest chunks by embedding and its
+    `candidates` best by BM25 are fused (`spanqa.indexing.fusion`: per-query min-max scaling,
+    `dense_weight` x dense + (1 - dense_weight) x keyword); `score` is that fused value in 0..1.
+    "dense": embedding search alone, `score` = cosine similarity. "keyword": BM25 alone, `score` =
+    the BM25 score. `filters` (Haystack syntax) apply inside both searches; filters given to `run`
+    replace those given here.
+    """
+
+    def __init__(
+        self,
+        document_store: FaissDocumentStore,
+        top_k: int = defaults.RETRIEVER_TOP_K,
+        filters: dict[str, Any] | None = None,
+        mode: str = defaults.RETRIEVAL_MODE,
+        dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
+        candidates: int = defaults.HYBRID_CANDIDATES,
+    ):
+        if not isinstance(document_store, FaissDocumentStore):
+            raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
+        validate_top_k(top_k)
+        validate_top_k(candidates)
+        if filters is not None:
+            filter_sql(filters)  # a bad filter fails here, where it is set
+        self.document_store = document_store
+        self.top_k = top_k
+        self.filters = filters
+        self.mode = check_retrieval_mode(mode)
+        self.dense_weight = check_dense_weight(dense_weight)
+        self.candidates = candidates
+
+    def to_dict(self) -> dict[str, Any]:
+        return default_to_dict(
+            self,
+            document_store=self.document_store.to_dict(),
+            top_k=self.top_k,
+            filters=self.filters,
+            mode=self.mode,
+            dense_weight=self.dense_weight,
+            candidates=self.candidates,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HybridRetriever:
+        init_parameters = dict(data.get("init_parameters", {}))
+        store = init_parameters.get("document_store")
+        if isinstance(store, dict):
+            init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
+        return default_from_dict(cls, {**data, "init_parameters": init_parameters})
+
+    @component.output_types(documents=list[Document])
+    def run(
+        self,
+        query: str,
+        query_embedding: list[float] | None = None,
+        top_k: int | None = None,
+        filters: dict[str, Any] | None = None,
+    ) -> dict:
+        if top_k is None:
+            top_k = self.top_k
+        if filters is None:
+            filters = self.filters
+        validate_top_k(top_k)
+        store = self.document_store
+        if self.mode == "keyword":
+            return {"documents": store.keyword_search(query, top_k, filters=filters)}
+        if query_embedding is None:
+            raise ConfigError(f"retrieval mode {self.mode!r} needs the query's embedding; connect a text embedder")
+        if self.mode == "dense":
+            return {"documents": store.search(query_embedding, top_k, filters=filters)}
+        depth = max(top_k, self.candidates)
+        dense = store.search(query_embedding, depth, filters=filters)
+        keyword = store.keyword_search(query, depth, filters=filters)
+        by_id = {document.id: document for document in (*keyword, *dense)}
+        fused = fuse_rankings(
+            [(d.id, float(d.score)) for d in dense], [(d.id, float(d.score)) for d in keyword], self.dense_weight
+        )
+        documents = [
+            Document(id=identifier, content=by_id[identifier].content, meta=by_id[identifier].meta, score=score)
+            for identifier, score in fused[:top_k]
+        ]
+        return {"documents": documents}
