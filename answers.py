@@ -59,6 +59,7 @@ class Passage:
     page: int
     start: int
     end: int
+    chunk_id: str | None = None  # the indexed chunk it is (None: a passage not from the index)
 
     def to_json(self) -> dict:
         return asdict(self)

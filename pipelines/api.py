@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import FaissDocumentStore, discover_files
 from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.indexing.store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
@@ -87,6 +88,8 @@ class DocumentQA:
         doc_stride: int = defaults.DOC_STRIDE,
         score_threshold: float | None = defaults.SCORE_THRESHOLD,
         index_type: str | None = None,
+        retrieval: str = defaults.RETRIEVAL_MODE,
+        dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
     ):
         """
         :param index_dir: the index directory; `index` creates it when missing.
@@ -101,6 +104,8 @@ class DocumentQA:
         :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
         :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
             or "auto" (flat while small, HNSW once large); an existing index keeps its own.
+        :param retrieval: "hybrid" (embedding and BM25 rankings fused, the default), "dense" or "keyword".
+        :param dense_weight: share of the embedding ranking in the hybrid score, 0..1.
         """
         self.index_dir = Path(index_dir)
         self.requested_embedder = None if embedder is None else model_reference(embedder)
@@ -110,6 +115,8 @@ class DocumentQA:
         if index_type is not None:
             validate_index_type(index_type)
         self.index_type = index_type
+        self.retrieval = check_retrieval_mode(retrieval)
+        self.dense_weight = check_dense_weight(dense_weight)
         # Checked here, not at the first question: a bad setting should fail where it is made.
         self.reader_settings = dict(
             max_answer_length=max_answer_length,
@@ -121,6 +128,7 @@ class DocumentQA:
         self._store: FaissDocumentStore | None = None
         self._search_pipeline: Pipeline | None = None
         self._query_pipeline: Pipeline | None = None
+        self._reader: ExtractiveReader | None = None
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -261,21 +269,26 @@ class DocumentQA:
         if self._search_pipeline is None:
             embedder = make_text_embedder(store.embedder, resolve_device(self.device))
             _warm_up_embedder(embedder, store.embedder)
-            pipeline = build_search_pipeline(store, embedder)
+            pipeline = build_search_pipeline(store, embedder, self.retrieval, self.dense_weight)
             self._search_pipeline = pipeline
         return self._search_pipeline
 
     def _ready_query_pipeline(self) -> Pipeline:
         store = self._open_store()
         if self._query_pipeline is None:
-            torch_device = resolve_device(self.device)
-            reader = ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
-            embedder = make_text_embedder(store.embedder, torch_device)
+            embedder = make_text_embedder(store.embedder, resolve_device(self.device))
             _warm_up_embedder(embedder, store.embedder)
-            reader.warm_up()  # raises ModelLoadError itself
-            pipeline = build_query_pipeline(store, embedder, reader)
+            reader = self._ready_reader()
+            pipeline = build_query_pipeline(store, embedder, reader, self.retrieval, self.dense_weight)
             self._query_pipeline = pipeline
         return self._query_pipeline
+
+    def _ready_reader(self) -> ExtractiveReader:
+        if self._reader is None:
+            reader = ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
+            reader.warm_up()  # raises ModelLoadError itself
+            self._reader = reader
+        return self._reader
 
     def search(
         self, query: str, top_k: int = defaults.SEARCH_TOP_K, filters: dict[str, Any] | None = None
@@ -289,7 +302,7 @@ class DocumentQA:
         _check_top_k(top_k)
         _check_filters(filters)
         result = self._ready_search_pipeline().run(
-            {"embedder": {"text": query}, "retriever": {"top_k": top_k, "filters": filters}}
+            {"embedder": {"text": query}, "retriever": {"query": query, "top_k": top_k, "filters": filters}}
         )
         return [passage_from_document(doc) for doc in result["retriever"]["documents"]]
 
@@ -304,8 +317,34 @@ class DocumentQA:
         result = self._ready_query_pipeline().run(
             {
                 "embedder": {"text": question},
-                "retriever": {"top_k": self.retriever_top_k, "filters": filters},
+                "retriever": {"query": question, "top_k": self.retriever_top_k, "filters": filters},
                 "reader": {"query": question, "top_k": top_k},
             }
         )
         return [answer_from_extracted(answer) for answer in result["reader"]["answers"]]
+
+    def read(self, question: str, passages: Sequence[Passage], top_k: int = defaults.ANSWER_TOP_K) -> list[Answer]:
+        """Answer spans quoted from the given passages only, best first (at most `top_k`).
+
+        Passages from `search` keep their place in the index, so answers carry exact page offsets;
+        a Passage of your own (no `chunk_id`) is read as it is, and an answer's offsets are its
+        `start` plus the answer's position in its text. No index is needed for passages of your own.
+        """
+        _check_text(question, "question")
+        _check_top_k(top_k)
+        if not all(isinstance(passage, Passage) for passage in passages):
+            raise ConfigError("read() takes a list of Passage records (from search(), or Passage(text=..., ...))")
+        indexed = {}
+        chunk_ids = [passage.chunk_id for passage in passages if passage.chunk_id is not None]
+        if chunk_ids:
+            stored = self._open_store().filter_documents({"field": "id", "operator": "in", "value": chunk_ids})
+            indexed = {document.id: document for document in stored}
+        documents = []
+        for passage in passages:
+            document = indexed.get(passage.chunk_id) if passage.chunk_id is not None else None
+            if document is None:
+                meta = {"source": passage.source, "page": passage.page, "start": passage.start, "end": passage.end}
+                document = Document(content=passage.text, meta=meta)
+            documents.append(document)
+        result = self._ready_reader().run(query=question, documents=documents, top_k=top_k)
+        return [answer_from_extracted(answer) for answer in result["answers"]]

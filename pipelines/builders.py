@@ -1,10 +1,9 @@
-"""The index, query and search pipelines, wired from Haystack components and ours."""
+"""The query and search pipelines, wired from Haystack components and ours (indexing runs in
+`spanqa.indexing.ingest`: parser processes feeding the embedder)."""
 
 from __future__ import annotations
 
 from haystack import Pipeline
-from haystack.components.writers import DocumentWriter
-from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils import ComponentDevice
 from haystack_integrations.components.embedders.sentence_transformers import (
     SentenceTransformersDocumentEmbedder,
@@ -12,7 +11,8 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 )
 
 from spanqa import defaults
-from spanqa.indexing import FaissDocumentStore, FaissEmbeddingRetriever, PageChunker, PageConverter
+from spanqa.indexing import FaissDocumentStore
+from spanqa.indexing.hybrid import HybridRetriever
 from spanqa.reader import ExtractiveReader
 
 
@@ -49,37 +49,30 @@ def make_text_embedder(model: str, torch_device: str) -> SentenceTransformersTex
     )
 
 
-def build_index_pipeline(
+def build_search_pipeline(
     store: FaissDocumentStore,
-    embedder: SentenceTransformersDocumentEmbedder,
-    password: str | None = None,
+    embedder: SentenceTransformersTextEmbedder,
+    mode: str = defaults.RETRIEVAL_MODE,
+    dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
 ) -> Pipeline:
-    """files → pages → chunks → embeddings → store. Re-indexing a file overwrites its chunks."""
-    pipeline = Pipeline()
-    pipeline.add_component("converter", PageConverter(password=password))
-    pipeline.add_component("chunker", PageChunker())
-    pipeline.add_component("embedder", embedder)
-    pipeline.add_component("writer", DocumentWriter(document_store=store, policy=DuplicatePolicy.OVERWRITE))
-    pipeline.connect("converter.documents", "chunker.documents")
-    pipeline.connect("chunker.documents", "embedder.documents")
-    pipeline.connect("embedder.documents", "writer.documents")
-    return pipeline
-
-
-def build_search_pipeline(store: FaissDocumentStore, embedder: SentenceTransformersTextEmbedder) -> Pipeline:
-    """question → embedding → nearest chunks."""
+    """question → embedding → chunks ranked by meaning and words (`HybridRetriever`; its input
+    `query` takes the question text)."""
     pipeline = Pipeline()
     pipeline.add_component("embedder", embedder)
-    pipeline.add_component("retriever", FaissEmbeddingRetriever(document_store=store))
+    pipeline.add_component("retriever", HybridRetriever(document_store=store, mode=mode, dense_weight=dense_weight))
     pipeline.connect("embedder.embedding", "retriever.query_embedding")
     return pipeline
 
 
 def build_query_pipeline(
-    store: FaissDocumentStore, embedder: SentenceTransformersTextEmbedder, reader: ExtractiveReader
+    store: FaissDocumentStore,
+    embedder: SentenceTransformersTextEmbedder,
+    reader: ExtractiveReader,
+    mode: str = defaults.RETRIEVAL_MODE,
+    dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
 ) -> Pipeline:
-    """question → embedding → nearest chunks → answer spans read from them."""
-    pipeline = build_search_pipeline(store, embedder)
+    """question → embedding → retrieved chunks → answer spans read from them."""
+    pipeline = build_search_pipeline(store, embedder, mode, dense_weight)
     pipeline.add_component("reader", reader)
     pipeline.connect("retriever.documents", "reader.documents")
     return pipeline

@@ -19,6 +19,7 @@ def passage_from_document(document: Document) -> Passage:
         page=int(meta["page"]),
         start=int(meta["start"]),
         end=int(meta["end"]),
+        chunk_id=document.id,
     )
 
 

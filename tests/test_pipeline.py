@@ -140,3 +140,50 @@ def test_an_unloadable_embedder_is_a_model_load_error_and_creates_no_index(tmp_p
     with pytest.raises(ModelLoadError, match="cannot load embedder"):
         qa.index(sample_data_dir / "greenhouse_notes.md")
     assert not (tmp_path / "kb").exists()
+
+
+@pytest.mark.parametrize("retrieval", ["hybrid", "dense", "keyword"])
+def test_every_retrieval_mode_finds_the_founding_passage(sample_index, tiny_qa_model_dir, retrieval):
+    _, _, index_dir = sample_index
+    qa = DocumentQA(index_dir, reader=str(tiny_qa_model_dir), device="cpu", retrieval=retrieval)
+
+    passages = qa.search("Aurora Bicycle Works founded", top_k=3)
+
+    assert any("founded" in passage.text for passage in passages)
+    assert [p.score for p in passages] == sorted((p.score for p in passages), reverse=True)
+    if retrieval == "hybrid":
+        assert all(0.0 <= p.score <= 1.0 for p in passages)
+
+
+def test_bad_retrieval_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="retrieval mode"):
+        DocumentQA(tmp_path / "i", retrieval="bm25")
+    with pytest.raises(ConfigError, match="dense_weight"):
+        DocumentQA(tmp_path / "i", dense_weight=1.5)
+
+
+def test_read_quotes_searched_passages_with_page_offsets(sample_index):
+    qa, _, _ = sample_index
+    passages = qa.search(FOUNDING_QUESTION, top_k=3)
+
+    answers = qa.read(FOUNDING_QUESTION, passages, top_k=3)
+
+    assert answers and all(p.chunk_id is not None for p in passages)
+    for answer in answers:
+        assert same_text(_page_text(answer.source, answer.page)[answer.start : answer.end], answer.text)
+
+
+def test_read_takes_passages_of_ones_own_without_an_index(tmp_path, tiny_qa_model_dir):
+    from spanqa import Passage
+
+    qa = DocumentQA(tmp_path / "no-index", reader=str(tiny_qa_model_dir), device="cpu")
+    text = "The lighthouse lamp was replaced in 2003 by the harbor board."
+    mine = Passage(text=text, score=1.0, source="note", page=1, start=100, end=100 + len(text))
+
+    answers = qa.read("When was the lamp replaced?", [mine], top_k=2)
+
+    assert answers and not (tmp_path / "no-index").exists()
+    for answer in answers:
+        assert text[answer.start - 100 : answer.end - 100] == answer.text
+    with pytest.raises(ConfigError, match="Passage"):
+        qa.read("When?", ["just a string"])
