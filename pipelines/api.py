@@ -87,6 +87,7 @@ class DocumentQA:
         max_seq_length: int = defaults.MAX_SEQ_LENGTH,
         doc_stride: int = defaults.DOC_STRIDE,
         score_threshold: float | None = defaults.SCORE_THRESHOLD,
+        fast_reader: bool = defaults.READER_FAST,
         index_type: str | None = None,
         retrieval: str = defaults.RETRIEVAL_MODE,
         dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
@@ -102,6 +103,8 @@ class DocumentQA:
         :param max_seq_length: reader tokens per (question, passage window).
         :param doc_stride: reader tokens shared by consecutive windows of a long passage.
         :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
+        :param fast_reader: the reader's CPU fast mode (int8 ONNX Runtime, the `spanqa[fast]` extra):
+            several times faster, close to but not identical with the exact answers.
         :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
             or "auto" (flat while small, HNSW once large); an existing index keeps its own.
         :param retrieval: "hybrid" (embedding and BM25 rankings fused, the default), "dense" or "keyword".
@@ -123,6 +126,7 @@ class DocumentQA:
             max_seq_length=max_seq_length,
             doc_stride=doc_stride,
             score_threshold=score_threshold,
+            fast=fast_reader,
         )
         ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
         self._store: FaissDocumentStore | None = None

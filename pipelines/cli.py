@@ -1,4 +1,4 @@
-"""The `spanqa` command: index files, ask questions, search passages."""
+"""The `spanqa` command: index files, ask questions, search passages, manage and evaluate an index."""
 
 from __future__ import annotations
 
@@ -61,6 +61,26 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--filter", metavar="JSON",
                          help='a Haystack filter, e.g. \'{"field": "meta.file_type", "operator": "==", "value": "pdf"}\'')
 
+    def retrieval(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--retrieval", choices=["hybrid", "dense", "keyword"], default=defaults.RETRIEVAL_MODE,
+                         help="how passages are found: embedding and BM25 rankings fused, or one of them "
+                         "(default: %(default)s)")
+        sub.add_argument("--dense-weight", type=_score, default=defaults.HYBRID_DENSE_WEIGHT, metavar="W",
+                         help="share of the embedding ranking in the hybrid score, 0..1 (default: %(default)s)")
+
+    def reader_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--reader", default=defaults.READER_MODEL, metavar="MODEL",
+                         help="extractive QA model, hub id or local directory (default: %(default)s)")
+        sub.add_argument("--fast", action="store_true",
+                         help="the reader's CPU fast mode: int8 ONNX Runtime (needs spanqa[fast]); "
+                         "faster, close to but not identical with the exact answers")
+        sub.add_argument("--max-answer-length", type=_positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
+                         help="longest answer in reader tokens (default: %(default)s)")
+        sub.add_argument("--max-seq-length", type=_positive_int, default=defaults.MAX_SEQ_LENGTH, metavar="N",
+                         help="reader tokens per (question, passage window) (default: %(default)s)")
+        sub.add_argument("--doc-stride", type=_positive_int, default=defaults.DOC_STRIDE, metavar="N",
+                         help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
+
     index = commands.add_parser("index", help="index files and folders (recursively)")
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
     index.add_argument(
@@ -95,10 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ask = commands.add_parser("ask", help="answer a question from the index")
     ask.add_argument("question", metavar="QUESTION")
-    ask.add_argument(
-        "--reader", default=defaults.READER_MODEL, metavar="MODEL",
-        help="extractive QA model, hub id or local directory (default: %(default)s)",
-    )
+    reader_options(ask)
     ask.add_argument(
         "--embedder", metavar="MODEL", help="must be the embedder the index was built with (default: that one)"
     )
@@ -106,15 +123,10 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="answers to print (default: %(default)s)")
     ask.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
                      help="retrieved passages the reader reads (default: %(default)s)")
-    ask.add_argument("--max-answer-length", type=_positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
-                     help="longest answer in reader tokens (default: %(default)s)")
-    ask.add_argument("--max-seq-length", type=_positive_int, default=defaults.MAX_SEQ_LENGTH, metavar="N",
-                     help="reader tokens per (question, passage window) (default: %(default)s)")
-    ask.add_argument("--doc-stride", type=_positive_int, default=defaults.DOC_STRIDE, metavar="N",
-                     help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
     ask.add_argument("--threshold", type=_score, default=defaults.SCORE_THRESHOLD, metavar="SCORE",
                      help="answers scoring below SCORE (0..1) are not shown (default: show the best found)")
     filters(ask)
+    retrieval(ask)
     common(ask)
 
     search = commands.add_parser("search", help="list the passages most related to a query, without reading them")
@@ -125,6 +137,7 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=_positive_int, default=defaults.SEARCH_TOP_K, metavar="N",
                         help="passages to print (default: %(default)s)")
     filters(search)
+    retrieval(search)
     common(search)
 
     remove = commands.add_parser("remove", help="remove files (or everything under folders) from the index")
@@ -133,6 +146,32 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list the indexed files with pages, chunks and when indexed")
     common(listing, models=False)
+
+    evaluation = commands.add_parser(
+        "eval", help="measure retrieval recall and answer EM/F1 on a SQuAD-format file of questions"
+    )
+    evaluation.add_argument("file", metavar="FILE.json", help="questions, answers and contexts in SQuAD v1.1 format")
+    evaluation.add_argument("--index", metavar="DIR",
+                            help="the index to evaluate (with --build: build it there from FILE's contexts)")
+    evaluation.add_argument("--build", action="store_true",
+                            help="index FILE's contexts first (into --index DIR, else a temporary index)")
+    evaluation.add_argument("--embedder", metavar="MODEL",
+                            help=f"embedding model of a built index (default: {defaults.EMBEDDER_MODEL})")
+    reader_options(evaluation)
+    evaluation.add_argument("--top-k", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
+                            help="passages the reader reads end to end; recall is also given at N "
+                            "(default: %(default)s)")
+    stages = evaluation.add_mutually_exclusive_group()
+    stages.add_argument("--retrieval-only", action="store_true", help="skip the reader")
+    stages.add_argument("--reader-only", action="store_true",
+                        help="only the reader, given each question's gold paragraph (no index needed)")
+    evaluation.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate the first N questions")
+    retrieval(evaluation)
+    evaluation.add_argument(
+        "--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+        help="where models run (default: %(default)s)",
+    )
+    evaluation.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
     return parser
 
 
@@ -319,15 +358,85 @@ def _run_list(args: argparse.Namespace, qa) -> int:
     return 0
 
 
+def _progress(total: int, unit: str, description: str, enabled: bool):
+    """A tqdm bar on stderr when it is a terminal (and enabled), else None."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=description, file=sys.stderr)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from spanqa.errors import ConfigError
+    from spanqa.pipelines.api import DocumentQA
+    from spanqa.pipelines.evaluation import evaluate, load_squad, write_contexts
+
+    mode = "retrieval-only" if args.retrieval_only else "reader-only" if args.reader_only else "full"
+    if mode != "reader-only" and args.index is None and not args.build:
+        raise ConfigError("spanqa eval needs --index DIR (an index of the documents the questions are about) "
+                          "or --build (index the file's own contexts first)")
+    squad = load_squad(args.file)
+    with tempfile.TemporaryDirectory(prefix="spanqa-eval-") as scratch:
+        index_dir = Path(scratch) / "index" if args.index is None else Path(args.index)
+        qa = DocumentQA(
+            index_dir,
+            embedder=args.embedder,
+            reader=args.reader,
+            device=args.device,
+            retriever_top_k=args.top_k,
+            max_answer_length=args.max_answer_length,
+            max_seq_length=args.max_seq_length,
+            doc_stride=args.doc_stride,
+            fast_reader=args.fast,
+            retrieval=args.retrieval,
+            dense_weight=args.dense_weight,
+        )
+        sources = None
+        if args.build and mode != "reader-only":
+            # Next to the index, not inside it: the contexts are documents like any others.
+            contexts_dir = Path(scratch) / "contexts" if args.index is None else Path(f"{index_dir}-contexts")
+            sources = write_contexts(squad, contexts_dir)
+            bar = _progress(len(sources), "file", "indexing contexts", not args.json)
+            try:
+                built = qa.index([contexts_dir], on_file_done=None if bar is None else (lambda _s: bar.update(1)))
+            finally:
+                if bar is not None:
+                    bar.close()
+            for skipped in built.skipped:
+                print(f"spanqa: skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
+        count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
+        bar = _progress(count, "question", "evaluating", not args.json)
+        try:
+            report = evaluate(
+                qa, squad, file=str(args.file), mode=mode, top_k=args.top_k, limit=args.limit, sources=sources,
+                on_question_done=None if bar is None else (lambda: bar.update(1)),
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_libraries()
     try:
         from spanqa.pipelines.api import DocumentQA
 
+        if args.command == "eval":
+            return _run_eval(args)
         options = {}
         if args.command in ("index", "ask", "search"):
             options.update(embedder=args.embedder, device=args.device)
+        if args.command in ("ask", "search"):
+            options.update(retrieval=args.retrieval, dense_weight=args.dense_weight)
         if args.command == "index":
             options.update(reader=args.reader, index_type=args.index_type)
         if args.command == "ask":
@@ -338,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_seq_length=args.max_seq_length,
                 doc_stride=args.doc_stride,
                 score_threshold=args.threshold,
+                fast_reader=args.fast,
             )
         qa = DocumentQA(Path(args.index), **options)
         runner = {
