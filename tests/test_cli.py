@@ -139,3 +139,24 @@ def test_bad_window_settings_are_reported_without_traceback(cli_index, tiny_qa_m
                  "--max-seq-length", "64", "--doc-stride", "64"])
     assert code == 1
     assert "doc_stride" in capsys.readouterr().err
+
+
+def test_fast_mode_and_retrieval_options_reach_the_pipeline(cli_index, tiny_qa_model_dir, capsys):
+    question = "Who founded Aurora Bicycle Works?"
+    exact = main(["ask", question, "--index", str(cli_index), "--reader", str(tiny_qa_model_dir), "--json",
+                  "--retrieval", "keyword"])
+    exact_answers = json.loads(capsys.readouterr().out)["answers"]
+    fast = main(["ask", question, "--index", str(cli_index), "--reader", str(tiny_qa_model_dir), "--json",
+                 "--retrieval", "keyword", "--fast"])
+    fast_answers = json.loads(capsys.readouterr().out)["answers"]
+
+    assert exact == fast == 0 and exact_answers and fast_answers
+    # int8 scores differ from float32 ones: the flag reached the reader
+    assert [a["score"] for a in fast_answers] != [a["score"] for a in exact_answers]
+    scores = {}
+    for mode in ("keyword", "dense"):
+        assert main(["search", "Aurora founded", "--index", str(cli_index), "--retrieval", mode, "--json"]) == 0
+        scores[mode] = [p["score"] for p in json.loads(capsys.readouterr().out)["passages"]]
+    assert scores["keyword"] and scores["dense"] and scores["keyword"] != scores["dense"]
+    with pytest.raises(SystemExit):
+        main(["search", "x", "--index", str(cli_index), "--dense-weight", "2"])
