@@ -11,10 +11,14 @@ For each side, in fresh processes (so memory figures are the side's own):
   spanqa includes fetching the 10 chunks from SQLite), RSS after the queries, and recall@10
   against exact cosine search over the same vectors.
 
-Vectors: "random" 384-d vectors drawn from a mixture of Gaussians (one centre per 100 vectors,
-per-dimension noise 0.07, then normalised): the neighbourhood structure of topic clusters that
-sentence embeddings have. Queries are fresh draws from the same mixture. On structureless vectors
-(i.i.d. Gaussian directions) no approximate index reaches useful recall (see bench/README.md).
+Vectors (`--data`), 384-d, normalised, queries are fresh draws of the same kind:
+
+- `documents` (default): chunks of documents of topics, the structure a knowledge base has:
+  topic centres (one per 100 vectors), document offsets (norm 0.8, one document per 10 chunks),
+  chunk noise (norm 0.6); a query is a new chunk of a random existing document;
+- `clusters`: one Gaussian centre per 100 vectors, noise 0.07 per dimension (norm 1.37): the ten
+  nearest neighbours of a query are the ones of its cluster whose noise happens to align with its;
+- `uniform`: i.i.d. Gaussian directions, no structure at all.
 """
 
 from __future__ import annotations
@@ -45,13 +49,57 @@ def mixture(size: int, seed: int, centres: np.ndarray) -> np.ndarray:
     return vectors.astype(np.float32)
 
 
+DATA = "documents"  # set from --data; read by vectors_for and queries_for
+
+
+def document_centres(size: int) -> np.ndarray:
+    """One point per document (10 chunks each): its topic's centre (one topic per 10 documents) plus
+    the document's own offset."""
+    scale = 1 / np.sqrt(DIMENSION)
+    topics = np.random.default_rng(2024).normal(scale=scale, size=(max(1, size // 100), DIMENSION))
+    count = max(1, size // 10)
+    offsets = np.random.default_rng(2025).normal(scale=0.8 * scale, size=(count, DIMENSION))
+    return (topics[np.arange(count) * len(topics) // count] + offsets).astype(np.float32)
+
+
+def chunks_of(documents: np.ndarray, owners: np.ndarray, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(scale=0.6 / np.sqrt(DIMENSION), size=(len(owners), DIMENSION))
+    vectors = (documents[owners] + noise).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def uniform_data(size: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(size, DIMENSION)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def queries_for(size: int, count: int) -> np.ndarray:
+    if DATA == "documents":
+        documents = document_centres(size)
+        owners = np.random.default_rng(999_999_998).integers(0, len(documents), count)
+        return chunks_of(documents, owners, 999_999_999)
+    if DATA == "uniform":
+        return uniform_data(count, 999_999_999)
+    return mixture(count, 999_999_999, centres_for(size))
+
+
 def centres_for(size: int) -> np.ndarray:
     centres = np.random.default_rng(12345).normal(size=(max(1, size // CLUSTER_SIZE), DIMENSION)).astype(np.float32)
     return centres / np.linalg.norm(centres, axis=1, keepdims=True)
 
 
 def vectors_for(size: int) -> np.ndarray:
-    """The data set of `size` vectors (one mixture centre per CLUSTER_SIZE vectors)."""
+    """The data set of `size` vectors of kind DATA."""
+    if DATA == "documents":
+        documents = document_centres(size)
+        return np.concatenate([
+            chunks_of(documents, np.arange(start, min(size, start + BATCH)) * len(documents) // size, start)
+            for start in range(0, size, BATCH)
+        ])
+    if DATA == "uniform":
+        return np.concatenate([uniform_data(min(BATCH, size - start), start) for start in range(0, size, BATCH)])
     centres = centres_for(size)
     return np.concatenate([mixture(min(BATCH, size - start), start, centres) for start in range(0, size, BATCH)])
 
@@ -193,7 +241,7 @@ def phase_query(side: str, size: int, directory: Path, queries_path: Path, truth
 def run_phase(*arguments: str) -> dict:
     environment = {**os.environ, "HAYSTACK_TELEMETRY_ENABLED": "False"}
     completed = subprocess.run(
-        [sys.executable, __file__, "phase", *arguments], capture_output=True, text=True, env=environment,
+        [sys.executable, __file__, "phase", *arguments, "--data", DATA], capture_output=True, text=True, env=environment,
         cwd=REPO.parent,
     )
     if completed.returncode != 0:
@@ -221,6 +269,7 @@ def main() -> None:
     phase.add_argument("--queries-file", type=Path)
     phase.add_argument("--truth-file", type=Path)
     phase.add_argument("--query-count", type=int, default=200)
+    phase.add_argument("--data", choices=["documents", "clusters", "uniform"], default="documents")
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--haystack-size", type=int, default=100_000)
     parser.add_argument("--approximate", default="auto", help="spanqa's approximate index type (auto, ivf, hnsw)")
@@ -229,7 +278,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/spanqa-store-bench"))
     parser.add_argument("--sides", default="spanqa-flat,spanqa-approx,haystack")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--data", choices=["documents", "clusters", "uniform"], default="documents")
     args = parser.parse_args()
+    global DATA
+    DATA = args.data
 
     if args.command == "phase":
         if args.name == "build":
@@ -257,7 +309,7 @@ def main() -> None:
         queries_path = args.work / f"queries-{size}.npy"
         if size not in truths:
             # Queries are fresh draws from the mixture of this size; truth is exact cosine search.
-            queries = mixture(max(args.queries, args.flat_queries), 999_999_999, centres_for(size))
+            queries = queries_for(size, max(args.queries, args.flat_queries))
             np.save(queries_path, queries)
             truths[size] = args.work / f"truth-{size}.npy"
             np.save(truths[size], exact_truth(size, queries))

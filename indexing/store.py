@@ -283,7 +283,7 @@ class FaissDocumentStore:
     @property
     def structure(self) -> str:
         """The FAISS structure in use now: "flat", "hnsw" or "ivf" ("ivf" starts flat and is trained
-        once it holds enough vectors; "auto" starts flat and becomes HNSW once large)."""
+        once it holds enough vectors; "auto" starts flat and becomes IVF once large)."""
         with self._reading():
             return self._structure
 
@@ -461,7 +461,7 @@ class FaissDocumentStore:
 
     def _target_structure(self, count: int) -> str:
         if self._index_type == "auto":
-            return "hnsw" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
+            return "ivf" if count >= defaults.AUTO_APPROXIMATE_MIN_VECTORS else "flat"
         if self._index_type == "ivf":
             return "ivf" if count >= defaults.IVF_MIN_TRAIN_VECTORS else "flat"
         return self._index_type

@@ -38,7 +38,7 @@ def small_thresholds(monkeypatch):
 
 
 @pytest.mark.parametrize(("index_type", "structures"), [
-    ("flat", ["flat", "flat"]), ("hnsw", ["hnsw", "hnsw"]), ("auto", ["flat", "hnsw"]), ("ivf", ["flat", "ivf"]),
+    ("flat", ["flat", "flat"]), ("hnsw", ["hnsw", "hnsw"]), ("auto", ["flat", "ivf"]), ("ivf", ["flat", "ivf"]),
 ])
 def test_structure_follows_the_index_type_and_the_size(tmp_path, small_thresholds, index_type, structures):
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type=index_type)
