@@ -51,3 +51,10 @@ class DocumentError(SpanQAError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def check_positive_int(name: str, value: object, hint: str = "") -> int:
+    """`value` when it is a whole number >= 1 (not a bool); else a ConfigError naming `name`, the value and `hint`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a whole number >= 1" + (f" {hint}" if hint else ""))
+    return value

@@ -45,7 +45,7 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa import defaults
-from spanqa.errors import ConfigError, IndexBusyError, IndexMismatchError, IndexNotFoundError
+from spanqa.errors import ConfigError, IndexBusyError, IndexMismatchError, IndexNotFoundError, check_positive_int
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.keyword import FTS_COLUMN_WEIGHTS, FTS_SCHEMA, FTS_TABLE, match_expression
 
@@ -820,8 +820,7 @@ def is_vectors_file(name: str) -> bool:
 
 
 def validate_top_k(top_k: int) -> None:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+    check_positive_int("top_k", top_k)
 
 
 def validate_dimension(dimension: int) -> None:

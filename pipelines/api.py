@@ -11,7 +11,7 @@ from haystack import Document, Pipeline
 from spanqa import defaults
 from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError, check_positive_int
 from spanqa.indexing import FaissDocumentStore, discover_files
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
@@ -32,12 +32,6 @@ def model_reference(model: str) -> str:
     if candidate.is_dir():
         return str(candidate.resolve())
     return model
-
-
-def _check_top_k(top_k: int, name: str = "top_k") -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"{name} must be a whole number >= 1, got {top_k!r}")
-    return top_k
 
 
 def _check_text(text: str, what: str) -> str:
@@ -114,7 +108,7 @@ class DocumentQA:
         self.requested_embedder = None if embedder is None else model_reference(embedder)
         self.reader_model = model_reference(reader)
         self.device = check_device(device)
-        self.retriever_top_k = _check_top_k(retriever_top_k, "retriever_top_k")
+        self.retriever_top_k = check_positive_int("retriever_top_k", retriever_top_k)
         if index_type is not None:
             validate_index_type(index_type)
         self.index_type = index_type
@@ -303,7 +297,7 @@ class DocumentQA:
         restrict the search to matching chunks; `top_k` come back whenever that many match.
         """
         _check_text(query, "query")
-        _check_top_k(top_k)
+        check_positive_int("top_k", top_k)
         _check_filters(filters)
         result = self._ready_search_pipeline().run(
             {"embedder": {"text": query}, "retriever": {"query": query, "top_k": top_k, "filters": filters}}
@@ -316,7 +310,7 @@ class DocumentQA:
         """Answer spans quoted from the indexed documents, best first (at most `top_k`); `filters` as
         in `search` restrict the passages read."""
         _check_text(question, "question")
-        _check_top_k(top_k)
+        check_positive_int("top_k", top_k)
         _check_filters(filters)
         result = self._ready_query_pipeline().run(
             {
@@ -335,7 +329,7 @@ class DocumentQA:
         `start` plus the answer's position in its text. No index is needed for passages of your own.
         """
         _check_text(question, "question")
-        _check_top_k(top_k)
+        check_positive_int("top_k", top_k)
         if not all(isinstance(passage, Passage) for passage in passages):
             raise ConfigError("read() takes a list of Passage records (from search(), or Passage(text=..., ...))")
         indexed = {}

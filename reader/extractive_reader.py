@@ -9,15 +9,10 @@ from haystack.dataclasses import ExtractedAnswer
 
 from spanqa import defaults
 from spanqa.devices import check_device
-from spanqa.errors import ConfigError
+from spanqa.errors import ConfigError, check_positive_int
 from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
 from spanqa.reader.answers import build_answers
 from spanqa.reader.span_reader import ReadingSettings, read_passages_batch
-
-
-def _check_top_k(top_k: object) -> None:
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-        raise ConfigError(f"top_k={top_k!r} must be an integer >= 1 (default {defaults.ANSWER_TOP_K})")
 
 
 def _check_context_chars(context_chars: object) -> None:
@@ -105,7 +100,7 @@ class ExtractiveReader:
         if not isinstance(model, str) or model.strip() == "":
             raise ConfigError(f"model={model!r} must be a hub id or a local model directory")
         check_device(device)
-        _check_top_k(top_k)
+        check_positive_int("top_k", top_k, f"(default {defaults.ANSWER_TOP_K})")
         _check_context_chars(context_chars)
         _check_score_threshold(score_threshold)
         if not isinstance(merge_same_answers, bool):
@@ -215,7 +210,7 @@ class ExtractiveReader:
         """
         if top_k is None:
             top_k = self.top_k
-        _check_top_k(top_k)
+        check_positive_int("top_k", top_k, f"(default {defaults.ANSWER_TOP_K})")
         if len(queries) != len(documents):
             raise ConfigError(
                 f"run_batch got {len(queries)} queries and {len(documents)} document lists: give one list per query"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spanqa import defaults
-from spanqa.errors import ConfigError
+from spanqa.errors import ConfigError, check_positive_int
 from spanqa.reader.decoding import (
     best_spans,
     comparable_score,
@@ -42,10 +42,10 @@ class ReadingSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_answer_length", "max_seq_length", "max_question_length"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("batch_size", "max_batch_tokens"):
             if getattr(self, name) is not None:
-                _check_positive_int(name, getattr(self, name), "or None")
+                check_positive_int(name, getattr(self, name), "or None")
         if not _is_int(self.doc_stride) or self.doc_stride < 0:
             raise ConfigError(f"doc_stride={self.doc_stride!r} must be an integer >= 0 (default {defaults.DOC_STRIDE})")
         if self.doc_stride >= self.max_seq_length:
@@ -80,11 +80,6 @@ class ReadingSettings:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value: object, alternative: str = "") -> None:
-    if not _is_int(value) or value < 1:
-        raise ConfigError(f"{name}={value!r} must be an integer >= 1" + (f" {alternative}" if alternative else ""))
 
 
 @dataclass(frozen=True)
@@ -224,7 +219,7 @@ def read_passages_batch(
     questions share forward passes. Each pair's spans are what `read_passages` gives for that
     question alone (to float rounding between batch shapes). A blank question gets no spans.
     """
-    _check_positive_int("top_k", top_k)
+    check_positive_int("top_k", top_k)
     if len(questions) != len(passages_per_question):
         raise ValueError(
             f"{len(questions)} questions but {len(passages_per_question)} passage lists: give one list per question"
