@@ -368,12 +368,13 @@ class FaissDocumentStore:
             path = self.index_dir / name
             if not path.is_file():
                 raise FileNotFoundError(path)
-            # Readers map the vectors from the file instead of reading them into memory; a writer
-            # needs its own copy (FAISS cannot add to a mapped index).
-            mapped = not writable
-            flags = 0
-            if mapped:
-                flags = faiss.IO_FLAG_MMAP if structure == "ivf" else faiss.IO_FLAG_MMAP_IFC
+            # Readers map flat and HNSW vectors from the file instead of reading them into memory
+            # (opening stays instant). IVF is read into memory: its queries touch ~16 scattered lists,
+            # and page faults on a mapped file tripled their latency at 1M vectors (bench/README.md,
+            # "Store"), while reading it takes ~1 s. A writer needs its own copy anyway (FAISS
+            # cannot add to a mapped index).
+            mapped = not writable and structure in ("flat", "hnsw")
+            flags = faiss.IO_FLAG_MMAP_IFC if mapped else 0
             try:
                 index = faiss.read_index(str(path), flags)
             except RuntimeError as exc:
