@@ -58,6 +58,12 @@ def _node(node: Any, params: list[Any]) -> str:
         # The indexed `source` column holds meta.source whenever it is a string (else NULL), so
         # string comparisons on it match the same rows without reading every row's JSON.
         expression = "source"
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    whole = whole or (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if node["field"] == "meta.page" and whole:
+        # Likewise the indexed `page` column holds meta.page whenever it is an integer (chunks always
+        # have one): a page filter reads the index, not 1M JSON objects (seconds at that size).
+        expression = "page"
     return _comparison(expression, operator, value, params)
 
 

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE, source TEXT, page INTEGER, content TEXT, meta TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+CREATE INDEX IF NOT EXISTS chunks_page ON chunks(page);
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, sha256 TEXT, pages INTEGER NOT NULL, chunks INTEGER NOT NULL, indexed_at TEXT NOT NULL
 );
