@@ -509,7 +509,8 @@ class FaissDocumentStore:
             self._connection.executemany("INSERT OR IGNORE INTO tombstones(id) VALUES (?)", [(int(i),) for i in ids])
             self._tombstones = np.union1d(self._tombstones, ids)
         else:
-            self._index.remove_ids(faiss.IDSelectorBatch(ids))
+            # IDSelectorArray: an IVF index's hash-table direct map removes only by an explicit list.
+            self._index.remove_ids(faiss.IDSelectorArray(np.ascontiguousarray(ids, dtype=np.int64)))
         self._vectors_changed = True
 
     # -- DocumentStore protocol ------------------------------------------------------------------

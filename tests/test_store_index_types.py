@@ -166,3 +166,20 @@ def test_ivf_is_retrained_when_the_collection_outgrows_its_lists(tmp_path, small
     reopened = FaissDocumentStore.open(tmp_path / "i")
     assert reopened.structure == "ivf" and reopened._index.nlist >= 2 * first_lists
     assert reopened.count_documents() == 2000 and reopened.verify() == []
+
+
+def test_deleting_and_overwriting_in_a_trained_ivf_index(tmp_path, small_thresholds):
+    store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf")
+    docs = documents(500)
+    store.write_documents(docs)
+    store.save()
+    assert store.structure == "ivf"
+    store.delete_documents(["d1", "d2"])
+    store.write_documents([Document(id="d3", content="new", meta={"source": "/f3"}, embedding=docs[1].embedding)],
+                          policy=DuplicatePolicy.OVERWRITE)
+    store.save()
+    reopened = FaissDocumentStore.open(tmp_path / "i")
+    assert reopened.count_documents() == 498 and reopened.verify() == []
+    best = reopened.search(docs[1].embedding, top_k=1)[0]
+    assert (best.id, best.content) == ("d3", "new")
+    assert "d2" not in {d.id for d in reopened.search(docs[2].embedding, top_k=20)}
