@@ -265,21 +265,32 @@ class DocumentQA:
     def _ready_search_pipeline(self) -> Pipeline:
         store = self._open_store()
         if self._search_pipeline is None:
-            embedder = make_text_embedder(store.embedder, resolve_device(self.device))
-            _warm_up_embedder(embedder, store.embedder)
-            pipeline = build_search_pipeline(store, embedder, self.retrieval, self.dense_weight)
+            pipeline = build_search_pipeline(store, self._ready_text_embedder(store), self.retrieval, self.dense_weight)
             self._search_pipeline = pipeline
         return self._search_pipeline
 
     def _ready_query_pipeline(self) -> Pipeline:
         store = self._open_store()
         if self._query_pipeline is None:
-            embedder = make_text_embedder(store.embedder, resolve_device(self.device))
-            _warm_up_embedder(embedder, store.embedder)
-            reader = self._ready_reader()
-            pipeline = build_query_pipeline(store, embedder, reader, self.retrieval, self.dense_weight)
+            embedder = self._ready_text_embedder(store)
+            pipeline = build_query_pipeline(store, embedder, self._ready_reader(), self.retrieval, self.dense_weight)
             self._query_pipeline = pipeline
         return self._query_pipeline
+
+    def _ready_text_embedder(self, store: FaissDocumentStore):
+        """The question embedder, loaded; None in keyword mode, which needs no model to retrieve."""
+        if self.retrieval == "keyword":
+            return None
+        embedder = make_text_embedder(store.embedder, resolve_device(self.device))
+        _warm_up_embedder(embedder, store.embedder)
+        return embedder
+
+    @staticmethod
+    def _retrieval_inputs(pipeline: Pipeline, text: str, top_k: int, filters: dict[str, Any] | None) -> dict:
+        inputs: dict[str, Any] = {"retriever": {"query": text, "top_k": top_k, "filters": filters}}
+        if "embedder" in pipeline.graph.nodes:
+            inputs["embedder"] = {"text": text}
+        return inputs
 
     def _ready_reader(self) -> ExtractiveReader:
         if self._reader is None:
@@ -299,9 +310,8 @@ class DocumentQA:
         _check_text(query, "query")
         check_positive_int("top_k", top_k)
         _check_filters(filters)
-        result = self._ready_search_pipeline().run(
-            {"embedder": {"text": query}, "retriever": {"query": query, "top_k": top_k, "filters": filters}}
-        )
+        pipeline = self._ready_search_pipeline()
+        result = pipeline.run(self._retrieval_inputs(pipeline, query, top_k, filters))
         return [passage_from_document(doc) for doc in result["retriever"]["documents"]]
 
     def ask(
@@ -312,13 +322,10 @@ class DocumentQA:
         _check_text(question, "question")
         check_positive_int("top_k", top_k)
         _check_filters(filters)
-        result = self._ready_query_pipeline().run(
-            {
-                "embedder": {"text": question},
-                "retriever": {"query": question, "top_k": self.retriever_top_k, "filters": filters},
-                "reader": {"query": question, "top_k": top_k},
-            }
-        )
+        pipeline = self._ready_query_pipeline()
+        inputs = self._retrieval_inputs(pipeline, question, self.retriever_top_k, filters)
+        inputs["reader"] = {"query": question, "top_k": top_k}
+        result = pipeline.run(inputs)
         return [answer_from_extracted(answer) for answer in result["reader"]["answers"]]
 
     def read(self, question: str, passages: Sequence[Passage], top_k: int = defaults.ANSWER_TOP_K) -> list[Answer]:

@@ -11,6 +11,7 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 )
 
 from spanqa import defaults
+from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
 from spanqa.indexing.hybrid import HybridRetriever
 from spanqa.reader import ExtractiveReader
@@ -51,22 +52,25 @@ def make_text_embedder(model: str, torch_device: str) -> SentenceTransformersTex
 
 def build_search_pipeline(
     store: FaissDocumentStore,
-    embedder: SentenceTransformersTextEmbedder,
+    embedder: SentenceTransformersTextEmbedder | None,
     mode: str = defaults.RETRIEVAL_MODE,
     dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
 ) -> Pipeline:
     """question → embedding → chunks ranked by meaning and words (`HybridRetriever`; its input
-    `query` takes the question text)."""
+    `query` takes the question text). Keyword retrieval needs no embedder: pass None."""
     pipeline = Pipeline()
-    pipeline.add_component("embedder", embedder)
     pipeline.add_component("retriever", HybridRetriever(document_store=store, mode=mode, dense_weight=dense_weight))
-    pipeline.connect("embedder.embedding", "retriever.query_embedding")
+    if mode != "keyword":
+        if embedder is None:
+            raise ConfigError(f"retrieval mode {mode!r} needs a text embedder")
+        pipeline.add_component("embedder", embedder)
+        pipeline.connect("embedder.embedding", "retriever.query_embedding")
     return pipeline
 
 
 def build_query_pipeline(
     store: FaissDocumentStore,
-    embedder: SentenceTransformersTextEmbedder,
+    embedder: SentenceTransformersTextEmbedder | None,
     reader: ExtractiveReader,
     mode: str = defaults.RETRIEVAL_MODE,
     dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,

@@ -187,3 +187,18 @@ def test_read_takes_passages_of_ones_own_without_an_index(tmp_path, tiny_qa_mode
         assert text[answer.start - 100 : answer.end - 100] == answer.text
     with pytest.raises(ConfigError, match="Passage"):
         qa.read("When?", ["just a string"])
+
+
+def test_keyword_retrieval_loads_no_embedder(sample_index, tiny_qa_model_dir, monkeypatch):
+    from spanqa.pipelines import api
+
+    _, _, index_dir = sample_index
+
+    def no_embedder(*args, **kwargs):
+        raise AssertionError("keyword retrieval must not load the embedder")
+
+    monkeypatch.setattr(api, "make_text_embedder", no_embedder)
+    qa = DocumentQA(index_dir, reader=str(tiny_qa_model_dir), device="cpu", retrieval="keyword")
+
+    assert qa.search("Aurora founded", top_k=2)
+    assert qa.ask(FOUNDING_QUESTION, top_k=2)
