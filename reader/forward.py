@@ -352,8 +352,10 @@ class OnnxInt8Runner:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = max(1, int(threads))  # as many as torch uses: a fair comparison
         options.inter_op_num_threads = 1
-        # Workers sleep between calls instead of spinning: calls are short and the CPU is shared.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Workers spin briefly between operators, as torch's OpenMP threads do: with spinning off, each
+        # of the graph's hundreds of small operators waits for sleeping threads to wake (measured:
+        # 0.85 s vs 0.72 s per question of 10 SQuAD passages on 2 cores).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.log_severity_level = 3
         with tempfile.TemporaryDirectory(prefix="spanqa-onnx-") as directory:
             exported = Path(directory) / "model.onnx"
