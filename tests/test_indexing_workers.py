@@ -61,9 +61,8 @@ def test_pool_parses_files_and_reports_bad_ones(tmp_path, good_pdf):
 
 def test_a_hanging_parser_times_out_and_the_batch_goes_on(tmp_path, good_pdf):
     hang = write_text_pdf(tmp_path / "hang.pdf", ["Never parsed."])
-    started = time.monotonic()
     results = ParsePool(workers=1, timeout_s=1.0, job=misbehaving_parse).map(tasks_for(hang, good_pdf))
-    assert time.monotonic() - started < 30
+    # hang.pdf is a valid PDF: had its 60 s parse run to the end it would have come back parsed.
     assert results[0].reason == "timed out after 1 s"
     assert results[1].ok  # the worker was replaced
 
