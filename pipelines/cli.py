@@ -8,7 +8,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from spanqa import defaults
@@ -261,16 +262,42 @@ def _read_passwords(path: str | None) -> dict[str, str] | None:
     return mapping
 
 
+def _shows_progress(args: argparse.Namespace) -> bool:
+    return not args.json and sys.stderr.isatty()
+
+
+@contextmanager
+def _progress(total: int, unit: str, description: str, enabled: bool) -> Iterator[Callable[..., None] | None]:
+    """A callback that advances a tqdm bar on stderr by one, when `enabled`; else None."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr)
+    try:
+        yield lambda *_done: bar.update(1)
+    finally:
+        bar.close()
+
+
+def _reader_options(args: argparse.Namespace) -> dict:
+    """The DocumentQA settings of the options `reader_options` adds to a sub-command."""
+    return dict(
+        reader=args.reader,
+        max_answer_length=args.max_answer_length,
+        max_seq_length=args.max_seq_length,
+        doc_stride=args.doc_stride,
+        fast_reader=args.fast,
+    )
+
+
 def _run_index(args: argparse.Namespace, qa) -> int:
     from spanqa.indexing import discover_files
 
-    progress = None
-    if not args.json and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        files, _ = discover_files(args.paths)
-        progress = tqdm(total=len(files), unit="file", desc="indexing", file=sys.stderr)
-    try:
+    shown = _shows_progress(args)
+    total = len(discover_files(args.paths)[0]) if shown else 0
+    with _progress(total, "file", "indexing", shown) as advance:
         report = qa.index(
             args.paths,
             password=args.password,
@@ -279,12 +306,9 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             timeout_s=args.timeout,
             memory_mb=args.memory_mb,
             max_file_mb=args.max_file_mb,
-            on_file_done=None if progress is None else (lambda _source: progress.update(1)),
+            on_file_done=advance,
             sync=args.sync,
         )
-    finally:
-        if progress is not None:
-            progress.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -358,15 +382,6 @@ def _run_list(args: argparse.Namespace, qa) -> int:
     return 0
 
 
-def _progress(total: int, unit: str, description: str, enabled: bool):
-    """A tqdm bar on stderr when it is a terminal (and enabled), else None."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, desc=description, file=sys.stderr)
-
-
 def _run_eval(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -384,39 +399,27 @@ def _run_eval(args: argparse.Namespace) -> int:
         qa = DocumentQA(
             index_dir,
             embedder=args.embedder,
-            reader=args.reader,
             device=args.device,
             retriever_top_k=args.top_k,
-            max_answer_length=args.max_answer_length,
-            max_seq_length=args.max_seq_length,
-            doc_stride=args.doc_stride,
-            fast_reader=args.fast,
             retrieval=args.retrieval,
             dense_weight=args.dense_weight,
+            **_reader_options(args),
         )
         sources = None
         if args.build and mode != "reader-only":
             # Next to the index, not inside it: the contexts are documents like any others.
             contexts_dir = Path(scratch) / "contexts" if args.index is None else Path(f"{index_dir}-contexts")
             sources = write_contexts(squad, contexts_dir)
-            bar = _progress(len(sources), "file", "indexing contexts", not args.json)
-            try:
-                built = qa.index([contexts_dir], on_file_done=None if bar is None else (lambda _s: bar.update(1)))
-            finally:
-                if bar is not None:
-                    bar.close()
+            with _progress(len(sources), "file", "indexing contexts", _shows_progress(args)) as advance:
+                built = qa.index([contexts_dir], on_file_done=advance)
             for skipped in built.skipped:
                 print(f"spanqa: skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
         count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
-        bar = _progress(count, "question", "evaluating", not args.json)
-        try:
+        with _progress(count, "question", "evaluating", _shows_progress(args)) as advance:
             report = evaluate(
                 qa, squad, file=str(args.file), mode=mode, top_k=args.top_k, limit=args.limit, sources=sources,
-                on_question_done=None if bar is None else (lambda: bar.update(1)),
+                on_question_done=advance,
             )
-        finally:
-            if bar is not None:
-                bar.close()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -440,15 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "index":
             options.update(reader=args.reader, index_type=args.index_type)
         if args.command == "ask":
-            options.update(
-                reader=args.reader,
-                retriever_top_k=args.passages,
-                max_answer_length=args.max_answer_length,
-                max_seq_length=args.max_seq_length,
-                doc_stride=args.doc_stride,
-                score_threshold=args.threshold,
-                fast_reader=args.fast,
-            )
+            options.update(retriever_top_k=args.passages, score_threshold=args.threshold, **_reader_options(args))
         qa = DocumentQA(Path(args.index), **options)
         runner = {
             "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list,
