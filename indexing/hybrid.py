@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component, default_to_dict
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings
+from spanqa.indexing.retriever import check_retriever_settings, retriever_from_dict
 from spanqa.indexing.store import FaissDocumentStore, validate_top_k
 
 
@@ -34,12 +34,8 @@ class HybridRetriever:
         dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
         candidates: int = defaults.HYBRID_CANDIDATES,
     ):
-        if not isinstance(document_store, FaissDocumentStore):
-            raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
-        validate_top_k(top_k)
+        check_retriever_settings(document_store, top_k, filters)
         validate_top_k(candidates)
-        if filters is not None:
-            filter_sql(filters)  # a bad filter fails here, where it is set
         self.document_store = document_store
         self.top_k = top_k
         self.filters = filters
@@ -60,11 +56,7 @@ class HybridRetriever:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HybridRetriever:
-        init_parameters = dict(data.get("init_parameters", {}))
-        store = init_parameters.get("document_store")
-        if isinstance(store, dict):
-            init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
-        return default_from_dict(cls, {**data, "init_parameters": init_parameters})
+        return retriever_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(

@@ -12,6 +12,24 @@ from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.store import FaissDocumentStore, validate_top_k
 
 
+def check_retriever_settings(document_store: object, top_k: object, filters: dict[str, Any] | None) -> None:
+    """The settings every retriever over a FaissDocumentStore takes; a bad one fails where it is set."""
+    if not isinstance(document_store, FaissDocumentStore):
+        raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
+    validate_top_k(top_k)
+    if filters is not None:
+        filter_sql(filters)
+
+
+def retriever_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """`cls` rebuilt from `to_dict` output whose init parameters hold its store as a dict."""
+    init_parameters = dict(data.get("init_parameters", {}))
+    store = init_parameters.get("document_store")
+    if isinstance(store, dict):
+        init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
+    return default_from_dict(cls, {**data, "init_parameters": init_parameters})
+
+
 @component
 class FaissEmbeddingRetriever:
     """The chunks most similar to a query embedding, best first, `score` = cosine similarity.
@@ -27,11 +45,7 @@ class FaissEmbeddingRetriever:
         top_k: int = defaults.RETRIEVER_TOP_K,
         filters: dict[str, Any] | None = None,
     ):
-        if not isinstance(document_store, FaissDocumentStore):
-            raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
-        validate_top_k(top_k)
-        if filters is not None:
-            filter_sql(filters)  # a bad filter fails here, where it is set
+        check_retriever_settings(document_store, top_k, filters)
         self.document_store = document_store
         self.top_k = top_k
         self.filters = filters
@@ -43,11 +57,7 @@ class FaissEmbeddingRetriever:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
-        init_parameters = dict(data.get("init_parameters", {}))
-        store = init_parameters.get("document_store")
-        if isinstance(store, dict):
-            init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
-        return default_from_dict(cls, {**data, "init_parameters": init_parameters})
+        return retriever_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(
