@@ -66,20 +66,19 @@ def content_stream(page_text: str) -> bytes:
     return b"\n".join(operators) + b"\n"
 
 
-def build_text_pdf(pages: list[str]) -> bytes:
-    """The bytes of a PDF with one page per entry of `pages`; "\\n" in a page's text starts a new line."""
-    if len(pages) == 0:
+def pdf_from_content_streams(streams: list[bytes]) -> bytes:
+    """The bytes of a PDF with one page per content stream, all drawn in Helvetica as font /F1."""
+    if len(streams) == 0:
         raise ValueError("a PDF needs at least one page")
     # Object numbers: 1 catalog, 2 page tree, 3 font, then a (page, content stream) pair per page.
-    page_numbers = [4 + 2 * i for i in range(len(pages))]
+    page_numbers = [4 + 2 * i for i in range(len(streams))]
     objects: list[bytes] = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         b"<< /Type /Pages /Kids [%s] /Count %d >>"
-        % (b" ".join(b"%d 0 R" % n for n in page_numbers), len(pages)),
+        % (b" ".join(b"%d 0 R" % n for n in page_numbers), len(streams)),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
     ]
-    for page_number, page_text in zip(page_numbers, pages):
-        stream = content_stream(page_text)
+    for page_number, stream in zip(page_numbers, streams):
         objects.append(
             b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R >> >> "
             b"/Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, page_number + 1)
@@ -101,6 +100,11 @@ def build_text_pdf(pages: list[str]) -> bytes:
         out.write(b"%010d 00000 n \n" % offset)
     out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_offset))
     return out.getvalue()
+
+
+def build_text_pdf(pages: list[str]) -> bytes:
+    """The bytes of a PDF with one page per entry of `pages`; "\\n" in a page's text starts a new line."""
+    return pdf_from_content_streams([content_stream(page_text) for page_text in pages])
 
 
 def write_text_pdf(path: str | Path, pages: list[str]) -> Path:
@@ -150,36 +154,13 @@ def build_positioned_pdf(pages: list[list[tuple[float, float, str]]], font_size:
     Drawing the lines of two columns row by row (left line, right line, next row...) reproduces the
     content-stream order of typesetters that interleave columns, like the IRS instructions.
     """
-    page_numbers = [4 + 2 * i for i in range(len(pages))]
-    objects: list[bytes] = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [%s] /Count %d >>"
-        % (b" ".join(b"%d 0 R" % n for n in page_numbers), len(pages)),
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
-    for page_number, lines in zip(page_numbers, pages):
+    streams = []
+    for lines in pages:
         operators = []
         for x, y, text in lines:
             operators += [b"BT", b"/F1 %d Tf" % font_size, b"%.2f %.2f Td" % (x, y), pdf_string(text) + b" Tj", b"ET"]
-        stream = b"\n".join(operators) + b"\n"
-        objects.append(
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R >> >> "
-            b"/Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, page_number + 1)
-        )
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"endstream")
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
-    xref_offset = out.tell()
-    out.write(b"xref\n0 %d\n" % (len(objects) + 1))
-    out.write(b"0000000000 65535 f \n")
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref_offset))
-    return out.getvalue()
+        streams.append(b"\n".join(operators) + b"\n")
+    return pdf_from_content_streams(streams)
 
 
 def write_two_column_pdf(
