@@ -46,9 +46,14 @@ def _check_filters(filters: dict[str, Any] | None) -> dict[str, Any] | None:
     return filters
 
 
-def _under(source: str, root: Path) -> bool:
-    """Whether the indexed `source` is `root` itself or lies below the folder `root`."""
-    return source == str(root) or source.startswith(str(root).rstrip("/") + "/")
+def indexed_under(source: str, path: str | Path) -> bool:
+    """Whether the indexed `source` (an absolute path) is the file `path` or lies below the folder `path`."""
+    root = str(Path(path).expanduser().resolve())
+    return source == root or source.startswith(root.rstrip("/") + "/")
+
+
+def _stored_under(store: FaissDocumentStore, paths: list) -> list[StoredFile]:
+    return [stored for stored in store.files() if any(indexed_under(stored.source, path) for path in paths)]
 
 
 def _warm_up_embedder(component, model: str) -> None:
@@ -100,7 +105,7 @@ class DocumentQA:
         :param fast_reader: the reader's CPU fast mode (int8 ONNX Runtime, the `spanqa[fast]` extra):
             several times faster, close to but not identical with the exact answers.
         :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
-            or "auto" (flat while small, HNSW once large); an existing index keeps its own.
+            or "auto" (flat while small, IVF once large); an existing index keeps its own.
         :param retrieval: "hybrid" (embedding and BM25 rankings fused, the default), "dense" or "keyword".
         :param dense_weight: share of the embedding ranking in the hybrid score, 0..1.
         """
@@ -231,12 +236,9 @@ class DocumentQA:
 
     @staticmethod
     def _forget_missing(store: FaissDocumentStore, paths: list, present: set[str]) -> list[str]:
-        roots = [Path(path).expanduser().resolve() for path in paths]
-        removed = []
-        for stored in store.files():
-            if stored.source not in present and any(_under(stored.source, root) for root in roots):
-                store.delete_by_source(stored.source)
-                removed.append(stored.source)
+        removed = [stored.source for stored in _stored_under(store, paths) if stored.source not in present]
+        for source in removed:
+            store.delete_by_source(source)
         return removed
 
     def remove(self, paths: str | Path | Iterable[str | Path]) -> list[StoredFile]:
@@ -244,9 +246,8 @@ class DocumentQA:
         folder) with all its chunks, in one commit; returns the files removed."""
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        roots = [Path(path).expanduser().resolve() for path in paths]
         store = self._open_store()
-        removed = [stored for stored in store.files() if any(_under(stored.source, root) for root in roots)]
+        removed = _stored_under(store, list(paths))
         try:
             for stored in removed:
                 store.delete_by_source(stored.source)

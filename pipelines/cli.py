@@ -355,12 +355,10 @@ def _run_search(args: argparse.Namespace, qa) -> int:
 
 
 def _run_remove(args: argparse.Namespace, qa) -> int:
+    from spanqa.pipelines.api import indexed_under
+
     removed = qa.remove(args.paths)
-    unmatched = [
-        path for path in args.paths
-        if not any(f.source == str(Path(path).expanduser().resolve())
-                   or f.source.startswith(str(Path(path).expanduser().resolve()).rstrip("/") + "/") for f in removed)
-    ]
+    unmatched = [path for path in args.paths if not any(indexed_under(f.source, path) for f in removed)]
     if args.json:
         print(json.dumps({"removed": [f.to_json() for f in removed], "not_indexed": unmatched}, indent=2))
     else:
