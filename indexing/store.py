@@ -691,8 +691,7 @@ class FaissDocumentStore:
                     dtype=np.int64,
                 )
             ids, scores = self._ranked_ids(query, top_k, allowed)
-            documents = self._documents_by_int_ids(ids)
-        return [Document(id=d.id, content=d.content, meta=d.meta, score=float(s)) for d, s in zip(documents, scores)]
+            return self._scored_documents(ids, scores)
 
     def keyword_search(self, query: str, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
         """The `top_k` chunks best matching `query`'s words by BM25 (`spanqa.indexing.keyword`), best
@@ -713,10 +712,7 @@ class FaissDocumentStore:
         parameters.append(int(top_k))
         with self._reading():
             ranked = self._connection.execute(sql, parameters).fetchall()
-            documents = self._documents_by_int_ids([row[0] for row in ranked])
-        return [
-            Document(id=d.id, content=d.content, meta=d.meta, score=-float(row[1])) for d, row in zip(documents, ranked)
-        ]
+            return self._scored_documents([row[0] for row in ranked], [-float(row[1]) for row in ranked])
 
     def _ranked_ids(self, query: np.ndarray, top_k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         live = self._index.ntotal - len(self._tombstones)
@@ -749,6 +745,11 @@ class FaissDocumentStore:
         scores = np.concatenate(parts)
         order = np.argsort(-scores, kind="stable")[:k]
         return allowed[order].tolist(), scores[order].tolist()
+
+    def _scored_documents(self, ids: list[int], scores: list[float]) -> list[Document]:
+        """The chunks of `ids`, in that order, each with its score."""
+        documents = self._documents_by_int_ids(ids)
+        return [Document(id=d.id, content=d.content, meta=d.meta, score=float(s)) for d, s in zip(documents, scores)]
 
     def _documents_by_int_ids(self, ids: list[int]) -> list[Document]:
         if len(ids) == 0:
