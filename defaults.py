@@ -31,6 +31,15 @@ SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); No
 CHUNK_WORDS = 200  # words per chunk (about 260 reader tokens: a question plus a chunk fit one window)
 CHUNK_OVERLAP_WORDS = 40  # words shared by consecutive chunks of a page, so no answer is cut in two
 EMBEDDER_BATCH_SIZE = 32
+# The fast (int8 ONNX Runtime) embedder batches texts of similar length by tokens, not by count.
+EMBEDDER_BATCH_TOKENS = 2048  # tokens per forward pass, padding included (1024-8192 measured: smaller was faster)
+EMBEDDER_MAX_BATCH = 128  # texts per forward pass
+EMBEDDER_MAX_SEQ_LENGTH = 256  # word pieces, for a model directory that does not say
+# Issue #4: a new index embeds in int8 on the CPU ("auto"; "float32" or "int8" to choose), and the
+# embedder reads the first 128 word pieces of a chunk, the length all-MiniLM-L6-v2 was trained on
+# (BM25 still covers every word). Measured in README "Indexing speed" / bench/README.md.
+EMBEDDER_PRECISION = "auto"
+EMBED_MAX_TOKENS = 128  # word pieces of a chunk the embedder reads; None: as many as the model takes
 SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
 
 # Ingestion (issue #4). Chunks are sized in tokens of the reader's tokenizer, so that a question of

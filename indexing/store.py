@@ -107,12 +107,14 @@ class FaissDocumentStore:
         embedder: str | None = None,
         dimension: int | None = None,
         index_type: str | None = None,
+        embedding: dict[str, Any] | None = None,
     ):
         self.index_dir = Path(index_dir).expanduser().resolve()
         if not FaissDocumentStore.exists(self.index_dir):
             if embedder is None or dimension is None:
                 raise IndexNotFoundError(self.index_dir)
-            self._initialise(embedder, dimension, defaults.INDEX_TYPE if index_type is None else index_type)
+            index_type = defaults.INDEX_TYPE if index_type is None else index_type
+            self._initialise(embedder, dimension, index_type, embedding)
         self._open()
         self._check_settings(embedder, dimension, index_type)
 
@@ -132,8 +134,10 @@ class FaissDocumentStore:
         dimension: int,
         overwrite: bool = False,
         index_type: str | None = None,
+        embedding: dict[str, Any] | None = None,
     ) -> FaissDocumentStore:
-        """A new, empty index in `index_dir` (created). With `overwrite=True` an index there is deleted first."""
+        """A new, empty index in `index_dir` (created). With `overwrite=True` an index there is deleted first.
+        `embedding` records how its vectors are made (precision, word pieces read; see spanqa.indexing.embedding)."""
         index_dir = Path(index_dir).expanduser().resolve()
         if cls.exists(index_dir):
             if not overwrite:
@@ -143,7 +147,7 @@ class FaissDocumentStore:
                 )
             # The manifest goes first: from then on the directory holds no index, whatever is left.
             (index_dir / MANIFEST_FILE).unlink()
-        return cls(index_dir, embedder=embedder, dimension=dimension, index_type=index_type)
+        return cls(index_dir, embedder=embedder, dimension=dimension, index_type=index_type, embedding=embedding)
 
     @staticmethod
     def exists(index_dir: str | Path) -> bool:
@@ -151,7 +155,7 @@ class FaissDocumentStore:
 
     # -- creating and opening ----------------------------------------------------------------
 
-    def _initialise(self, embedder: str, dimension: int, index_type: str) -> None:
+    def _initialise(self, embedder: str, dimension: int, index_type: str, embedding: dict[str, Any] | None) -> None:
         validate_dimension(dimension)
         validate_index_type(index_type)
         if not isinstance(embedder, str) or embedder == "":
@@ -177,6 +181,7 @@ class FaissDocumentStore:
             "metric": METRIC,
             "normalized": True,
             "index_type": index_type,
+            "embedding": embedding,
             "chunking": None,
             "database": DATABASE_FILE,
         }
@@ -273,6 +278,12 @@ class FaissDocumentStore:
         return self._embedder
 
     @property
+    def embedding(self) -> dict[str, Any] | None:
+        """How the vectors are made (manifest key "embedding": precision, word pieces read), as
+        recorded at creation; None for an index created without it (float32, uncut)."""
+        return self._manifest.get("embedding")
+
+    @property
     def dimension(self) -> int:
         return self._dimension
 
@@ -314,7 +325,7 @@ class FaissDocumentStore:
         # The documents live in index_dir; the dictionary only says where, and with which model.
         return default_to_dict(
             self, index_dir=str(self.index_dir), embedder=self._embedder, dimension=self._dimension,
-            index_type=self._index_type,
+            index_type=self._index_type, embedding=self.embedding,
         )
 
     @classmethod

@@ -13,6 +13,7 @@ from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError, check_positive_int
 from spanqa.indexing import FaissDocumentStore, discover_files
+from spanqa.indexing.embedding import EmbeddingSettings, check_precision, choose_precision
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.indexing.store import StoredFile, validate_index_type
@@ -59,6 +60,8 @@ def _stored_under(store: FaissDocumentStore, paths: list) -> list[StoredFile]:
 def _warm_up_embedder(component, model: str) -> None:
     try:
         component.warm_up()
+    except ConfigError:
+        raise  # a setting that cannot work (int8 for a model it cannot run): its message says which
     except Exception as exc:  # noqa: BLE001 - every loader failure means the same thing to a user
         raise ModelLoadError.from_cause("embedder", model, exc) from exc
 
@@ -90,6 +93,8 @@ class DocumentQA:
         index_type: str | None = None,
         retrieval: str = defaults.RETRIEVAL_MODE,
         dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
+        embedder_precision: str = defaults.EMBEDDER_PRECISION,
+        embed_max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
     ):
         """
         :param index_dir: the index directory; `index` creates it when missing.
@@ -108,6 +113,11 @@ class DocumentQA:
             or "auto" (flat while small, IVF once large); an existing index keeps its own.
         :param retrieval: "hybrid" (embedding and BM25 rankings fused, the default), "dense" or "keyword".
         :param dense_weight: share of the embedding ranking in the hybrid score, 0..1.
+        :param embedder_precision: how a new index is embedded: "auto" (int8 with ONNX Runtime on the
+            CPU, float32 on a GPU), "int8" or "float32". Recorded in the index; questions are embedded
+            the same way.
+        :param embed_max_tokens: word pieces of each chunk a new index's embedder reads (BM25 reads
+            all of it); None: as many as the model takes. Recorded in the index.
         """
         self.index_dir = Path(index_dir)
         self.requested_embedder = None if embedder is None else model_reference(embedder)
@@ -119,6 +129,10 @@ class DocumentQA:
         self.index_type = index_type
         self.retrieval = check_retrieval_mode(retrieval)
         self.dense_weight = check_dense_weight(dense_weight)
+        self.embedder_precision = check_precision(embedder_precision)
+        if embed_max_tokens is not None:
+            check_positive_int("embed_max_tokens", embed_max_tokens)
+        self.embed_max_tokens = embed_max_tokens
         # Checked here, not at the first question: a bad setting should fail where it is made.
         self.reader_settings = dict(
             max_answer_length=max_answer_length,
@@ -190,9 +204,12 @@ class DocumentQA:
         if FaissDocumentStore.exists(self.index_dir):
             store = self._open_store()
             embedder_model = store.embedder
+            embedding = EmbeddingSettings.from_dict(store.embedding)
         else:
             embedder_model = self._embedder_for(None)
             store = None
+            precision = choose_precision(self.embedder_precision, embedder_model, torch_device)
+            embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)
         ingest = Ingest(
             store,
             None,
@@ -208,14 +225,14 @@ class DocumentQA:
         # The workers start parsing now, while the embedder loads.
         ingest.start(files)
         try:
-            embedder = make_document_embedder(embedder_model, torch_device)
+            embedder = make_document_embedder(embedder_model, torch_device, embedding)
             _warm_up_embedder(embedder, embedder_model)
             if store is None:
                 # The store needs the vector size before the first write; the model tells it by example.
                 probe = embedder.run([Document(content="dimension probe")])["documents"][0]
                 store = FaissDocumentStore.create(
                     self.index_dir, embedder=embedder_model, dimension=len(probe.embedding),
-                    index_type=self.index_type,
+                    index_type=self.index_type, embedding=embedding.to_dict(),
                 )
                 self._store = store
         except BaseException:
@@ -282,7 +299,8 @@ class DocumentQA:
         """The question embedder, loaded; None in keyword mode, which needs no model to retrieve."""
         if self.retrieval == "keyword":
             return None
-        embedder = make_text_embedder(store.embedder, resolve_device(self.device))
+        embedding = EmbeddingSettings.from_dict(store.embedding)
+        embedder = make_text_embedder(store.embedder, resolve_device(self.device), embedding)
         _warm_up_embedder(embedder, store.embedder)
         return embedder
 

@@ -13,6 +13,7 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
+from spanqa.indexing.embedding import EmbeddingSettings, Int8DocumentEmbedder, Int8TextEmbedder
 from spanqa.indexing.hybrid import HybridRetriever
 from spanqa.reader import ExtractiveReader
 
@@ -28,7 +29,15 @@ def _local_files_only(model: str) -> bool:
     return Path(model).is_dir()
 
 
-def make_document_embedder(model: str, torch_device: str) -> SentenceTransformersDocumentEmbedder:
+def _max_length(embedding: EmbeddingSettings) -> dict | None:
+    # Haystack's sentence-transformers embedders read the model's max_seq_length from here.
+    return None if embedding.max_tokens is None else {"model_max_length": embedding.max_tokens}
+
+
+def make_document_embedder(model: str, torch_device: str, embedding: EmbeddingSettings):
+    """The chunk embedder of an index embedded with `embedding` (int8 on the CPU, or the model in float32)."""
+    if embedding.precision == "int8":
+        return Int8DocumentEmbedder(model=model, max_tokens=embedding.max_tokens)
     # Normalised vectors make inner product equal cosine similarity, which the store relies on.
     return SentenceTransformersDocumentEmbedder(
         model=model,
@@ -37,22 +46,27 @@ def make_document_embedder(model: str, torch_device: str) -> SentenceTransformer
         progress_bar=False,
         normalize_embeddings=True,
         local_files_only=_local_files_only(model),
+        tokenizer_kwargs=_max_length(embedding),
     )
 
 
-def make_text_embedder(model: str, torch_device: str) -> SentenceTransformersTextEmbedder:
+def make_text_embedder(model: str, torch_device: str, embedding: EmbeddingSettings):
+    """The question embedder matching an index embedded with `embedding`."""
+    if embedding.precision == "int8":
+        return Int8TextEmbedder(model=model, max_tokens=embedding.max_tokens)
     return SentenceTransformersTextEmbedder(
         model=model,
         device=_component_device(torch_device),
         progress_bar=False,
         normalize_embeddings=True,
         local_files_only=_local_files_only(model),
+        tokenizer_kwargs=_max_length(embedding),
     )
 
 
 def build_search_pipeline(
     store: FaissDocumentStore,
-    embedder: SentenceTransformersTextEmbedder | None,
+    embedder: SentenceTransformersTextEmbedder | Int8TextEmbedder | None,
     mode: str = defaults.RETRIEVAL_MODE,
     dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
 ) -> Pipeline:
@@ -70,7 +84,7 @@ def build_search_pipeline(
 
 def build_query_pipeline(
     store: FaissDocumentStore,
-    embedder: SentenceTransformersTextEmbedder | None,
+    embedder: SentenceTransformersTextEmbedder | Int8TextEmbedder | None,
     reader: ExtractiveReader,
     mode: str = defaults.RETRIEVAL_MODE,
     dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,

@@ -19,6 +19,10 @@ from spanqa.errors import SpanQAError
 _WHITESPACE = re.compile(r"\s+")
 
 
+def _tokens_or_all(text: str) -> int | None:
+    return None if text.strip().lower() == "all" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -69,6 +73,14 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dense-weight", type=_score, default=defaults.HYBRID_DENSE_WEIGHT, metavar="W",
                          help="share of the embedding ranking in the hybrid score, 0..1 (default: %(default)s)")
 
+    def embedding_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--embedder-precision", choices=["auto", "float32", "int8"], default=defaults.EMBEDDER_PRECISION,
+                         help="how a new index is embedded: int8 (ONNX Runtime, CPU) or float32 (torch); auto: int8 "
+                         "on the CPU, float32 on a GPU (default: %(default)s; an existing index keeps its own)")
+        sub.add_argument("--embed-max-tokens", type=_tokens_or_all, default=defaults.EMBED_MAX_TOKENS, metavar="N",
+                         help="word pieces of each chunk a new index's embedder reads; 'all': as many as the model "
+                         "takes (default: %(default)s; BM25 always reads every word)")
+
     def reader_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--reader", default=defaults.READER_MODEL, metavar="MODEL",
                          help="extractive QA model, hub id or local directory (default: %(default)s)")
@@ -112,6 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
                        help=f"vector index of a new index (default: {defaults.INDEX_TYPE}; "
                        "an existing index keeps its own)")
+    embedding_options(index)
     common(index)
 
     ask = commands.add_parser("ask", help="answer a question from the index")
@@ -158,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             help="index FILE's contexts first (into --index DIR, else a temporary index)")
     evaluation.add_argument("--embedder", metavar="MODEL",
                             help=f"embedding model of a built index (default: {defaults.EMBEDDER_MODEL})")
+    embedding_options(evaluation)
     reader_options(evaluation)
     evaluation.add_argument("--top-k", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
                             help="passages the reader reads end to end; recall is also given at N "
@@ -401,6 +415,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             retriever_top_k=args.top_k,
             retrieval=args.retrieval,
             dense_weight=args.dense_weight,
+            embedder_precision=args.embedder_precision,
+            embed_max_tokens=args.embed_max_tokens,
             **_reader_options(args),
         )
         sources = None
@@ -439,7 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("ask", "search"):
             options.update(retrieval=args.retrieval, dense_weight=args.dense_weight)
         if args.command == "index":
-            options.update(reader=args.reader, index_type=args.index_type)
+            options.update(
+                reader=args.reader, index_type=args.index_type, embedder_precision=args.embedder_precision,
+                embed_max_tokens=args.embed_max_tokens,
+            )
         if args.command == "ask":
             options.update(retriever_top_k=args.passages, score_threshold=args.threshold, **_reader_options(args))
         qa = DocumentQA(Path(args.index), **options)

@@ -9,11 +9,26 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
+# The int8 embedder caches its exported model; tests share one cache per run, never the user's.
+_CREATED_CACHE = None
+if "SPANQA_TEST_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _CREATED_CACHE = tempfile.mkdtemp(prefix="spanqa-test-cache-")
+    os.environ["SPANQA_TEST_CACHE_DIR"] = _CREATED_CACHE
+os.environ["SPANQA_CACHE_DIR"] = os.environ["SPANQA_TEST_CACHE_DIR"]
 
 import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CREATED_CACHE is not None:
+        import shutil
+
+        shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

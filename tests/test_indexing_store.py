@@ -335,12 +335,24 @@ def test_store_to_dict_from_dict_round_trip(store):
     assert data == {
         "type": "spanqa.indexing.store.FaissDocumentStore",
         "init_parameters": {
-            "index_dir": str(store.index_dir), "embedder": EMBEDDER, "dimension": DIMENSION, "index_type": "flat"
+            "index_dir": str(store.index_dir), "embedder": EMBEDDER, "dimension": DIMENSION, "index_type": "flat",
+            "embedding": None,
         },
     }
     restored = FaissDocumentStore.from_dict(data)
     assert restored.count_documents() == 4
     assert restored.filter_documents() == store.filter_documents()
+
+
+def test_store_records_how_its_vectors_are_made(tmp_path):
+    settings = {"precision": "int8", "max_tokens": 128}
+    created = FaissDocumentStore.create(tmp_path / "index", embedder=EMBEDDER, dimension=DIMENSION, embedding=settings)
+    created.close()
+    reopened = FaissDocumentStore.open(tmp_path / "index")
+    assert reopened.embedding == settings
+    assert reopened.to_dict()["init_parameters"]["embedding"] == settings
+    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    assert manifest["embedding"] == settings
 
 
 # FaissEmbeddingRetriever
