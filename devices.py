@@ -33,3 +33,4 @@ def resolve_device(device: str) -> str:
             )
         return f"cuda:{index}"
     return "cpu"
+

@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -276,6 +277,7 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
     from haystack.components.converters import PyPDFToDocument
     from haystack.components.preprocessors import DocumentSplitter
 
+    from spanqa import defaults
     from spanqa.indexing.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.workers import ParsePool
 
@@ -292,16 +294,19 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
 
     tokenizer = AutoTokenizer.from_pretrained(embedder_dir)
 
-    def embedded_tokens(texts: list[str]) -> int:
-        # What the embedder reads: at most 256 word pieces of each text (all-MiniLM-L6-v2).
-        return sum(min(256, len(ids)) for ids in tokenizer(texts)["input_ids"]) if texts else 0
+    def embedded_tokens(texts: list[str], most: int) -> int:
+        # What the embedder reads: at most `most` word pieces of each text.
+        return sum(min(most, len(ids)) for ids in tokenizer(texts)["input_ids"]) if texts else 0
 
     return {
         "haystack_parse_s": round(haystack_s, 2), "haystack_parse_chunks": haystack_chunks,
         "spanqa_parse_s": round(spanqa_s, 2), "spanqa_parse_chunks": sum(len(p.chunks) for p in parsed),
         "parse_speedup": round(haystack_s / spanqa_s, 2),
-        "haystack_embedded_tokens": embedded_tokens([d.content for d in haystack_split if d.content]),
-        "spanqa_embedded_tokens": embedded_tokens([c.embed_text for p in parsed for c in p.chunks]),
+        # all-MiniLM-L6-v2 reads 256 word pieces; spanqa's embedder reads defaults.EMBED_MAX_TOKENS.
+        "haystack_embedded_tokens": embedded_tokens([d.content for d in haystack_split if d.content], 256),
+        "spanqa_embedded_tokens": embedded_tokens(
+            [c.embed_text for p in parsed for c in p.chunks], defaults.EMBED_MAX_TOKENS or 256
+        ),
     }
 
 
@@ -317,9 +322,41 @@ def prepare_int8_embedder(embedder_dir: str) -> float:
     return seconds
 
 
-def run_speed(args) -> dict:
+def run_side(side: str, files: list[Path], args, questions: list[dict] | None, results: dict) -> float:
+    """Indexes `files` with one side; its figures (and recall, given questions) go into results[side]."""
     import tempfile
 
+    if side == "haystack":
+        from haystack_integrations.components.embedders.sentence_transformers.embedding_backend.backend import (
+            _SentenceTransformersEmbeddingBackendFactory,
+        )
+
+        # Haystack keeps loaded models across runs in one process: each run must load its own, as spanqa does.
+        _SentenceTransformersEmbeddingBackendFactory._instances.clear()
+        figures, search = run_haystack(files, args.embedder, 32)
+        if questions is not None:
+            figures.update(recall(
+                search, questions, 10,
+                chunk_text=lambda d: d.content,
+                chunk_page=lambda d: d.meta.get("page_number"),
+                name_of=lambda d: Path(d.meta.get("file_path", "")).name,
+            ))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            figures, search = run_spanqa(files, args.embedder, args.tokenizer, Path(tmp) / "index", args.workers)
+            if questions is not None:
+                figures.update(recall(
+                    search, questions, 10,
+                    chunk_text=lambda p: p.text,
+                    chunk_page=lambda p: p.page,
+                    name_of=lambda p: Path(p.source).name,
+                ))
+    if questions is not None:
+        results[side] = figures
+    return figures["seconds"]
+
+
+def run_speed(args) -> dict:
     import torch
 
     files = pdf_files(Path(args.pdfs))
@@ -330,43 +367,34 @@ def run_speed(args) -> dict:
     questions = [q for q in questions if q["file"] in names]
     print(f"{len(files)} PDFs, {len(questions)} questions, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    results = {"int8_export_s": prepare_int8_embedder(args.embedder)}
-    order = ["haystack", "spanqa"] if not args.spanqa_first else ["spanqa", "haystack"]
-    for side in order:
-        if side == "haystack":
-            figures, search = run_haystack(files, args.embedder, 32)
-            results["haystack"] = figures
-            results["haystack"].update(recall(
-                search, questions, 10,
-                chunk_text=lambda d: d.content,
-                chunk_page=lambda d: d.meta.get("page_number"),
-                name_of=lambda d: Path(d.meta.get("file_path", "")).name,
-            ))
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                figures, search = run_spanqa(files, args.embedder, args.tokenizer, Path(tmp) / "index", args.workers)
-                results["spanqa"] = figures
-                results["spanqa"].update(recall(
-                    search, questions, 10,
-                    chunk_text=lambda p: p.text,
-                    chunk_page=lambda p: p.page,
-                    name_of=lambda p: Path(p.source).name,
-                ))
+    results: dict = {"int8_export_s": prepare_int8_embedder(args.embedder), "runs": []}
+    first = ["haystack", "spanqa"] if not args.spanqa_first else ["spanqa", "haystack"]
+    for repeat in range(args.repeats):
+        # Sides alternate which goes first, so a drift in the machine's speed hits both alike.
+        order = first if repeat % 2 == 0 else first[::-1]
+        seconds = {}
+        for side in order:
+            # Recall once: every run builds the same index.
+            seconds[side] = run_side(side, files, args, questions if repeat == 0 else None, results)
+            print(f"run {repeat + 1}/{args.repeats} {side}: {seconds[side]:.2f} s", flush=True)
+        results["runs"].append({**seconds, "ratio": round(seconds["haystack"] / seconds["spanqa"], 3)})
+    for side in ("haystack", "spanqa"):
         figures = results[side]
-        figures["seconds"] = round(figures["seconds"], 2)
+        figures["seconds"] = round(statistics.median(run[side] for run in results["runs"]), 2)
         figures["pages_per_s"] = round(figures["pages"] / figures["seconds"], 2)
         figures["chunks_per_s"] = round(figures["chunks"] / figures["seconds"], 2)
         print(f"{side}: " + json.dumps({k: v for k, v in figures.items() if k != "skipped"}), flush=True)
     results["parse_stage"] = run_parse_stage(files, args.tokenizer, args.workers, args.embedder)
     print("parsing stage only: " + json.dumps(results["parse_stage"]), flush=True)
-    ratio = results["haystack"]["seconds"] / results["spanqa"]["seconds"]
+    ratios = [run["ratio"] for run in results["runs"]]
+    ratio = statistics.median(ratios)
     results["speedup"] = round(ratio, 2)
     results["load_average_end"] = round(os.getloadavg()[0], 2)
     rows = [{"side": side, **{k: v for k, v in results[side].items() if k != "skipped"}} for side in ("haystack", "spanqa")]
     print_table(rows, ["side", "files", "pages", "chunks", "seconds", "pages_per_s", "chunks_per_s",
                        "R@1", "R@5", "R@10", "page R@1", "page R@5", "page R@10"])
-    print(f"speed-up (Haystack seconds / spanqa seconds): {ratio:.2f}x; load average at the end "
-          f"{results['load_average_end']}")
+    print(f"speed-up (Haystack seconds / spanqa seconds, median of {len(ratios)} paired runs): {ratio:.2f}x "
+          f"(runs: {', '.join(f'{r:.2f}' for r in ratios)}); load average at the end {results['load_average_end']}")
     return results
 
 
@@ -380,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--workers", type=int, default=None, help="spanqa parse workers (default: spanqa's)")
     speed.add_argument("--limit", type=int, default=0, help="only the first N PDFs (a quick check)")
     speed.add_argument("--spanqa-first", action="store_true", help="run spanqa before Haystack")
+    speed.add_argument("--repeats", type=int, default=3,
+                       help="paired runs (sides alternating first); seconds and the ratio are medians (default: 3)")
     sizes = commands.add_parser("chunk-sizes", help="retrieval recall of chunk settings on SQuAD")
     sizes.add_argument("--squad", required=True)
     sizes.add_argument("--embedder", required=True)

@@ -107,7 +107,7 @@ class DocumentQA:
         :param max_seq_length: reader tokens per (question, passage window).
         :param doc_stride: reader tokens shared by consecutive windows of a long passage.
         :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
-        :param fast_reader: the reader's CPU fast mode (int8 ONNX Runtime, the `spanqa[fast]` extra):
+        :param fast_reader: the reader's CPU fast mode (int8 ONNX Runtime):
             several times faster, close to but not identical with the exact answers.
         :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
             or "auto" (flat while small, IVF once large); an existing index keeps its own.

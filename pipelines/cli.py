@@ -85,7 +85,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--reader", default=defaults.READER_MODEL, metavar="MODEL",
                          help="extractive QA model, hub id or local directory (default: %(default)s)")
         sub.add_argument("--fast", action="store_true",
-                         help="the reader's CPU fast mode: int8 ONNX Runtime (needs spanqa[fast]); "
+                         help="the reader's CPU fast mode: int8 ONNX Runtime; "
                          "faster, close to but not identical with the exact answers")
         sub.add_argument("--max-answer-length", type=_positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
                          help="longest answer in reader tokens (default: %(default)s)")

@@ -16,7 +16,6 @@ arrays of the batch's padded shape (B, L) whose values on padding are meaningles
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from spanqa.errors import ConfigError
+from spanqa.onnx_int8 import quantise_weights_int8, require_onnx_runtime
 from spanqa.reader.windows import WindowBatch
 
 # Attention of a group of windows is padded to the group's longest window. A group keeps growing
@@ -42,9 +42,6 @@ CUDA_MEMORY_SHARE = 0.5
 # ... within these bounds.
 CUDA_MIN_BATCH_TOKENS = 2048
 CUDA_MAX_BATCH_TOKENS = 262_144
-
-FAST_MODE_EXTRA = "pip install onnxruntime onnx (or spanqa[fast])"
-
 
 def _host_float64(tensor) -> np.ndarray:
     """A device tensor as a float64 numpy array: one conversion on the device, one transfer."""
@@ -326,15 +323,8 @@ def cuda_batch_tokens(model: Any, device: Any, max_seq_length: int) -> int:
 
 
 def check_fast_mode_available() -> None:
-    """ConfigError unless ONNX Runtime and the onnx package are importable (fast mode's optional extra)."""
-    import importlib.util
-
-    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"fast=True runs the model with ONNX Runtime, but {', '.join(missing)} is not installed: "
-            f"{FAST_MODE_EXTRA}, or use fast=False"
-        )
+    """ConfigError unless ONNX Runtime and the onnx package are importable."""
+    require_onnx_runtime("the reader's fast mode", "fast=False")
 
 
 class OnnxInt8Runner:
@@ -362,7 +352,7 @@ class OnnxInt8Runner:
             quantised = Path(directory) / "model-int8.onnx"
             self._export(model, exported)
             self._check_export(model, exported, options)
-            self._quantise(exported, quantised)
+            quantise_weights_int8(exported, quantised)
             self.session = onnxruntime.InferenceSession(
                 quantised.read_bytes(), options, providers=["CPUExecutionProvider"]
             )
@@ -419,28 +409,6 @@ class OnnxInt8Runner:
                 "lengths (its forward has shape-dependent code the exporter froze); use fast=False"
             )
 
-    @staticmethod
-    def _quantise(source: Path, target: Path) -> None:
-        import onnx
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        # The quantiser logs advice on the root logger (pre-process first, ...) meant for its own
-        # authors' workflow; a reader loading in fast mode has nothing to act on.
-        root = logging.getLogger()
-        quiet = logging.Filter("spanqa.quiet")  # matches no logger name used by the quantiser: drops all
-        root.addFilter(quiet)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(
-                    str(source),
-                    str(target),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                )
-        finally:
-            root.removeFilter(quiet)
 
     def _run(self, session: Any, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
         arrays = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
