@@ -37,6 +37,31 @@ def test_index_json_report(tmp_path, sample_data_dir, minilm_dir, capsys):
     assert report["skipped"][0]["reason"]
 
 
+@pytest.mark.parametrize(
+    "options, recorded",
+    [
+        (["--embedder-precision", "float32", "--embed-max-tokens", "all"], {"precision": "float32", "max_tokens": None}),
+        (["--embedder-precision", "int8", "--embed-max-tokens", "64"], {"precision": "int8", "max_tokens": 64}),
+    ],
+)
+def test_index_embedding_options_are_recorded(tmp_path, sample_data_dir, minilm_dir, options, recorded, capsys):
+    index_dir = tmp_path / "kb"
+    code = main(["index", str(sample_data_dir / "greenhouse_notes.md"), "--index", str(index_dir),
+                 "--embedder", str(minilm_dir), "--device", "cpu", "--json", *options])
+    assert code == 0
+    assert json.loads((index_dir / "manifest.json").read_text())["embedding"] == recorded
+    capsys.readouterr()
+    assert main(["search", "greenhouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passages"]
+
+
+def test_index_rejects_a_bad_embed_max_tokens(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["index", "x", "--index", str(tmp_path / "kb"), "--embed-max-tokens", "0"])
+    assert exit_.value.code == 2
+    assert "--embed-max-tokens" in capsys.readouterr().err
+
+
 def test_index_human_report_names_each_skipped_file(tmp_path, minilm_dir, capsys):
     bad = tmp_path / "scan.pdf"
     bad.write_bytes(b"")

@@ -202,3 +202,34 @@ def test_keyword_retrieval_loads_no_embedder(sample_index, tiny_qa_model_dir, mo
 
     assert qa.search("Aurora founded", top_k=2)
     assert qa.ask(FOUNDING_QUESTION, top_k=2)
+
+
+def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
+    sample_index, tmp_path, sample_data_dir, minilm_dir, tiny_qa_model_dir
+):
+    import json
+
+    from spanqa.indexing.embedding import Int8TextEmbedder
+
+    _, _, int8_dir = sample_index
+    # On the CPU "auto" embeds in int8, reading 128 word pieces of each chunk.
+    assert json.loads((int8_dir / "manifest.json").read_text())["embedding"] == {"precision": "int8", "max_tokens": 128}
+    reopened = DocumentQA(int8_dir, reader=str(tiny_qa_model_dir), device="cpu", embedder_precision="float32")
+    assert isinstance(reopened._ready_search_pipeline().get_component("embedder"), Int8TextEmbedder)
+
+    float_dir = tmp_path / "float32"
+    qa = DocumentQA(
+        float_dir, embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu",
+        embedder_precision="float32", embed_max_tokens=None,
+    )
+    qa.index([sample_data_dir / "aurora_bicycle_works_handbook.pdf"])
+    assert json.loads((float_dir / "manifest.json").read_text())["embedding"] == {"precision": "float32", "max_tokens": None}
+    embedder = qa._ready_search_pipeline().get_component("embedder")
+    assert not isinstance(embedder, Int8TextEmbedder)
+    assert "1984" in qa.search(FOUNDING_QUESTION, top_k=1)[0].text
+
+
+@pytest.mark.parametrize("setting", [{"embedder_precision": "fp16"}, {"embed_max_tokens": 0}])
+def test_bad_embedding_settings_fail_where_they_are_made(tmp_path, setting):
+    with pytest.raises(ConfigError):
+        DocumentQA(tmp_path / "index", **setting)
