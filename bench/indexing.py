@@ -398,6 +398,47 @@ def run_speed(args) -> dict:
     return results
 
 
+def run_embedder(args) -> dict:
+    """The embedder alone on spanqa's chunks of the PDFs: sentence-transformers (float32, torch) vs
+    spanqa's int8 embedder, same texts, same word-piece cut, same threads, runs alternating."""
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from spanqa import defaults
+    from spanqa.indexing.embedding import Int8SentenceEncoder
+    from spanqa.indexing.parsing import ChunkSettings, ParseTask
+    from spanqa.indexing.workers import ParsePool
+
+    settings = ChunkSettings(tokenizer=args.tokenizer, tokenizer_file=str(Path(args.tokenizer) / "tokenizer.json"))
+    parsed = ParsePool().map([ParseTask(str(f), chunking=settings) for f in pdf_files(Path(args.pdfs))])
+    texts = [chunk.embed_text for item in parsed for chunk in (item.chunks or [])]
+    cut = args.max_tokens
+    exact = SentenceTransformer(args.embedder, device="cpu")
+    exact.max_seq_length = cut
+    fast = Int8SentenceEncoder(args.embedder, max_tokens=cut)
+    pieces = sum(len(ids) for ids in fast.tokenizer(texts, truncation=True, max_length=cut)["input_ids"])
+    seconds: dict[str, list[float]] = {"float32": [], "int8": []}
+    vectors = {}
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        vectors["float32"] = exact.encode(texts, batch_size=defaults.EMBEDDER_BATCH_SIZE, normalize_embeddings=True)
+        seconds["float32"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        vectors["int8"] = fast.encode(texts)
+        seconds["int8"].append(time.perf_counter() - started)
+    cosines = (np.asarray(vectors["float32"]) * vectors["int8"]).sum(axis=1)
+    figures = {
+        "texts": len(texts), "word_pieces": pieces, "max_tokens": cut, "threads": torch.get_num_threads(),
+        **{f"{name}_s": round(statistics.median(times), 2) for name, times in seconds.items()},
+        **{f"{name}_word_pieces_per_s": round(pieces / statistics.median(times)) for name, times in seconds.items()},
+        "speedup": round(statistics.median(seconds["float32"]) / statistics.median(seconds["int8"]), 2),
+        "cosine_min": round(float(cosines.min()), 4), "cosine_mean": round(float(cosines.mean()), 4),
+    }
+    print(json.dumps(figures), flush=True)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -410,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--spanqa-first", action="store_true", help="run spanqa before Haystack")
     speed.add_argument("--repeats", type=int, default=3,
                        help="paired runs (sides alternating first); seconds and the ratio are medians (default: 3)")
+    embedder = commands.add_parser("embedder", help="the int8 embedder vs sentence-transformers on spanqa's chunks")
+    embedder.add_argument("--pdfs", required=True)
+    embedder.add_argument("--embedder", required=True, help="local sentence-transformers model directory")
+    embedder.add_argument("--tokenizer", required=True, help="reader model directory (tokenizer.json) for chunk sizes")
+    embedder.add_argument("--max-tokens", type=int, default=96, help="word pieces each text is cut to (default: 96)")
+    embedder.add_argument("--repeats", type=int, default=2)
     sizes = commands.add_parser("chunk-sizes", help="retrieval recall of chunk settings on SQuAD")
     sizes.add_argument("--squad", required=True)
     sizes.add_argument("--embedder", required=True)
@@ -418,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes.add_argument("--questions", type=int, default=800)
     sizes.add_argument("--seed", type=int, default=0)
     sizes.add_argument("--only", nargs="*", help="settings whose name contains one of these")
-    for sub in (speed, sizes):
+    for sub in (speed, embedder, sizes):
         sub.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     logging.getLogger("pypdf").setLevel(logging.ERROR)
@@ -429,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
     except ImportError:
         pass
-    figures = run_speed(args) if args.command == "speed" else run_chunk_sizes(args)
+    figures = {"speed": run_speed, "embedder": run_embedder, "chunk-sizes": run_chunk_sizes}[args.command](args)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -3,8 +3,8 @@
 A sentence-transformers model (a BERT-like transformer, mean or CLS pooling, optionally normalised)
 is exported once to ONNX, its linear layers' weights quantised to int8 per output channel (dynamic
 quantisation: activations are quantised on the fly), and run by ONNX Runtime. On the 2-core AVX2
-machine of bench/README.md this embeds ~1.8x the word pieces per second of the float32 torch model,
-with vectors at cosine 0.99 of the exact ones (mean 0.993 on SQuAD paragraphs).
+machine of bench/README.md this embeds 1.8-2.1x the word pieces per second of the float32 torch
+model, with vectors at cosine >= 0.967 (mean 0.991) of the float model's (`bench/indexing.py embedder`).
 
 The quantised model is kept in a cache directory (`SPANQA_CACHE_DIR`, else ~/.cache/spanqa), keyed
 by the model's files and the ONNX Runtime version, so only the first load pays for the export.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spanqa import AnswerSource, DocumentQA
+from spanqa import AnswerSource, DocumentQA, defaults
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import read_pages
 from spanqa.indexing.cleaning import comparable, same_text
@@ -212,8 +212,9 @@ def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
     from spanqa.indexing.embedding import Int8TextEmbedder
 
     _, _, int8_dir = sample_index
-    # On the CPU "auto" embeds in int8, reading 128 word pieces of each chunk.
-    assert json.loads((int8_dir / "manifest.json").read_text())["embedding"] == {"precision": "int8", "max_tokens": 128}
+    # On the CPU "auto" embeds in int8, reading the default number of word pieces of each chunk.
+    recorded = json.loads((int8_dir / "manifest.json").read_text())["embedding"]
+    assert recorded == {"precision": "int8", "max_tokens": defaults.EMBED_MAX_TOKENS}
     reopened = DocumentQA(int8_dir, reader=str(tiny_qa_model_dir), device="cpu", embedder_precision="float32")
     assert isinstance(reopened._ready_search_pipeline().get_component("embedder"), Int8TextEmbedder)
 
