@@ -36,7 +36,7 @@ POOLING_MODES = ("mean", "cls")
 # "auto": int8 where it can run (CPU, ONNX Runtime installed, a model layout it supports), else float32.
 PRECISIONS = ("auto", "float32", "int8")
 # Bumped whenever the export or the quantisation changes, so cached models are rebuilt.
-EXPORT_FORMAT = "spanqa-int8-embedder-2"
+EXPORT_FORMAT = "spanqa-int8-embedder-4"
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,10 @@ def read_sentence_model_layout(directory: str | Path) -> SentenceModelLayout:
     modules = json.loads(modules_file.read_text(encoding="utf-8"))
     kinds = [_module_kind(entry) for entry in modules]
     if not kinds or kinds[0] != "Transformer" or "Pooling" not in kinds:
-        raise ConfigError(f"the fast embedder supports Transformer + Pooling models, '{directory}' has {kinds}; use embedder_precision='float32'")
+        raise ConfigError(
+            f"the fast embedder supports Transformer + Pooling models, '{directory}' has {kinds}; "
+            "use embedder_precision='float32'"
+        )
     unsupported = [kind for kind in kinds if kind not in ("Transformer", "Pooling", "Normalize")]
     if unsupported or kinds.count("Pooling") != 1 or kinds.index("Pooling") != 1:
         raise ConfigError(
@@ -119,12 +122,14 @@ def read_sentence_model_layout(directory: str | Path) -> SentenceModelLayout:
             "Pooling and Normalize in that order); use embedder_precision='float32'"
         )
     pooling_entry = modules[kinds.index("Pooling")]
-    pooling_config = json.loads((directory / pooling_entry.get("path", "") / "config.json").read_text(encoding="utf-8"))
+    pooling_file = directory / pooling_entry.get("path", "") / "config.json"
+    pooling_config = json.loads(pooling_file.read_text(encoding="utf-8"))
     modes = [key for key, value in pooling_config.items() if key.startswith("pooling_mode_") and value is True]
     names = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
     if len(modes) != 1 or modes[0] not in names:
         raise ConfigError(
-            f"the fast embedder supports mean or CLS pooling, '{directory}' pools with {modes}; use embedder_precision='float32'"
+            f"the fast embedder supports mean or CLS pooling, '{directory}' pools with {modes}; "
+            "use embedder_precision='float32'"
         )
     settings_file = directory / "sentence_bert_config.json"
     settings = json.loads(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
@@ -201,15 +206,15 @@ def _model_fingerprint(directory: Path) -> str:
 
 
 def _export_transformer(directory: Path, target: Path) -> None:
-    """The model's transformer to ONNX: token ids, mask and types in, token states out."""
+    """The model's transformer to ONNX: token ids and attention mask in, token states out."""
     import torch
     from transformers import AutoModel
 
     # Eager attention exports as a plain additive mask; the default (SDPA) exports NaN guards
     # (IsNaN/Where) that took 13% of the int8 model's time.
     model = AutoModel.from_pretrained(str(directory), attn_implementation="eager").eval()
-    accepts_types = "token_type_ids" in model.forward.__code__.co_varnames
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if accepts_types else [])
+    # One text per row: every token is of segment 0, the models' default, so no token types are fed.
+    names = ["input_ids", "attention_mask"]
 
     class _TokenStates(torch.nn.Module):
         def __init__(self, wrapped):
@@ -226,6 +231,34 @@ def _export_transformer(directory: Path, target: Path) -> None:
         torch.onnx.export(
             _TokenStates(model).eval(), example, str(target), input_names=names, output_names=["token_states"],
             dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+    _check_export(model, names, target)
+
+
+def _check_export(model: Any, names: list[str], path: Path) -> None:
+    """The float ONNX graph must give the model's own token states on another batch shape than traced,
+    padding included (an export can freeze shape-dependent code)."""
+    import onnxruntime
+    import torch
+
+    vocab = int(getattr(model.config, "vocab_size", 100))
+    rng = np.random.default_rng(0)
+    lengths = [23, 5, 14]
+    feed = {name: np.zeros((len(lengths), max(lengths)), dtype=np.int64) for name in names}
+    for row, length in enumerate(lengths):
+        feed["input_ids"][row, :length] = rng.integers(1, vocab, size=length)
+        feed["attention_mask"][row, :length] = 1
+    with torch.no_grad():
+        expected = model(**{name: torch.from_numpy(array) for name, array in feed.items()}).last_hidden_state.numpy()
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, feed)
+    real = feed["attention_mask"].astype(bool)
+    if got.shape != expected.shape or not np.allclose(got[real], expected[real], atol=1e-3):
+        raise ConfigError(
+            f"the int8 embedder could not export '{getattr(model, 'name_or_path', 'the model')}' faithfully to "
+            "ONNX (its token states differ on other batch shapes); use embedder_precision='float32'"
         )
 
 
@@ -287,7 +320,7 @@ class Int8SentenceEncoder:
         if not texts:
             return vectors
         encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.max_tokens, return_token_type_ids=True
+            list(texts), truncation=True, max_length=self.max_tokens, return_token_type_ids=False
         )
         lengths = [len(ids) for ids in encoded["input_ids"]]
         for batch in length_batches(lengths, self.batch_tokens, defaults.EMBEDDER_MAX_BATCH):
@@ -297,10 +330,9 @@ class Int8SentenceEncoder:
                 length = lengths[index]
                 arrays["input_ids"][row, :length] = encoded["input_ids"][index]
                 arrays["attention_mask"][row, :length] = 1
-                if "token_type_ids" in arrays:
-                    arrays["token_type_ids"][row, :length] = encoded["token_type_ids"][index]
-            if self.tokenizer.pad_token_id:
-                arrays["input_ids"][arrays["attention_mask"] == 0] = self.tokenizer.pad_token_id
+            pad = self.tokenizer.pad_token_id
+            if pad is not None and pad != 0:  # the arrays start as zeros
+                arrays["input_ids"][arrays["attention_mask"] == 0] = pad
             (hidden,) = self.session.run(None, arrays)
             vectors[batch] = pool(hidden, arrays["attention_mask"], self.layout.pooling, self.layout.normalize)
         return vectors
@@ -330,7 +362,8 @@ class Int8DocumentEmbedder:
         if self.encoder is None:
             raise ConfigError("Int8DocumentEmbedder is not loaded: call warm_up() first")
         vectors = self.encoder.encode([document.content or "" for document in documents])
-        return {"documents": [replace(document, embedding=vector.tolist()) for document, vector in zip(documents, vectors)]}
+        embedded = [replace(document, embedding=vector.tolist()) for document, vector in zip(documents, vectors)]
+        return {"documents": embedded}
 
     def to_dict(self) -> dict[str, Any]:
         return default_to_dict(self, model=self.model, max_tokens=self.max_tokens, batch_tokens=self.batch_tokens)

@@ -74,7 +74,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="share of the embedding ranking in the hybrid score, 0..1 (default: %(default)s)")
 
     def embedding_options(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--embedder-precision", choices=["auto", "float32", "int8"], default=defaults.EMBEDDER_PRECISION,
+        sub.add_argument("--embedder-precision", choices=["auto", "float32", "int8"],
+                         default=defaults.EMBEDDER_PRECISION,
                          help="how a new index is embedded: int8 (ONNX Runtime, CPU) or float32 (torch); auto: int8 "
                          "on the CPU, float32 on a GPU (default: %(default)s; an existing index keeps its own)")
         sub.add_argument("--embed-max-tokens", type=_tokens_or_all, default=defaults.EMBED_MAX_TOKENS, metavar="N",

@@ -40,7 +40,8 @@ def test_index_json_report(tmp_path, sample_data_dir, minilm_dir, capsys):
 @pytest.mark.parametrize(
     "options, recorded",
     [
-        (["--embedder-precision", "float32", "--embed-max-tokens", "all"], {"precision": "float32", "max_tokens": None}),
+        (["--embedder-precision", "float32", "--embed-max-tokens", "all"],
+         {"precision": "float32", "max_tokens": None}),
         (["--embedder-precision", "int8", "--embed-max-tokens", "64"], {"precision": "int8", "max_tokens": 64}),
     ],
 )

@@ -204,3 +204,20 @@ def test_components_embed_and_round_trip(minilm_dir):
         again = type(component).from_dict(component.to_dict())
         assert again.to_dict() == component.to_dict()
     assert documents.to_dict()["init_parameters"]["max_tokens"] == 64
+
+
+def test_an_export_that_does_not_reproduce_the_model_is_refused(minilm_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import torch
+    from transformers import AutoModel
+
+    from spanqa.indexing.embedding import _check_export, _export_transformer
+
+    exported = tmp_path / "model.onnx"
+    _export_transformer(Path(minilm_dir), exported)  # checks itself: passes for the real model
+    names = ["input_ids", "attention_mask"]
+    other = AutoModel.from_pretrained(str(minilm_dir), attn_implementation="eager").eval()
+    with torch.no_grad():
+        other.encoder.layer[0].output.dense.weight.mul_(1.5)  # not the graph that was exported
+    with pytest.raises(ConfigError, match="faithfully"):
+        _check_export(other, names, exported)

@@ -224,7 +224,8 @@ def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
         embedder_precision="float32", embed_max_tokens=None,
     )
     qa.index([sample_data_dir / "aurora_bicycle_works_handbook.pdf"])
-    assert json.loads((float_dir / "manifest.json").read_text())["embedding"] == {"precision": "float32", "max_tokens": None}
+    recorded = json.loads((float_dir / "manifest.json").read_text())["embedding"]
+    assert recorded == {"precision": "float32", "max_tokens": None}
     embedder = qa._ready_search_pipeline().get_component("embedder")
     assert not isinstance(embedder, Int8TextEmbedder)
     assert "1984" in qa.search(FOUNDING_QUESTION, top_k=1)[0].text
