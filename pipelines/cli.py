@@ -80,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          "on the CPU, float32 on a GPU (default: %(default)s; an existing index keeps its own)")
         sub.add_argument("--embed-max-tokens", type=_tokens_or_all, default=defaults.EMBED_MAX_TOKENS, metavar="N",
                          help="word pieces of each chunk a new index's embedder reads; 'all': as many as the model "
-                         "takes (default: %(default)s; BM25 always reads every word)")
+                         "takes, best for --retrieval dense (default: %(default)s; BM25 always reads every word)")
 
     def reader_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--reader", default=defaults.READER_MODEL, metavar="MODEL",
