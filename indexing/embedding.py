@@ -179,6 +179,11 @@ def check_fast_embedder_available() -> None:
     require_onnx_runtime("the int8 embedder", "embedder_precision='float32'")
 
 
+# What the int8 embedder reads of a hub repository: configs, tokenizer, weights. Not the rest (the
+# all-MiniLM-L6-v2 repository also holds ONNX, OpenVINO, TensorFlow and Rust copies of the model).
+HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
+
+
 def resolve_model_directory(model: str) -> Path:
     """A local directory as is; a hub id through the hub's local cache (downloaded when online)."""
     path = Path(model).expanduser()
@@ -186,7 +191,10 @@ def resolve_model_directory(model: str) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(model))
+    directory = Path(snapshot_download(model, allow_patterns=HUB_FILES))
+    if not any(directory.glob("*.safetensors")):
+        directory = Path(snapshot_download(model, allow_patterns=[*HUB_FILES, "pytorch_model.bin"]))
+    return directory
 
 
 def cache_directory() -> Path:

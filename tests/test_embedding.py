@@ -221,3 +221,29 @@ def test_an_export_that_does_not_reproduce_the_model_is_refused(minilm_dir, tmp_
         other.encoder.layer[0].output.dense.weight.mul_(1.5)  # not the graph that was exported
     with pytest.raises(ConfigError, match="faithfully"):
         _check_export(other, names, exported)
+
+
+def test_a_hub_id_fetches_only_what_the_int8_embedder_reads(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from spanqa.indexing.embedding import resolve_model_directory
+
+    calls = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert resolve_model_directory("org/model") == tmp_path
+    # No safetensors weights in the snapshot: the PyTorch weights are fetched too, nothing else.
+    assert [patterns for _, patterns in calls] == [
+        ["*.json", "*.txt", "*.model", "*.safetensors"],
+        ["*.json", "*.txt", "*.model", "*.safetensors", "pytorch_model.bin"],
+    ]
+    calls.clear()
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    resolve_model_directory("org/model")
+    assert len(calls) == 1
+    assert resolve_model_directory(str(tmp_path)) == tmp_path  # a local directory as it is
+    assert len(calls) == 1
