@@ -247,3 +247,18 @@ def test_a_hub_id_fetches_only_what_the_int8_embedder_reads(tmp_path, monkeypatc
     assert len(calls) == 1
     assert resolve_model_directory(str(tmp_path)) == tmp_path  # a local directory as it is
     assert len(calls) == 1
+
+
+def test_the_float32_embedder_reads_the_same_cut(minilm_dir):
+    from spanqa.pipelines.builders import make_document_embedder, make_text_embedder
+
+    settings = EmbeddingSettings(precision="float32", max_tokens=12)
+    text = SENTENCES[2]
+    longer = text + " Every later word lies beyond the cut and changes nothing."
+    documents = make_document_embedder(str(minilm_dir), "cpu", settings)
+    documents.warm_up()
+    first, second = documents.run([Document(content=text), Document(content=longer)])["documents"]
+    assert np.allclose(first.embedding, second.embedding, atol=1e-6)
+    question = make_text_embedder(str(minilm_dir), "cpu", settings)
+    question.warm_up()
+    assert np.allclose(question.run(longer)["embedding"], first.embedding, atol=1e-5)
