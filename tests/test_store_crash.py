@@ -3,6 +3,7 @@ consistent between SQLite and FAISS, searchable, and resumable; readers never se
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -109,15 +110,19 @@ def test_many_kills_at_random_moments(tmp_path, index_type, kills):
 def test_a_reader_polling_during_writes_only_sees_whole_batches(tmp_path):
     index_dir = tmp_path / "index"
     writers = Writers(index_dir, 12, "flat")
+    waiter = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     try:
         writers.start()
-        deadline = time.monotonic() + 60
-        while not FaissDocumentStore.exists(index_dir):
+        # The writer's exit status arrives in the background; polling stops once it has, so a writer
+        # that fails or dies ends the test instead of hanging it (no clock involved).
+        finished = waiter.submit(writers.status)
+        while not FaissDocumentStore.exists(index_dir) and not finished.done():
             time.sleep(0.01)
-            assert time.monotonic() < deadline
+        assert FaissDocumentStore.exists(index_dir), f"writer exited with {finished.result()} before creating the index"
         reader = FaissDocumentStore.open(index_dir)
         seen = set()
-        while max(seen, default=0) < 12:
+        while True:
+            last_look = finished.done()  # once the writer is done, one more snapshot: the final one
             # One call reads one snapshot: it must be exactly the state after some whole batch.
             contents = {doc.id: doc.content for doc in reader.filter_documents()}
             batches = len({doc_id.split("-")[0] for doc_id in contents if doc_id.endswith("-2")})
@@ -126,8 +131,11 @@ def test_a_reader_polling_during_writes_only_sees_whole_batches(tmp_path):
                 # Commits only add documents here, so a later snapshot has at least as many.
                 assert len(reader.search(np.ones(64).tolist(), top_k=10)) == 10
             seen.add(batches)
-            assert time.monotonic() < deadline
-        assert writers.status() == 0
+            if last_look:
+                break
+        assert finished.result() == 0
+        assert max(seen) == 12
         assert len(seen) > 2
     finally:
+        waiter.shutdown(wait=False)
         writers.close()
