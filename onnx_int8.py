@@ -1,11 +1,13 @@
-"""What the int8 paths (the reader's fast mode, the int8 embedder) share: ONNX Runtime present, and
-a float ONNX model's weights quantised to int8."""
+"""What the int8 paths (the reader's fast mode, the int8 embedder) share: ONNX Runtime present, a
+transformers model exported to ONNX, and a float ONNX model's weights quantised to int8."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from spanqa.errors import ConfigError
 
@@ -20,6 +22,40 @@ def require_onnx_runtime(feature: str, instead: str) -> None:
         raise ConfigError(
             f"{feature} runs in ONNX Runtime, but {', '.join(missing)} is not installed: pip install "
             f"onnxruntime onnx (both are dependencies of spanqa), or use {instead}"
+        )
+
+
+def export_onnx(
+    model: Any,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    outputs_of: Callable[[Any], Any],
+    example_rows: int = 1,
+) -> None:
+    """`model` (token-id inputs by keyword) to an ONNX graph at `path` whose inputs take any number of
+    rows and tokens; `outputs_of` picks the tensors named `output_names` from the model's output."""
+    import torch
+
+    names = list(input_names)
+
+    class _Outputs(torch.nn.Module):
+        def __init__(self, wrapped):
+            super().__init__()
+            self.wrapped = wrapped
+
+        def forward(self, *inputs):
+            return outputs_of(self.wrapped(**dict(zip(names, inputs, strict=True))))
+
+    example = tuple(torch.ones((example_rows, 16), dtype=torch.long) for _ in names)
+    axes = {name: {0: "rows", 1: "tokens"} for name in (*names, *output_names)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The exporter restores the wrapper's train/eval mode afterwards, recursively: it must be
+        # eval, or the model would come back in training mode (dropout on).
+        torch.onnx.export(
+            _Outputs(model).eval(), example, str(path), input_names=names, output_names=list(output_names),
+            dynamic_axes=axes, opset_version=17, dynamo=False,
         )
 
 

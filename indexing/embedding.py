@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import tempfile
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
-from spanqa.onnx_int8 import quantise_weights_int8, require_onnx_runtime
+from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
 
 POOLING_MODES = ("mean", "cls")
 # "auto": int8 where it can run (CPU, ONNX Runtime installed, a model layout it supports), else float32.
@@ -215,7 +214,6 @@ def _model_fingerprint(directory: Path) -> str:
 
 def _export_transformer(directory: Path, target: Path) -> None:
     """The model's transformer to ONNX: token ids and attention mask in, token states out."""
-    import torch
     from transformers import AutoModel
 
     # Eager attention exports as a plain additive mask; the default (SDPA) exports NaN guards
@@ -223,23 +221,7 @@ def _export_transformer(directory: Path, target: Path) -> None:
     model = AutoModel.from_pretrained(str(directory), attn_implementation="eager").eval()
     # One text per row: every token is of segment 0, the models' default, so no token types are fed.
     names = ["input_ids", "attention_mask"]
-
-    class _TokenStates(torch.nn.Module):
-        def __init__(self, wrapped):
-            super().__init__()
-            self.wrapped = wrapped
-
-        def forward(self, *inputs):
-            return self.wrapped(**dict(zip(names, inputs, strict=True))).last_hidden_state
-
-    example = tuple(torch.ones((2, 16), dtype=torch.long) for _ in names)
-    axes = {name: {0: "texts", 1: "tokens"} for name in (*names, "token_states")}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _TokenStates(model).eval(), example, str(target), input_names=names, output_names=["token_states"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
-        )
+    export_onnx(model, target, names, ("token_states",), lambda output: output.last_hidden_state, example_rows=2)
     _check_export(model, names, target)
 
 

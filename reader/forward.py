@@ -17,7 +17,6 @@ arrays of the batch's padded shape (B, L) whose values on padding are meaningles
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from spanqa.errors import ConfigError
-from spanqa.onnx_int8 import quantise_weights_int8, require_onnx_runtime
+from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
 from spanqa.reader.windows import WindowBatch
 
 # Attention of a group of windows is padded to the group's longest window. A group keeps growing
@@ -358,36 +357,11 @@ class OnnxInt8Runner:
             )
 
     def _export(self, model: Any, path: Path) -> None:
-        import torch
-
-        names = self.input_names
-
-        class _Logits(torch.nn.Module):
-            def __init__(self, wrapped):
-                super().__init__()
-                self.wrapped = wrapped
-
-            def forward(self, *inputs):
-                output = self.wrapped(**dict(zip(names, inputs, strict=True)))
-                return output.start_logits, output.end_logits
-
-        example = tuple(torch.ones((1, 16), dtype=torch.long) for _ in names)
-        axes = {name: {0: "windows", 1: "tokens"} for name in (*names, "start_logits", "end_logits")}
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # The exporter restores the wrapper's train/eval mode afterwards, recursively: it
-                # must be eval, or the model would come back in training mode (dropout on).
-                torch.onnx.export(
-                    _Logits(model).eval(),
-                    example,
-                    str(path),
-                    input_names=list(names),
-                    output_names=["start_logits", "end_logits"],
-                    dynamic_axes=axes,
-                    opset_version=17,
-                    dynamo=False,
-                )
+            export_onnx(
+                model, path, self.input_names, ("start_logits", "end_logits"),
+                lambda output: (output.start_logits, output.end_logits),
+            )
         except Exception as error:
             model.eval()
             raise ConfigError(
