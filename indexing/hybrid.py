@@ -9,7 +9,7 @@ from haystack import Document, component, default_to_dict
 from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings
-from spanqa.indexing.retriever import check_retriever_settings, retriever_from_dict
+from spanqa.indexing.retriever import check_retriever_settings, retriever_from_dict, run_settings
 from spanqa.indexing.store import FaissDocumentStore, validate_top_k
 
 
@@ -66,11 +66,7 @@ class HybridRetriever:
         top_k: int | None = None,
         filters: dict[str, Any] | None = None,
     ) -> dict:
-        if top_k is None:
-            top_k = self.top_k
-        if filters is None:
-            filters = self.filters
-        validate_top_k(top_k)
+        top_k, filters = run_settings(self, top_k, filters)
         store = self.document_store
         if self.mode == "keyword":
             return {"documents": store.keyword_search(query, top_k, filters=filters)}

@@ -21,6 +21,18 @@ def check_retriever_settings(document_store: object, top_k: object, filters: dic
         filter_sql(filters)
 
 
+def run_settings(
+    retriever: Any, top_k: int | None, filters: dict[str, Any] | None
+) -> tuple[int, dict[str, Any] | None]:
+    """A retriever's top_k and filters for one run: those given, else the retriever's own; top_k checked."""
+    if top_k is None:
+        top_k = retriever.top_k
+    if filters is None:
+        filters = retriever.filters
+    validate_top_k(top_k)
+    return top_k, filters
+
+
 def retriever_from_dict(cls: type, data: dict[str, Any]) -> Any:
     """`cls` rebuilt from `to_dict` output whose init parameters hold its store as a dict."""
     init_parameters = dict(data.get("init_parameters", {}))
@@ -63,9 +75,5 @@ class FaissEmbeddingRetriever:
     def run(
         self, query_embedding: list[float], top_k: int | None = None, filters: dict[str, Any] | None = None
     ) -> dict:
-        if top_k is None:
-            top_k = self.top_k
-        if filters is None:
-            filters = self.filters
-        validate_top_k(top_k)
+        top_k, filters = run_settings(self, top_k, filters)
         return {"documents": self.document_store.search(query_embedding, top_k, filters=filters)}
