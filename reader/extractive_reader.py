@@ -12,7 +12,7 @@ from spanqa.devices import check_device
 from spanqa.errors import ConfigError, check_positive_int
 from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
 from spanqa.reader.answers import build_answers
-from spanqa.reader.span_reader import ReadingSettings, read_passages_batch
+from spanqa.reader.span_reader import ReadingSettings, per_question_top_k, read_passages_batch
 
 
 def _check_context_chars(context_chars: object) -> None:
@@ -199,27 +199,57 @@ class ExtractiveReader:
         return {"answers": self.run_batch([query], [documents], top_k)["answers"][0]}
 
     def run_batch(
-        self, queries: list[str], documents: list[list[Document]], top_k: int | None = None
+        self,
+        queries: list[str],
+        documents: list[list[Document]],
+        top_k: int | list[int] | None = None,
+        score_thresholds: list[float | None] | None = None,
     ) -> dict[str, list[list[ExtractedAnswer]]]:
         """`run` for many queries, each with its own Documents, read together in one pass.
 
         `answers[i]` is what `run(queries[i], documents[i], top_k)` returns (to float rounding),
         but the windows of all (query, Document) pairs are tokenised in one call and go through
         the model in shared length-sorted batches: fewer, fuller forward passes than one `run`
-        per query.
+        per query. `top_k` is one number for all queries or one per query; `score_thresholds`,
+        when given, holds each query's threshold (None: keep all) in place of the reader's own,
+        so that a server can batch the questions of requests with different settings.
         """
-        if top_k is None:
-            top_k = self.top_k
-        check_positive_int("top_k", top_k, f"(default {defaults.ANSWER_TOP_K})")
+        top_ks = per_question_top_k(self.top_k if top_k is None else top_k, len(queries))
         if len(queries) != len(documents):
             raise ConfigError(
                 f"run_batch got {len(queries)} queries and {len(documents)} document lists: give one list per query"
             )
+        if score_thresholds is None:
+            thresholds = [self.score_threshold] * len(queries)
+        else:
+            thresholds = list(score_thresholds)
+            if len(thresholds) != len(queries):
+                raise ConfigError(
+                    f"run_batch got {len(thresholds)} score thresholds for {len(queries)} queries: give one per query"
+                )
+            for threshold in thresholds:
+                _check_score_threshold(threshold)
         answers: list[list[ExtractedAnswer]] = [[] for _ in queries]
         readable = [[document for document in docs if _has_text(document)] for docs in documents]
         asked = [index for index, query in enumerate(queries) if query.strip() != "" and readable[index]]
         if not asked:
             return {"answers": answers}
+        contents = [[str(document.content) for document in readable[index]] for index in asked]
+        spans = read_passages_batch(
+            self._loaded(), [queries[index] for index in asked], contents, self.settings, [top_ks[i] for i in asked]
+        )
+        for index, query_contents, spans_per_document in zip(asked, contents, spans, strict=True):
+            answers[index] = build_answers(
+                queries[index],
+                readable[index],
+                query_contents,
+                spans_per_document,
+                top_k=top_ks[index],
+                context_chars=self.context_chars,
+                merge_same_text=self.merge_same_answers,
+                score_threshold=thresholds[index],
+            )
+        return {"answers": answers}
         contents = [[str(document.content) for document in readable[index]] for index in asked]
         spans = read_passages_batch(self._loaded(), [queries[index] for index in asked], contents, self.settings, top_k)
         for index, query_contents, spans_per_document in zip(asked, contents, spans, strict=True):

@@ -6,6 +6,7 @@ passages with one tokenizer call and one length-sorted batching over all their w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,7 +210,7 @@ def read_passages_batch(
     questions: list[str],
     passages_per_question: list[list[str]],
     settings: ReadingSettings,
-    top_k: int,
+    top_k: int | Sequence[int],
 ) -> list[list[list[PassageSpan]]]:
     """`read_passages` for many questions at once: result[q][i] are the spans of passages_per_question[q][i].
 
@@ -218,12 +219,14 @@ def read_passages_batch(
     windows and `max_batch_tokens` tokens with padding each), so padding stays minimal and many
     questions share forward passes. Each pair's spans are what `read_passages` gives for that
     question alone (to float rounding between batch shapes). A blank question gets no spans.
+    `top_k` is one number for every question or one per question (questions of different
+    requests read together in a server).
     """
-    check_positive_int("top_k", top_k)
     if len(questions) != len(passages_per_question):
         raise ValueError(
             f"{len(questions)} questions but {len(passages_per_question)} passage lists: give one list per question"
         )
+    top_ks = per_question_top_k(top_k, len(questions))
     results: list[list[list[PassageSpan]]] = [[[] for _ in passages] for passages in passages_per_question]
     asked = [index for index, question in enumerate(questions) if question.strip() and passages_per_question[index]]
     if not asked:
@@ -265,7 +268,7 @@ def read_passages_batch(
                 end_logits,
                 pair_of_window,
                 settings.max_answer_length,
-                candidates_per_window=pipeline_candidates_per_window(top_k),
+                candidates_per_window=pipeline_candidates_per_window(max(top_ks)),
             )
         )
     candidates = _concatenate(parts)
@@ -278,8 +281,22 @@ def read_passages_batch(
     probability = np.exp(candidates.log_probability)
     for pair_index, passage in enumerate(pair_passages):
         in_pair = by_window[bounds[pair_index] : bounds[pair_index + 1]]
+        question_top_k = top_ks[pair_question[pair_index]]
+        # Windows were decoded for the largest top_k of the call; best_spans ranks each window's
+        # spans stably, so its first 2*k+10 are exactly what a call with this question's k decodes.
+        in_pair = in_pair[candidates.rank_in_window[in_pair] < pipeline_candidates_per_window(question_top_k)]
         passage_index = pair_passage[pair_index]
         results[pair_question[pair_index]][passage_index] = _merge_like_the_pipeline(
-            passage_index, passage, in_pair, candidates, probability, top_k
+            passage_index, passage, in_pair, candidates, probability, question_top_k
         )
     return results
+
+
+def per_question_top_k(top_k: int | Sequence[int], question_count: int) -> list[int]:
+    """`top_k` as one checked number per question."""
+    if isinstance(top_k, int) and not isinstance(top_k, bool):
+        return [check_positive_int("top_k", top_k)] * question_count
+    top_ks = list(top_k)
+    if len(top_ks) != question_count:
+        raise ConfigError(f"{len(top_ks)} top_k values for {question_count} questions: give one per question")
+    return [check_positive_int("top_k", value) for value in top_ks]

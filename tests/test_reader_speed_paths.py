@@ -119,6 +119,37 @@ class TestBatchApi:
 
         assert [len(query_answers) for query_answers in answers] == [2, 0, 0]
 
+    def test_per_question_top_k_reads_each_question_as_alone(self, tiny_qa):
+        # A server batches requests asking for different numbers of answers; each must get what a
+        # call with its own top_k gives (the candidates per window depend on top_k).
+        settings = ReadingSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
+        passages = [passages_for(index) for index in range(3)]
+        top_ks = [1, 6, 3]
+
+        together = read_passages_batch(tiny_qa, QUESTIONS[:3], passages, settings, top_k=top_ks)
+
+        for question, question_passages, k, batched in zip(QUESTIONS, passages, top_ks, together):
+            alone = read_passages(tiny_qa, question, question_passages, settings, top_k=k)
+            assert span_keys(batched) == span_keys(alone)
+            assert all(len(spans) <= k for spans in batched)
+
+    def test_run_batch_takes_top_k_and_threshold_per_query(self, tiny_reader):
+        documents = [[Document(content=text) for text in passages_for(index)] for index in range(2)]
+        first_alone = tiny_reader.run(query=QUESTIONS[0], documents=documents[0], top_k=3)["answers"]
+        cut = first_alone[1].score  # keeps the two best answers of the first question
+
+        batched = tiny_reader.run_batch(
+            queries=QUESTIONS[:2], documents=documents, top_k=[3, 2], score_thresholds=[cut, None]
+        )["answers"]
+
+        assert [answer.data for answer in batched[0]] == [answer.data for answer in first_alone[:2]]
+        second_alone = tiny_reader.run(query=QUESTIONS[1], documents=documents[1], top_k=2)["answers"]
+        assert [answer.data for answer in batched[1]] == [answer.data for answer in second_alone]
+        with pytest.raises(ConfigError, match="one per query"):
+            tiny_reader.run_batch(queries=QUESTIONS[:2], documents=documents, score_thresholds=[0.5])
+        with pytest.raises(ConfigError, match="one per question"):
+            tiny_reader.run_batch(queries=QUESTIONS[:2], documents=documents, top_k=[1])
+
     def test_run_batch_needs_one_document_list_per_query(self, tiny_reader):
         with pytest.raises(ConfigError, match="one list per query"):
             tiny_reader.run_batch(queries=QUESTIONS[:2], documents=[[Document(content=PASSAGES[0])]])
