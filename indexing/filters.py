@@ -7,6 +7,11 @@ Fields: `id`, `content`, `meta.KEY` (nested: `meta.a.b`). Operators: `==`, `!=`,
 `<=`, `in`, `not in`. Semantics follow `haystack.utils.filters.document_matches_filter`: a missing
 field equals None, `!=` and `not in` match it, ordering comparisons never do; strings are ordered
 only as ISO dates (compared as instants, via SQLite's julianday()).
+
+One operator is spanqa's own: `under` (value: a path, or a list of paths) matches a string field
+that is one of those paths or lies below one of them as a folder (`/kb/hr` matches `/kb/hr` and
+`/kb/hr/a.pdf`, not `/kb/hrx.pdf`). On `meta.source` it reads the indexed column by range, so
+a server can confine a user to folders inside every search (spanqa.service scopes).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from spanqa.errors import ConfigError
 
-COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in", "not in")
+COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in", "not in", "under")
 LOGICAL = ("AND", "OR", "NOT")
 
 
@@ -54,7 +59,7 @@ def _node(node: Any, params: list[Any]) -> str:
     value = node["value"]
     expression = _field(node["field"])
     strings = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
-    if node["field"] == "meta.source" and operator in ("==", "!=", "in", "not in") and strings:
+    if node["field"] == "meta.source" and operator in ("==", "!=", "in", "not in", "under") and strings:
         # The indexed `source` column holds meta.source whenever it is a string (else NULL), so
         # string comparisons on it match the same rows without reading every row's JSON.
         expression = "source"
@@ -92,7 +97,26 @@ def _comparable(expression: str, value: Any) -> str:
     return f"json({expression})" if isinstance(value, (list, dict)) else expression
 
 
+def _under(expression: str, value: Any, params: list[Any]) -> str:
+    folders = value if isinstance(value, list) else [value]
+    if not folders or not all(isinstance(folder, str) and folder.strip("/") != "" for folder in folders):
+        raise ConfigError(
+            f"filter operator 'under' needs a path or a list of paths (not the root), got {value!r}: "
+            'e.g. {"field": "meta.source", "operator": "under", "value": "/kb/hr"}'
+        )
+    parts = []
+    for folder in folders:
+        folder = folder.rstrip("/")
+        # Everything below `folder/` sorts in [folder + "/", folder + "0"): "0" follows "/" in
+        # code point order, so the range reads an index on the column instead of every row.
+        params += [folder, folder + "/", folder + "0"]
+        parts.append(f"({expression} = ? OR ({expression} >= ? AND {expression} < ?))")
+    return "(" + " OR ".join(parts) + ")"
+
+
 def _comparison(expression: str, operator: str, value: Any, params: list[Any]) -> str:
+    if operator == "under":
+        return _under(expression, value, params)
     if operator == "==":
         if value is None:
             return f"({expression} IS NULL)"

@@ -109,6 +109,46 @@ def test_a_selective_filter_still_fills_top_k(store, monkeypatch, exact_max):
     assert scores == sorted(scores, reverse=True)
 
 
+def under_corpus() -> list[Document]:
+    sources = ["/kb/hr", "/kb/hr/a.pdf", "/kb/hr/deep/b.pdf", "/kb/hrx.pdf", "/kb/hr-old/c.pdf", "/kb/legal/d.pdf",
+               "/kb/hr.pdf", "/other/hr/e.pdf"]
+    rng = np.random.default_rng(3)
+    return [
+        Document(id=f"u{i}", content=f"text {i}", meta={"source": source, "page": 1},
+                 embedding=rng.normal(size=DIMENSION).tolist())
+        for i, source in enumerate(sources)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("folders", "expected"),
+    [
+        ("/kb/hr", {"/kb/hr", "/kb/hr/a.pdf", "/kb/hr/deep/b.pdf"}),
+        ("/kb/hr/", {"/kb/hr", "/kb/hr/a.pdf", "/kb/hr/deep/b.pdf"}),
+        (["/kb/hr/deep", "/kb/legal"], {"/kb/hr/deep/b.pdf", "/kb/legal/d.pdf"}),
+        ("/kb/hr/a.pdf", {"/kb/hr/a.pdf"}),
+        ("/nowhere", set()),
+    ],
+)
+def test_under_matches_a_path_and_what_lies_below_it_as_a_folder(tmp_path, folders, expected):
+    store = FaissDocumentStore.create(tmp_path / "under", embedder="test/e", dimension=DIMENSION)
+    store.write_documents(under_corpus())
+    store.save()
+    under = {"field": "meta.source", "operator": "under", "value": folders}
+    found = {doc.meta["source"] for doc in store.filter_documents(under)}
+    assert found == expected
+    # Inside the ranking too, with top_k filled from the allowed chunks only.
+    results = store.search([1.0] * DIMENSION, top_k=8, filters=under)
+    assert {doc.meta["source"] for doc in results} == expected
+    assert {doc.meta["source"] for doc in store.keyword_search("text", top_k=8, filters=under)} == expected
+
+
+@pytest.mark.parametrize("value", ["/", "", [], ["/kb", 3]])
+def test_under_needs_paths(store, value):
+    with pytest.raises(ConfigError, match="under"):
+        store.search([1.0] * DIMENSION, top_k=3, filters={"field": "meta.source", "operator": "under", "value": value})
+
+
 def test_a_filter_nothing_matches_returns_nothing(store):
     nothing = {"field": "meta.page", "operator": "==", "value": 99}
     assert store.search([1.0] * DIMENSION, top_k=5, filters=nothing) == []
