@@ -79,3 +79,30 @@ IVF_NPROBE = 16  # inverted lists scanned per query
 TOMBSTONE_REBUILD_FRACTION = 0.2  # HNSW cannot delete: rebuild once this share of its vectors is deleted
 FILTER_EXACT_MAX = 20_000  # a filter matching at most this many chunks ranks them exactly
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long a second writer waits for the one writing
+
+# Service (issue #11): `spanqa serve`, one process serving the HTTP API and the web page.
+SERVICE_HOST = "127.0.0.1"  # loopback: another host needs --tokens (or --insecure-no-auth)
+SERVICE_PORT = 8000
+SERVICE_RATE_LIMIT_PER_MINUTE = 120  # requests per token (or per client without tokens); 0: no limit
+SERVICE_RATE_BURST = 30  # requests a token may make at once before the per-minute rate applies
+SERVICE_QUEUE_SIZE = 64  # questions and searches in flight; more are refused with 503 and Retry-After
+SERVICE_MAX_BATCH = 32  # questions read in one reader pass (all their windows in shared forward passes)
+SERVICE_BATCH_WAIT_MS = 5.0  # how long the reader waits after a question arrives for others to join it
+SERVICE_MAX_QUESTION_CHARS = 2000
+SERVICE_MAX_TOP_K = 50  # most answers, passages read, or passages listed per request
+SERVICE_MAX_BODY_BYTES = 1024 * 1024  # JSON bodies
+SERVICE_MAX_FILE_MB = 100.0  # each uploaded file
+SERVICE_MAX_FILES_PER_UPLOAD = 50
+SERVICE_RETRY_AFTER_S = 1  # what a 503 (queue full) or 429 (rate limit) tells clients to wait, at least
+SERVICE_JOBS_KEPT = 500  # finished upload jobs remembered for GET /v1/jobs/{job}
+SERVICE_PAGE_WIDTH = 1000  # pixels of a page image unless the request asks for another width
+SERVICE_MAX_PAGE_WIDTH = 3000
+SERVICE_RENDER_WORKERS = 2  # threads rendering page images and highlight boxes (pdfium itself is serialised)
+
+# Highlight boxes and page images (issue #11): pdfium (pypdfium2) finds where an answer's characters
+# are drawn (spanqa.indexing.highlight) and draws page images (spanqa.indexing.pdf_pages, which keeps
+# the last PDFs open and the last pages' glyph positions, so a second answer on a page costs little).
+PDF_OPEN_DOCUMENTS = 8  # PDFs kept open by pdfium (each holds its parsed objects and fonts)
+HIGHLIGHT_CACHED_PAGES = 128  # pages whose text, glyph boxes and alignment are kept (~0.3 MB each)
+PAGE_IMAGE_MAX_WIDTH = 3000  # pixels; wider requests are drawn this wide (the service allows up to SERVICE_MAX_PAGE_WIDTH)
+PAGE_IMAGE_MAX_PIXELS = 16_000_000  # a very tall page is drawn narrower than asked, to stay below this many pixels

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from spanqa import defaults
 from spanqa.answers import SkippedFile
-from spanqa.errors import DocumentError
+from spanqa.errors import ConfigError, DocumentError
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
@@ -162,6 +162,26 @@ def split_form_feeds(text: str) -> list[str]:
 
 
 def read_pdf_pages(path: Path, data: bytes, passwords: str | None | Sequence[str], layout: bool = True) -> list[str]:
+    reader = open_pdf_reader(path, data, passwords)
+    page_count = len(reader.pages)
+    pages: list[str] = []
+    failures: list[str] = []
+    for page_index in range(page_count):
+        try:
+            pages.append(page_text_of(reader.pages[page_index], layout))
+        except Exception as exc:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
+            logger.warning("%s: page %d: text extraction failed: %s", path, page_index + 1, short_message(exc))
+            failures.append(short_message(exc))
+            pages.append("")
+    if len(failures) == page_count:
+        raise DocumentError(path, f"corrupt PDF: {failures[0]}")
+    if all(page.strip() == "" for page in pages):
+        raise DocumentError(path, "no text layer: needs OCR")
+    return pages
+
+
+def open_pdf_reader(path: Path, data: bytes, passwords: str | None | Sequence[str]) -> PdfReader:
+    """A pypdf reader of the PDF `data` (decrypted), with at least one page; DocumentError if none."""
     # Imported here so that listing files or reading text files does not pay for pypdf's import.
     import pypdf
     from pypdf.errors import DependencyError
@@ -182,21 +202,34 @@ def read_pdf_pages(path: Path, data: bytes, passwords: str | None | Sequence[str
         raise DocumentError(path, f"corrupt PDF: {short_message(exc)}") from exc
     if page_count == 0:
         raise DocumentError(path, "corrupt PDF: no pages")
+    return reader
 
-    pages: list[str] = []
-    failures: list[str] = []
-    for page_index in range(page_count):
-        try:
-            pages.append(page_text_of(reader.pages[page_index], layout))
-        except Exception as exc:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
-            logger.warning("%s: page %d: text extraction failed: %s", path, page_index + 1, short_message(exc))
-            failures.append(short_message(exc))
-            pages.append("")
-    if len(failures) == page_count:
-        raise DocumentError(path, f"corrupt PDF: {failures[0]}")
-    if all(page.strip() == "" for page in pages):
-        raise DocumentError(path, "no text layer: needs OCR")
-    return pages
+
+def read_pdf_page(
+    path: Path, page: int, passwords: Sequence[str] = (), *, layout: bool = True, data: bytes | None = None
+) -> str:
+    """The text of page `page` (1-based) of the PDF `path`: exactly `read_pages(path)[page - 1]`, without
+    reading the other pages. An encrypted PDF is tried with the empty password, then each of `passwords`.
+
+    A page whose text cannot be extracted reads as "" (as in read_pages). Raises ConfigError for a page
+    number out of range, DocumentError when the file cannot be read as a PDF.
+    """
+    path = Path(path)
+    if isinstance(page, bool) or not isinstance(page, int):
+        raise ConfigError(f"page={page!r} must be a whole number (pages count from 1)")
+    if data is None:
+        data = read_bytes(path)
+    elif len(data) == 0:
+        raise DocumentError(path, "empty file (0 bytes)")
+    reader = open_pdf_reader(path, data, list(passwords))
+    page_count = len(reader.pages)
+    if not 1 <= page <= page_count:
+        raise ConfigError(f"page={page} is out of range: {path.name} has {page_count} page(s), counted from 1")
+    try:
+        return page_text_of(reader.pages[page - 1], layout)
+    except Exception as exc:  # noqa: BLE001 - as read_pages: an unreadable page has no text
+        logger.warning("%s: page %d: text extraction failed: %s", path, page, short_message(exc))
+        return ""
 
 
 def page_text_of(page, layout: bool) -> str:
