@@ -1,4 +1,4 @@
-"""The `spanqa` command: index files, ask questions, search passages, manage and evaluate an index."""
+"""The `spanqa` command: index files, ask questions, search passages, manage and evaluate an index, serve it."""
 
 from __future__ import annotations
 
@@ -188,6 +188,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where models run (default: %(default)s)",
     )
     evaluation.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+    from spanqa.service.cli import add_commands
+
+    add_commands(commands, reader_options, retrieval, _positive_int)
     return parser
 
 
@@ -450,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "eval":
             return _run_eval(args)
+        if args.command in ("serve", "token"):
+            from spanqa.service.cli import run_serve, run_token
+
+            return run_serve(args) if args.command == "serve" else run_token(args)
         options = {}
         if args.command in ("index", "ask", "search"):
             options.update(embedder=args.embedder, device=args.device)

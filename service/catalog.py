@@ -1,0 +1,104 @@
+"""The indexed files as the service shows them: stable ids, display names, and each token's view.
+
+A file's id is derived from its indexed path (`file_id`), so it is stable across restarts and
+re-indexing and needs no table of its own; the path itself stays on the server. Every lookup goes
+through a principal: a file outside a token's scope is reported exactly like a file that does not
+exist, so ids and names never leak across scopes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spanqa.service.database import ServiceDatabase
+from spanqa.service.tokens import Principal
+
+FILE_ID_CHARS = 16  # hex digits of SHA-256(path): 64 bits, no collision in any real collection
+
+
+def file_id(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:FILE_ID_CHARS]
+
+
+def file_type(source: str) -> str:
+    return Path(source).suffix.lower().lstrip(".")
+
+
+@dataclass(frozen=True)
+class CatalogFile:
+    id: str
+    source: str
+    name: str
+    pages: int
+    chunks: int
+    indexed_at: str
+    sha256: str | None
+
+    @property
+    def file_type(self) -> str:
+        return file_type(self.source)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "source": self.source, "name": self.name, "pages": self.pages, "chunks": self.chunks,
+            "indexed_at": self.indexed_at, "file_type": self.file_type,
+        }
+
+
+class FileCatalog:
+    """The store's file list with ids and names, re-read whenever the index commits."""
+
+    def __init__(self, store: Any, database: ServiceDatabase):
+        self._store = store
+        self._database = database
+        self._lock = threading.Lock()
+        self._version: object = None
+        self._by_id: dict[str, CatalogFile] = {}
+        self._by_source: dict[str, CatalogFile] = {}
+
+    def _refresh(self) -> None:
+        # Every commit that adds or removes a file writes vectors, which moves the generation.
+        version = (self._store.generation, self._database.uploads_version)
+        with self._lock:
+            if version == self._version:
+                return
+            names = self._database.upload_names()
+            files = [
+                CatalogFile(
+                    id=file_id(stored.source), source=stored.source,
+                    name=names.get(stored.source, Path(stored.source).name), pages=stored.pages,
+                    chunks=stored.chunks, indexed_at=stored.indexed_at, sha256=stored.sha256,
+                )
+                for stored in self._store.files()
+            ]
+            self._by_id = {entry.id: entry for entry in files}
+            self._by_source = {entry.source: entry for entry in files}
+            self._version = version
+
+    def files(self, principal: Principal) -> list[CatalogFile]:
+        self._refresh()
+        with self._lock:
+            return [entry for entry in self._by_id.values() if principal.may_see(entry.source)]
+
+    def by_id(self, identifier: str, principal: Principal) -> CatalogFile | None:
+        """The file with this id, if it exists and `principal` may see it; else None (a 404 either way)."""
+        self._refresh()
+        with self._lock:
+            entry = self._by_id.get(identifier)
+        if entry is None or not principal.may_see(entry.source):
+            return None
+        return entry
+
+    def entry_for(self, source: str) -> CatalogFile | None:
+        """The file indexed under `source` (for the service's own use: no scope check)."""
+        self._refresh()
+        with self._lock:
+            return self._by_source.get(source)
+
+    def name_of(self, source: str) -> str:
+        entry = self.entry_for(source)
+        return entry.name if entry is not None else Path(source).name

@@ -1,0 +1,174 @@
+"""Request and response bodies of the HTTP API, as explicit pydantic models (so /openapi.json is complete)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spanqa import defaults
+
+Retrieval = Literal["hybrid", "dense", "keyword"]
+
+
+class Strict(BaseModel):
+    # A misspelt field ("topk") is an error rather than silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="a short code: unauthorized, forbidden, not_found, invalid_request, ...")
+    detail: Any = Field(description="what went wrong and how to fix it")
+
+
+class AskRequest(Strict):
+    question: str = Field(min_length=1, max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
+    top_k: int = Field(default=defaults.ANSWER_TOP_K, ge=1, le=defaults.SERVICE_MAX_TOP_K,
+                       description="answers to return")
+    passages: int | None = Field(default=None, ge=1, le=defaults.SERVICE_MAX_TOP_K,
+                                 description="retrieved passages the reader reads (default: the server's)")
+    filters: dict[str, Any] | None = Field(default=None, description="a Haystack metadata filter")
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="drop answers scoring below it")
+    retrieval: Retrieval | None = Field(default=None, description="default: the server's (hybrid)")
+
+
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
+    top_k: int = Field(default=defaults.SEARCH_TOP_K, ge=1, le=defaults.SERVICE_MAX_TOP_K)
+    filters: dict[str, Any] | None = None
+    retrieval: Retrieval | None = None
+
+
+class Box(BaseModel):
+    """A highlight box in PDF user-space points of its page (origin bottom-left, as pdfium and pdf.js)."""
+
+    page: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+class Place(BaseModel):
+    source: str
+    name: str
+    file_id: str
+    page: int
+    start: int
+    end: int
+
+
+class AnswerBody(BaseModel):
+    text: str
+    score: float
+    source: str = Field(description="the indexed file's path")
+    name: str = Field(description="the file's name for display (an upload's original name)")
+    file_id: str
+    file_type: str = Field(description="pdf, txt, md, html, ...: only PDF answers have page images and boxes")
+    page: int = Field(description="1-based")
+    start: int = Field(description="character offset of the answer in the page's text")
+    end: int
+    context: str
+    answer_start_in_context: int
+    answer_end_in_context: int
+    sources: list[Place] = Field(description="every place the same answer text was found, this one first")
+    highlight: list[Box] = Field(description="one box per line the answer covers; empty for non-PDF files")
+
+
+class AskResponse(BaseModel):
+    question: str
+    answers: list[AnswerBody]
+
+
+class PassageBody(BaseModel):
+    text: str
+    score: float
+    source: str
+    name: str
+    file_id: str
+    file_type: str
+    page: int
+    start: int
+    end: int
+    highlight: list[Box]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    passages: list[PassageBody]
+
+
+class FileBody(BaseModel):
+    id: str
+    source: str
+    name: str
+    pages: int
+    chunks: int
+    indexed_at: str
+    file_type: str
+
+
+class FilesResponse(BaseModel):
+    files: list[FileBody]
+
+
+class DeletedResponse(BaseModel):
+    deleted: FileBody
+
+
+class JobFileBody(BaseModel):
+    name: str
+    status: Literal["pending", "indexed", "skipped", "failed"]
+    reason: str | None
+    file_id: str | None
+
+
+class JobBody(BaseModel):
+    job: str
+    status: Literal["queued", "running", "done", "failed"]
+    detail: str | None
+    submitted_by: str
+    submitted_at: str
+    started_at: str | None
+    finished_at: str | None
+    files: list[JobFileBody]
+
+
+class PageBody(BaseModel):
+    file_id: str
+    page: int
+    pages: int
+    width: float = Field(description="width of the page as shown, in points (the crop box, turned by `rotation`)")
+    height: float = Field(description="height of the page as shown, in points")
+    box: Box = Field(description="the crop box in user space: what the page image shows")
+    rotation: int = Field(description="clockwise degrees the page is shown turned (0, 90, 180, 270)")
+
+
+class FeedbackAnswer(Strict):
+    file_id: str
+    page: int = Field(ge=1)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    text: str = Field(max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
+
+
+class FeedbackRequest(Strict):
+    question: str = Field(min_length=1, max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
+    answer: FeedbackAnswer
+    correct: bool
+
+
+class FeedbackResponse(BaseModel):
+    id: int
+
+
+class MeResponse(BaseModel):
+    name: str
+    role: Literal["read", "admin"]
+    scope: list[str]
+    auth: bool = Field(description="whether the server checks tokens")
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

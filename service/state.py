@@ -1,0 +1,134 @@
+"""What one server holds: its settings, the engine, tokens, limits, the file catalog and the writer."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spanqa import defaults
+from spanqa.errors import ConfigError
+from spanqa.service.catalog import FileCatalog
+from spanqa.service.database import ServiceDatabase
+from spanqa.service.engine import EngineSettings, QAEngine
+from spanqa.service.jobs import IndexWriter
+from spanqa.service.limits import RateLimiter
+from spanqa.service.metrics import ServiceMetrics
+from spanqa.service.pages import PageService
+from spanqa.service.tokens import Principal, TokenFile
+from spanqa.service.uploads import STAGING
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = Principal(name="anonymous", role="admin", scope=())
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything `spanqa serve` is told; one dataclass, passed in (tests build their own)."""
+
+    engine: EngineSettings
+    tokens_file: Path | None = None  # None: no authentication (loopback only, or --insecure-no-auth)
+    uploads_dir: Path | None = None  # None: INDEX_DIR/uploads
+    max_file_mb: float = defaults.SERVICE_MAX_FILE_MB
+    max_files_per_upload: int = defaults.SERVICE_MAX_FILES_PER_UPLOAD
+    rate_limit_per_minute: float = defaults.SERVICE_RATE_LIMIT_PER_MINUTE
+    rate_burst: int = defaults.SERVICE_RATE_BURST
+    parse_workers: int | None = defaults.PARSE_WORKERS
+    parse_timeout_s: float | None = defaults.PARSE_TIMEOUT_S
+    parse_memory_mb: int | None = defaults.PARSE_MEMORY_MB
+    index_options: dict[str, Any] = field(default_factory=dict)  # DocumentQA settings of the writer
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_file_mb, bool) or not isinstance(self.max_file_mb, (int, float)) or self.max_file_mb <= 0:
+            raise ConfigError(f"max_file_mb={self.max_file_mb!r} must be a number of megabytes > 0")
+
+    @property
+    def index_dir(self) -> Path:
+        return Path(self.engine.index_dir).expanduser().resolve()
+
+    @property
+    def uploads(self) -> Path:
+        folder = self.index_dir / "uploads" if self.uploads_dir is None else Path(self.uploads_dir)
+        return folder.expanduser().resolve()
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+class ServiceState:
+    """The live parts of one server. `start()` loads the models on a thread; `ready` tells when done."""
+
+    def __init__(self, settings: ServiceSettings, engine: QAEngine | None = None):
+        self.settings = settings
+        self.tokens = None if settings.tokens_file is None else TokenFile(settings.tokens_file)
+        self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_burst)
+        self.engine = engine if engine is not None else QAEngine(settings.engine, on_batch=self._observe_batch)
+        self.metrics = ServiceMetrics(
+            queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
+        )
+        self.database = ServiceDatabase(settings.index_dir)
+        self.pages = PageService()
+        self.catalog: FileCatalog | None = None
+        self.writer: IndexWriter | None = None
+        self._writer_qa_instance = None
+        self.started = threading.Event()  # set when start() has finished, loaded or not
+
+    def _observe_batch(self, size: int) -> None:
+        self.metrics.batch_size.observe(size)
+
+    @property
+    def auth(self) -> bool:
+        return self.tokens is not None
+
+    def start(self) -> None:
+        """Loads the models (blocking) and starts the writer; called on a background thread."""
+        try:
+            staging = self.settings.uploads / STAGING
+            shutil.rmtree(staging, ignore_errors=True)  # left over from a server that stopped mid-upload
+            try:
+                self.engine.load()
+            except Exception:
+                logger.exception("the models could not be loaded; /readyz will say why")
+                return
+            chunking = self.engine.store.chunking or {}
+            self.pages.layout = bool(chunking.get("layout", defaults.LAYOUT_READING_ORDER))
+            self.catalog = FileCatalog(self.engine.store, self.database)
+            self.writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
+            logger.info("spanqa is ready: %d file(s) in %s", len(self.engine.store.files()), self.settings.index_dir)
+        finally:
+            self.started.set()
+
+    def stop(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+        self.engine.close()
+        self.pages.close()
+        self.database.close()
+
+    # -- the writer's work (DocumentQA with the server's settings, on the writer thread) -------------
+
+    def _writer_qa(self):
+        """The writer's own DocumentQA (its own store connection: readers never see its open batch)."""
+        if self._writer_qa_instance is None:
+            from spanqa.pipelines.api import DocumentQA
+
+            engine = self.settings.engine
+            options = dict(reader=engine.reader, device=engine.device)
+            options.update(self.settings.index_options)
+            self._writer_qa_instance = DocumentQA(self.settings.index_dir, **options)
+        return self._writer_qa_instance
+
+    def _index_files(self, paths: list[Path]):
+        return self._writer_qa().index(
+            paths, workers=self.settings.parse_workers, timeout_s=self.settings.parse_timeout_s,
+            memory_mb=self.settings.parse_memory_mb, max_file_mb=self.settings.max_file_mb,
+        )
+
+    def _remove_file(self, source: str) -> int:
+        removed = self._writer_qa().remove([source])
+        return sum(stored.chunks for stored in removed)

@@ -1,0 +1,100 @@
+"""A real spanqa server for tests: uvicorn on a free loopback port, in this process, on a thread.
+
+The socket is bound before the server starts, so the port is known without a race, and the test
+waits on the server's own "started" event (models loaded) rather than polling or sleeping.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from spanqa.service.app import create_app
+from spanqa.service.state import ServiceSettings, ServiceState
+
+START_TIMEOUT_S = 180
+
+
+@dataclass
+class LiveServer:
+    url: str
+    state: ServiceState
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, token: str | None = None, **kwargs) -> httpx.Client:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def start_server(settings: ServiceSettings, state: ServiceState | None = None) -> LiveServer:
+    state = state if state is not None else ServiceState(settings)
+    app = create_app(settings, state=state)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-server", daemon=True)
+    thread.start()
+    if not state.started.wait(START_TIMEOUT_S):
+        server.should_exit = True
+        raise RuntimeError("the test server did not finish loading")
+    return LiveServer(url=f"http://127.0.0.1:{port}", state=state, server=server, thread=thread)
+
+
+def wait_for_job(client: httpx.Client, job: str, timeout_s: float = 180.0) -> dict:
+    """The job once it is done or failed (the writer thread runs it; poll its status)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = client.get(f"/v1/jobs/{job}").json()
+        if body["status"] in ("done", "failed"):
+            return body
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job} still {body['status']} after {timeout_s} s: {body}")
+        time.sleep(0.1)
+
+
+def write_knowledge_base(root: Path) -> dict[str, Path]:
+    """Two folders of documents (hr/, legal/) with facts the tests ask about."""
+    from pdf_factory import write_text_pdf
+
+    hr = root / "hr"
+    legal = root / "legal"
+    hr.mkdir(parents=True)
+    legal.mkdir(parents=True)
+    files = {
+        "policy": write_text_pdf(hr / "vacation_policy.pdf", [
+            "Vacation policy.\nEvery employee receives twenty-eight days of paid vacation per year. "
+            "Requests for vacation are approved by the team lead at least two weeks in advance.",
+            "Parental leave.\nParents receive sixteen weeks of paid parental leave. The leave can be split "
+            "into two parts taken within the first two years.",
+        ]),
+        "handbook": write_text_pdf(hr / "handbook.pdf", [
+            "Office hours.\nThe office opens at eight in the morning and closes at six in the evening. "
+            "The cafeteria serves lunch from noon until two.",
+        ]),
+        "notes": hr / "onboarding.md",
+        "contract": write_text_pdf(legal / "supplier_contract.pdf", [
+            "Supplier contract.\nThe supplier delivers the parts within thirty days of each order. "
+            "Late deliveries cost the supplier a penalty of two percent per week.",
+        ]),
+    }
+    files["notes"].write_text(
+        "# Onboarding\n\nNew employees get their laptop from the IT desk on the first day. "
+        "The security training must be finished within the first month.\n",
+        encoding="utf-8",
+    )
+    return files

@@ -1,0 +1,183 @@
+"""Uploads and deletions over a real server: content typing, hostile names, jobs, answers during indexing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from pdf_factory import build_text_pdf
+from service_harness import start_server, wait_for_job
+from spanqa.indexing.store import FaissDocumentStore
+from spanqa.service.engine import EngineSettings
+from spanqa.service.state import ServiceSettings
+from spanqa.service.tokens import TokenFile
+
+MAX_FILE_MB = 0.5
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
+    from spanqa.pipelines.api import DocumentQA
+
+    root = tmp_path_factory.mktemp("uploads")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "start.md").write_text("# Start\n\nThe library opens at nine every weekday.\n", encoding="utf-8")
+    index_dir = root / "index"
+    DocumentQA(index_dir, embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu").index([docs], workers=1)
+    tokens = TokenFile(root / "tokens.json")
+    made = {
+        "admin": tokens.add("admin", "admin")[1],
+        "reader": tokens.add("reader", "read")[1],
+        "team-admin": tokens.add("team-admin", "admin", [index_dir / "uploads" / "team"])[1],
+    }
+    settings = ServiceSettings(
+        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
+        tokens_file=tokens.path, rate_limit_per_minute=0, parse_workers=1, max_file_mb=MAX_FILE_MB,
+    )
+    live = start_server(settings)
+    yield live, made, index_dir
+    live.stop()
+
+
+def upload(client, files, folder=None):
+    """POST /v1/files with a multipart body written here byte for byte (an HTTP library would
+    escape hostile names, and the server must cope with what any client sends)."""
+    boundary = "spanqa-test-boundary-7f3a"
+    body = b""
+    if folder is not None:
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="folder"\r\n\r\n{folder}\r\n'.encode()
+    for name, data, media_type in files:
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="').encode()
+        body += name.encode("utf-8") + f'"\r\nContent-Type: {media_type}\r\n\r\n'.encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return client.post("/v1/files", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+
+
+def stored_files(index_dir: Path) -> list[Path]:
+    return sorted(path for path in (index_dir / "uploads").rglob("*") if path.is_file())
+
+
+def test_upload_indexes_typed_by_content_under_hashed_names(setup, tmp_path):
+    live, tokens, index_dir = setup
+    pdf = build_text_pdf(["The observatory telescope has a mirror of two point four metres."])
+    with live.client(tokens["admin"]) as client:
+        response = upload(client, [
+            ("../../escape.pdf", pdf, "application/pdf"),
+            ("notes\x00evil.txt", b"The archive keeps seven thousand maps.", "text/plain"),
+            ("n" * 300 + ".md", b"# Long\n\nThe greenhouse grows basil.", "text/markdown"),
+            ("fake.pdf", b"PK\x03\x04 this is a zip archive " * 20, "application/pdf"),
+            ("text-named.pdf", b"The ferry leaves the harbour at six.", "application/pdf"),
+            ("empty.txt", b"", "text/plain"),
+        ])
+        assert response.status_code == 202, response.text
+        job = wait_for_job(client, response.json()["job"])
+        listed = {entry["id"]: entry for entry in client.get("/v1/files").json()["files"]}
+    assert job["status"] == "done"
+    by_name = {entry["name"]: entry for entry in job["files"]}
+    long_name = next(name for name in by_name if name.startswith("nnn"))
+    assert len(long_name) <= 200 and long_name.endswith(".md") and "\x00" not in "".join(by_name)
+    assert set(by_name) == {"escape.pdf", "notes evil.txt", long_name, "fake.pdf", "text-named.pdf", "empty.txt"}
+    assert by_name["escape.pdf"]["status"] == "indexed"
+    assert by_name["notes evil.txt"]["status"] == "indexed"
+    assert by_name[long_name]["status"] == "indexed"
+    assert by_name["text-named.pdf"]["status"] == "indexed"
+    assert by_name["fake.pdf"]["status"] == "failed" and "ZIP" in by_name["fake.pdf"]["reason"]
+    assert by_name["empty.txt"]["status"] == "failed" and "empty" in by_name["empty.txt"]["reason"]
+    # Stored only under the uploads folder, by content hash and sniffed type; nothing escaped.
+    uploads = (index_dir / "uploads").resolve()
+    for path in stored_files(index_dir):
+        assert path.resolve().is_relative_to(uploads)
+        assert len(path.stem) == 64 and path.suffix in (".pdf", ".txt", ".md")
+    assert not (index_dir.parent / "escape.pdf").exists()
+    text_named = listed[by_name["text-named.pdf"]["file_id"]]
+    assert text_named["file_type"] == "txt" and text_named["name"] == "text-named.pdf"
+    assert listed[by_name["escape.pdf"]["file_id"]]["file_type"] == "pdf"
+
+
+def test_oversized_file_is_refused_and_the_rest_indexed(setup):
+    live, tokens, _ = setup
+    big = b"word " * int(MAX_FILE_MB * 1024 * 1024 / 4)
+    with live.client(tokens["admin"]) as client:
+        job = wait_for_job(client, upload(client, [("big.txt", big, "text/plain"),
+                                                   ("small.txt", b"The pier is 300 metres long.", "text/plain")]).json()["job"])
+    statuses = {entry["name"]: (entry["status"], entry["reason"]) for entry in job["files"]}
+    assert statuses["small.txt"][0] == "indexed"
+    assert statuses["big.txt"][0] == "failed" and "too large" in statuses["big.txt"][1]
+
+
+def test_uploads_need_an_admin_and_a_multipart_body(setup):
+    live, tokens, _ = setup
+    with live.client(tokens["reader"]) as client:
+        assert upload(client, [("a.txt", b"text", "text/plain")]).status_code == 403
+    with live.client(tokens["admin"]) as client:
+        assert client.post("/v1/files", json={"files": []}).status_code == 415
+        assert client.post("/v1/files", data={"folder": "x"}, files=[("other", ("a.txt", b"x"))]).status_code == 422
+        bad_folder = upload(client, [("a.txt", b"text", "text/plain")], folder="../../etc")
+    assert bad_folder.status_code == 422 and "folder" in bad_folder.json()["detail"]
+
+
+def test_a_scoped_admin_uploads_only_into_its_scope(setup):
+    live, tokens, index_dir = setup
+    with live.client(tokens["team-admin"]) as client:
+        outside = upload(client, [("a.txt", b"The quay is paved.", "text/plain")])
+        inside = upload(client, [("b.txt", b"The team room has twelve chairs.", "text/plain")], folder="team")
+        job = wait_for_job(client, inside.json()["job"])
+        listed = client.get("/v1/files").json()["files"]
+    assert outside.status_code == 403
+    assert job["files"][0]["status"] == "indexed"
+    assert [entry["name"] for entry in listed] == ["b.txt"]
+    assert listed[0]["source"].startswith(str((index_dir / "uploads" / "team").resolve()) + "/")
+
+
+def test_questions_are_answered_from_the_last_commit_while_an_upload_is_being_written(setup, monkeypatch):
+    live, tokens, _ = setup
+    writing = threading.Event()
+    release = threading.Event()
+    original_save = FaissDocumentStore.save
+
+    def held_save(store):
+        # The writer has written the new chunks in its open transaction; hold the commit there.
+        if threading.current_thread().name == "spanqa-index-writer" and store._writing:
+            writing.set()
+            release.wait(120)
+        return original_save(store)
+
+    monkeypatch.setattr(FaissDocumentStore, "save", held_save)
+    unique = "The zeppelin hangar is four hundred metres long."
+    with live.client(tokens["admin"]) as client:
+        job_id = upload(client, [("hangar.txt", unique.encode(), "text/plain")]).json()["job"]
+        assert writing.wait(120), "the writer never reached its commit"
+        during = [client.post("/v1/search", json={"query": "zeppelin hangar", "top_k": 3}) for _ in range(3)]
+        asked = client.post("/v1/ask", json={"question": "How long is the zeppelin hangar?"})
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+        release.set()
+        job = wait_for_job(client, job_id)
+        after = client.post("/v1/search", json={"query": "zeppelin hangar", "top_k": 1}).json()["passages"]
+    assert all(response.status_code == 200 for response in during) and asked.status_code == 200
+    assert all("zeppelin" not in p["text"] for response in during for p in response.json()["passages"])
+    assert job["status"] == "done" and job["files"][0]["status"] == "indexed"
+    assert after[0]["text"] == unique
+
+
+def test_delete_removes_the_file_its_chunks_and_the_stored_upload(setup):
+    live, tokens, index_dir = setup
+    with live.client(tokens["admin"]) as client:
+        job = wait_for_job(client, upload(client, [("gone.txt", b"The lighthouse keeper owns a parrot.", "text/plain")]).json()["job"])
+        identifier = job["files"][0]["file_id"]
+        stored = [path for path in stored_files(index_dir) if path.read_bytes() == b"The lighthouse keeper owns a parrot."]
+        assert len(stored) == 1
+        with live.client(tokens["reader"]) as reader:
+            assert reader.delete(f"/v1/files/{identifier}").status_code == 403
+        with live.client(tokens["team-admin"]) as scoped:
+            assert scoped.delete(f"/v1/files/{identifier}").status_code == 404
+        deleted = client.delete(f"/v1/files/{identifier}")
+        assert deleted.status_code == 200 and deleted.json()["deleted"]["name"] == "gone.txt"
+        assert client.delete(f"/v1/files/{identifier}").status_code == 404
+        listed = [entry["id"] for entry in client.get("/v1/files").json()["files"]]
+        passages = client.post("/v1/search", json={"query": "lighthouse keeper parrot", "top_k": 5}).json()["passages"]
+    assert identifier not in listed
+    assert all("parrot" not in passage["text"] for passage in passages)
+    assert not stored[0].exists()
