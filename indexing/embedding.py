@@ -367,14 +367,24 @@ class Int8DocumentEmbedder:
 class Int8TextEmbedder:
     """Embeds one text (a question) with the int8 fast embedder (the query side)."""
 
-    def __init__(self, model: str = defaults.EMBEDDER_MODEL, max_tokens: int | None = defaults.EMBED_MAX_TOKENS):
+    def __init__(
+        self,
+        model: str = defaults.EMBEDDER_MODEL,
+        max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
+        threads: int | None = None,
+    ):
+        """
+        :param threads: ONNX Runtime threads; None: as many as torch uses. A server reading on the same
+            cores gives 1: one question is too small to share, and idle pool threads spin.
+        """
         self.model = model
         self.max_tokens = None if max_tokens is None else check_positive_int("max_tokens", max_tokens)
+        self.threads = None if threads is None else check_positive_int("threads", threads)
         self.encoder: Int8SentenceEncoder | None = None
 
     def warm_up(self) -> None:
         if self.encoder is None:
-            self.encoder = Int8SentenceEncoder(self.model, max_tokens=self.max_tokens)
+            self.encoder = Int8SentenceEncoder(self.model, threads=self.threads, max_tokens=self.max_tokens)
 
     @component.output_types(embedding=list[float])
     def run(self, text: str):
@@ -385,7 +395,7 @@ class Int8TextEmbedder:
         return {"embedding": self.encoder.encode([text])[0].tolist()}
 
     def to_dict(self) -> dict[str, Any]:
-        return default_to_dict(self, model=self.model, max_tokens=self.max_tokens)
+        return default_to_dict(self, model=self.model, max_tokens=self.max_tokens, threads=self.threads)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8TextEmbedder":

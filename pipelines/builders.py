@@ -50,10 +50,11 @@ def make_document_embedder(model: str, torch_device: str, embedding: EmbeddingSe
     )
 
 
-def make_text_embedder(model: str, torch_device: str, embedding: EmbeddingSettings):
-    """The question embedder matching an index embedded with `embedding`."""
+def make_text_embedder(model: str, torch_device: str, embedding: EmbeddingSettings, threads: int | None = None):
+    """The question embedder matching an index embedded with `embedding` (`threads`: the int8
+    embedder's, None: as many as torch uses)."""
     if embedding.precision == "int8":
-        return Int8TextEmbedder(model=model, max_tokens=embedding.max_tokens)
+        return Int8TextEmbedder(model=model, max_tokens=embedding.max_tokens, threads=threads)
     return SentenceTransformersTextEmbedder(
         model=model,
         device=_component_device(torch_device),

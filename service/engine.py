@@ -125,7 +125,10 @@ class QAEngine:
                 f"'{settings.embedder}': leave --embedder out to use the recorded one"
             )
         torch_device = resolve_device(settings.device)
-        embedder = make_text_embedder(store.embedder, torch_device, EmbeddingSettings.from_dict(store.embedding))
+        # One thread: a question is a few dozen word pieces, and the reader needs the cores.
+        embedder = make_text_embedder(
+            store.embedder, torch_device, EmbeddingSettings.from_dict(store.embedding), threads=1
+        )
         try:
             embedder.warm_up()
         except SpanQAError:

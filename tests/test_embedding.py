@@ -206,6 +206,20 @@ def test_components_embed_and_round_trip(minilm_dir):
     assert documents.to_dict()["init_parameters"]["max_tokens"] == 64
 
 
+def test_the_text_embedder_runs_on_the_threads_it_is_given(minilm_dir):
+    pytest.importorskip("onnxruntime")
+    single = Int8TextEmbedder(model=str(minilm_dir), max_tokens=64, threads=1)
+    single.warm_up()
+    assert single.encoder.session.get_session_options().intra_op_num_threads == 1
+    assert Int8TextEmbedder.from_dict(single.to_dict()).threads == 1
+    default = Int8TextEmbedder(model=str(minilm_dir), max_tokens=64)
+    default.warm_up()
+    question = "When was the bicycle company founded?"
+    np.testing.assert_allclose(single.run(question)["embedding"], default.run(question)["embedding"], atol=1e-5)
+    with pytest.raises(ConfigError, match="threads"):
+        Int8TextEmbedder(model=str(minilm_dir), threads=0)
+
+
 def test_an_export_that_does_not_reproduce_the_model_is_refused(minilm_dir, tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
