@@ -23,6 +23,10 @@ DOC_STRIDE = 128  # tokens shared by consecutive windows of one long passage
 MAX_QUESTION_LENGTH = 64  # tokens; longer questions are cut so a passage always fits beside them
 READER_BATCH_SIZE = None  # most windows per forward pass; None: as many as READER_MAX_BATCH_TOKENS allows
 READER_MAX_BATCH_TOKENS = None  # tokens per forward pass (with padding); None: 8192 on CPU, sized from free memory on CUDA
+# The padded forward on a CPU: one more pass costs about 48 padded tokens' worth of compute (measured
+# with the MiniLM-L6 reader on 10 retrieved SQuAD passages per question: 7.8 ms a pass, 0.16 ms a
+# token); batches are cut where padding would cost more (bench/README.md, "Reader").
+READER_CPU_FORWARD_COST_TOKENS = 48
 READER_FAST = False  # CPU fast mode: int8 ONNX Runtime (optional extra), close to but not identical with exact answers
 CONTEXT_CHARS = 150  # characters of context kept on each side of an answer
 SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); None keeps all

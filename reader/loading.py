@@ -6,6 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from spanqa import defaults
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
 from spanqa.reader.forward import (
@@ -42,6 +43,17 @@ class LoadedQAModel:
         """Start and end logits (float64, the batch's (B, L) shape) of a batch of windows."""
         runner = self.runner or PaddedRunner(self.model, self.device, self.input_names)
         return runner(batch)
+
+    @property
+    def forward_cost_tokens(self) -> int | None:
+        """What one more forward pass costs, in padded tokens' worth of compute, where batches should
+        be cut to save padding (the padded forward on a CPU); None: as few, full batches as possible
+        (a GPU, where a pass costs more than padding, and the packed and one-window runners, which
+        compute no padding in their matrix products)."""
+        padded = self.runner is None or getattr(self.runner, "kind", None) == "padded"
+        if self.device.type != "cpu" or not padded:
+            return None
+        return defaults.READER_CPU_FORWARD_COST_TOKENS
 
     def batch_tokens(self, max_seq_length: int) -> int:
         """The default token budget of one forward pass on this model's device."""

@@ -259,7 +259,10 @@ def read_passages_batch(
     max_batch_tokens = settings.max_batch_tokens or qa_model.batch_tokens(settings.max_seq_length)
 
     parts = []
-    for batch in length_sorted_batches(windows, settings.batch_size, pad_token_id, max_batch_tokens):
+    batches = length_sorted_batches(
+        windows, settings.batch_size, pad_token_id, max_batch_tokens, qa_model.forward_cost_tokens
+    )
+    for batch in batches:
         start_logits, end_logits = qa_model.logits(batch)
         parts.append(
             _decode_batch(

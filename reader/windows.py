@@ -153,16 +153,25 @@ def encode_windows(
     )
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int | None, max_batch_tokens: int) -> list[np.ndarray]:
-    """Window indices of each batch: windows sorted by length, cut greedily into batches.
+def plan_batches(
+    lengths: np.ndarray, batch_size: int | None, max_batch_tokens: int, forward_cost_tokens: int | None = None
+) -> list[np.ndarray]:
+    """Window indices of each batch: windows sorted by length, cut into runs of similar length.
 
     A batch holds at most `batch_size` windows (None: no limit) and at most `max_batch_tokens`
     tokens counted with padding (windows x its longest window), but always at least one window.
-    Sorting first means each batch pads only to its own longest window, which is barely longer
-    than its shortest: little padding, and so little wasted model compute.
+    Sorting first means each batch pads only to its own longest window.
+
+    With `forward_cost_tokens` None the sorted windows are cut greedily (as few, full batches as
+    the limits allow). With a number, the cuts minimise the work of padded forward passes: each
+    batch costs its padded tokens plus `forward_cost_tokens` (what one more forward pass costs, in
+    tokens' worth of compute), so a run of short windows is not padded to a long one when another
+    pass is cheaper than the padding (on a CPU, where compute grows with every padded token).
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
+    if forward_cost_tokens is not None and len(order) > 1:
+        return _cheapest_cuts(lengths[order], order, batch_size, max_batch_tokens, forward_cost_tokens)
     batches: list[np.ndarray] = []
     first = 0
     for position in range(1, len(order) + 1):
@@ -177,18 +186,47 @@ def plan_batches(lengths: np.ndarray, batch_size: int | None, max_batch_tokens: 
     return batches
 
 
+def _cheapest_cuts(
+    sorted_lengths: np.ndarray, order: np.ndarray, batch_size: int | None, max_batch_tokens: int, forward_cost: int
+) -> list[np.ndarray]:
+    """Contiguous runs of the sorted windows with the least total cost (dynamic programming over
+    where the last batch starts); batch [i..j] costs (j - i + 1) * length[j] + forward_cost."""
+    count = len(sorted_lengths)
+    best = np.zeros(count + 1, dtype=np.float64)  # best[j]: cheapest cost of the first j windows
+    start_of_last = np.zeros(count + 1, dtype=np.int64)
+    for last in range(count):
+        length = int(sorted_lengths[last])
+        # Windows one batch may hold ending here: the size and token limits (at least one window).
+        most = max(1, max_batch_tokens // max(1, length))
+        if batch_size is not None:
+            most = min(most, batch_size)
+        starts = np.arange(max(0, last - most + 1), last + 1)
+        costs = best[starts] + (last - starts + 1) * length + forward_cost
+        pick = int(np.argmin(costs))
+        best[last + 1] = costs[pick]
+        start_of_last[last + 1] = starts[pick]
+    batches = []
+    end = count
+    while end > 0:
+        start = int(start_of_last[end])
+        batches.append(order[start:end])
+        end = start
+    return batches[::-1]
+
+
 def length_sorted_batches(
     windows: list[Window],
     batch_size: int | None,
     pad_token_id: int,
     max_batch_tokens: int | None = None,
+    forward_cost_tokens: int | None = None,
 ) -> Iterator[WindowBatch]:
     """Batches of windows of similar length (see `plan_batches`), each padded only to its own longest."""
     if not windows:
         return
     lengths = np.array([len(window) for window in windows], dtype=np.int64)
     budget = max_batch_tokens if max_batch_tokens is not None else int(lengths.sum())
-    for indices in plan_batches(lengths, batch_size, budget):
+    for indices in plan_batches(lengths, batch_size, budget, forward_cost_tokens):
         batch_lengths = lengths[indices]
         length = int(batch_lengths.max())
         size = len(indices)

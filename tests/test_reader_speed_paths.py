@@ -63,6 +63,18 @@ def tiny_qa(tiny_qa_model_dir):
 
 
 @pytest.fixture(scope="module")
+def tiny_bert_qa(tiny_qa_model_dir):
+    """A random-weight BERT QA model (read by the padded forward) with the tiny tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_qa_model_dir))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    return prepare_qa_model(tokenizer, BertForQuestionAnswering(config), "cpu")
+
+
+@pytest.fixture(scope="module")
 def tiny_reader(tiny_qa_model_dir) -> ExtractiveReader:
     reader = ExtractiveReader(model=str(tiny_qa_model_dir), device="cpu", top_k=6)
     reader.warm_up()
@@ -167,6 +179,63 @@ class TestTokenBudgetBatching:
         for batch in batches:
             assert len(batch) <= 3
             assert len(batch) == 1 or len(batch) * lengths[batch].max() <= 400
+
+    @staticmethod
+    def batch_cost(lengths: np.ndarray, batches, forward_cost: int) -> int:
+        return sum(len(batch) * int(lengths[batch].max()) + forward_cost for batch in batches)
+
+    def test_padding_aware_cuts_known_answers(self):
+        # Three short windows are not padded to a long one when another pass is cheaper...
+        assert [b.tolist() for b in plan_batches(np.array([100, 10, 10, 10]), None, 10_000, 5)] == [[1, 2, 3], [0]]
+        # ... equal windows share one pass ...
+        assert [b.tolist() for b in plan_batches(np.array([50, 50, 50, 50]), None, 10_000, 5)] == [[0, 1, 2, 3]]
+        # ... and a pass costing more than the padding keeps them together.
+        assert [b.tolist() for b in plan_batches(np.array([100, 10, 10, 10]), None, 10_000, 500)] == [[1, 2, 3, 0]]
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_padding_aware_cuts_are_the_cheapest_of_all_partitions(self, seed):
+        # The reference: every way of cutting the sorted windows into contiguous batches.
+        import itertools
+
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(5, 300, size=int(rng.integers(2, 9)))
+        forward_cost, budget, size = int(rng.integers(0, 200)), int(rng.integers(300, 2000)), int(rng.integers(1, 6))
+        ordered = np.argsort(lengths, kind="stable")
+        best = None
+        for cuts in itertools.product([False, True], repeat=len(lengths) - 1):
+            batches, first = [], 0
+            for position, cut in enumerate(cuts, start=1):
+                if cut:
+                    batches.append(ordered[first:position])
+                    first = position
+            batches.append(ordered[first:])
+            fits = all(len(b) <= size and (len(b) == 1 or len(b) * lengths[b].max() <= budget) for b in batches)
+            if fits:
+                cost = self.batch_cost(lengths, batches, forward_cost)
+                best = cost if best is None else min(best, cost)
+
+        planned = plan_batches(lengths, size, budget, forward_cost)
+
+        assert sorted(np.concatenate(planned).tolist()) == list(range(len(lengths)))
+        assert all(len(b) <= size and (len(b) == 1 or len(b) * lengths[b].max() <= budget) for b in planned)
+        assert self.batch_cost(lengths, planned, forward_cost) == best
+
+    def test_the_padded_forward_on_a_cpu_cuts_batches_to_save_padding(self, tiny_bert_qa):
+        qa_model = tiny_bert_qa
+        assert qa_model.runner.kind == "padded"
+        assert qa_model.forward_cost_tokens is not None
+        settings = ReadingSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
+        for index, question in enumerate(QUESTIONS):
+            passages = passages_for(index)
+            planned = read_passages(qa_model, question, passages, settings, top_k=4)
+            one_at_a_time = read_passages(qa_model, question, passages, ReadingSettings(
+                max_seq_length=64, doc_stride=16, max_question_length=16, batch_size=1), top_k=4)
+            assert span_keys(planned) == span_keys(one_at_a_time)
+            np.testing.assert_allclose(span_logits(planned), span_logits(one_at_a_time), rtol=1e-4, atol=1e-5)
+
+    def test_packed_and_one_window_runners_keep_full_batches(self, tiny_qa):
+        assert tiny_qa.runner.kind == "packed"
+        assert tiny_qa.forward_cost_tokens is None
 
     def test_a_window_longer_than_the_budget_still_gets_a_batch(self):
         assert [batch.tolist() for batch in plan_batches(np.array([300, 20]), None, 100)] == [[1], [0]]
