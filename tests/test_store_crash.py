@@ -69,7 +69,22 @@ def check_index(index_dir: Path, batches_total: int) -> int:
     return batches
 
 
-def kill_and_resume(index_dir: Path, index_type: str, kills: int, batches_total: int, max_delay_s: float) -> set[int]:
+def seconds_per_batch(scratch_dir: Path, index_type: str, batches: int = 8) -> float:
+    """How long one batch (write + commit) takes a writer on this machine, start-up included."""
+    writers = Writers(scratch_dir, batches, index_type)
+    try:
+        started = time.monotonic()
+        writers.start()
+        assert writers.status() == 0
+        return (time.monotonic() - started) / batches
+    finally:
+        writers.close()
+
+
+def kill_and_resume(index_dir: Path, index_type: str, kills: int, batches_total: int, batches_per_kill: float) -> set[int]:
+    """Kills a writer `kills` times, each after a random delay of up to `batches_per_kill` batches'
+    time on this machine (so kills spread over the run however fast the machine is)."""
+    max_delay_s = batches_per_kill * seconds_per_batch(index_dir.with_name(index_dir.name + "-calibration"), index_type)
     rng = random.Random(1234)
     writers = Writers(index_dir, batches_total, index_type)
     seen = set()
@@ -94,7 +109,7 @@ def kill_and_resume(index_dir: Path, index_type: str, kills: int, batches_total:
 
 
 def test_writers_killed_at_random_moments_leave_whole_batches_and_resume(tmp_path):
-    seen = kill_and_resume(tmp_path / "index", "flat", kills=40, batches_total=40, max_delay_s=0.25)
+    seen = kill_and_resume(tmp_path / "index", "flat", kills=40, batches_total=40, batches_per_kill=2.0)
     assert len(seen) > 5  # the kills landed at many different points of the run
 
 
@@ -102,7 +117,7 @@ def test_writers_killed_at_random_moments_leave_whole_batches_and_resume(tmp_pat
 @pytest.mark.parametrize(("index_type", "kills"), [("flat", 300), ("hnsw", 120), ("ivf", 120)])
 def test_many_kills_at_random_moments(tmp_path, index_type, kills):
     # ivf: the index turns from flat to IVF at batch 34 (10,000 vectors), inside the killed runs.
-    seen = kill_and_resume(tmp_path / "index", index_type, kills=kills, batches_total=80, max_delay_s=0.4)
+    seen = kill_and_resume(tmp_path / "index", index_type, kills=kills, batches_total=80, batches_per_kill=2.0)
     # The kills landed at many points of the run (fewer distinct ones where commits are slower).
     assert len(seen) > 10
 
