@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
@@ -40,7 +39,6 @@ class ServiceSettings:
     parse_workers: int | None = defaults.PARSE_WORKERS
     parse_timeout_s: float | None = defaults.PARSE_TIMEOUT_S
     parse_memory_mb: int | None = defaults.PARSE_MEMORY_MB
-    index_options: dict[str, Any] = field(default_factory=dict)  # DocumentQA settings of the writer
 
     def __post_init__(self) -> None:
         if isinstance(self.max_file_mb, bool) or not isinstance(self.max_file_mb, (int, float)) or self.max_file_mb <= 0:
@@ -118,9 +116,8 @@ class ServiceState:
             from spanqa.pipelines.api import DocumentQA
 
             engine = self.settings.engine
-            options = dict(reader=engine.reader, device=engine.device)
-            options.update(self.settings.index_options)
-            self._writer_qa_instance = DocumentQA(self.settings.index_dir, **options)
+            # The reader's tokenizer sizes chunks of a new index; an existing index keeps its own settings.
+            self._writer_qa_instance = DocumentQA(self.settings.index_dir, reader=engine.reader, device=engine.device)
         return self._writer_qa_instance
 
     def _index_files(self, paths: list[Path]):
