@@ -49,56 +49,61 @@ class CatalogFile:
         }
 
 
-class FileCatalog:
-    """The store's file list with ids and names, re-read whenever the index commits."""
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The files as of one commit of the index: lookups by id and by path, without touching the store."""
 
-    def __init__(self, store: Any, database: ServiceDatabase):
-        self._store = store
-        self._database = database
-        self._lock = threading.Lock()
-        self._version: object = None
-        self._by_id: dict[str, CatalogFile] = {}
-        self._by_source: dict[str, CatalogFile] = {}
-
-    def _refresh(self) -> None:
-        # Every commit that adds or removes a file writes vectors, which moves the generation.
-        version = (self._store.generation, self._database.uploads_version)
-        with self._lock:
-            if version == self._version:
-                return
-            names = self._database.upload_names()
-            files = [
-                CatalogFile(
-                    id=file_id(stored.source), source=stored.source,
-                    name=names.get(stored.source, Path(stored.source).name), pages=stored.pages,
-                    chunks=stored.chunks, indexed_at=stored.indexed_at, sha256=stored.sha256,
-                )
-                for stored in self._store.files()
-            ]
-            self._by_id = {entry.id: entry for entry in files}
-            self._by_source = {entry.source: entry for entry in files}
-            self._version = version
+    by_id: dict[str, CatalogFile]
+    by_source: dict[str, CatalogFile]
 
     def files(self, principal: Principal) -> list[CatalogFile]:
-        self._refresh()
-        with self._lock:
-            return [entry for entry in self._by_id.values() if principal.may_see(entry.source)]
+        return [entry for entry in self.by_id.values() if principal.may_see(entry.source)]
 
-    def by_id(self, identifier: str, principal: Principal) -> CatalogFile | None:
+    def visible(self, identifier: str, principal: Principal) -> CatalogFile | None:
         """The file with this id, if it exists and `principal` may see it; else None (a 404 either way)."""
-        self._refresh()
-        with self._lock:
-            entry = self._by_id.get(identifier)
+        entry = self.by_id.get(identifier)
         if entry is None or not principal.may_see(entry.source):
             return None
         return entry
 
     def entry_for(self, source: str) -> CatalogFile | None:
         """The file indexed under `source` (for the service's own use: no scope check)."""
-        self._refresh()
-        with self._lock:
-            return self._by_source.get(source)
+        return self.by_source.get(source)
 
     def name_of(self, source: str) -> str:
-        entry = self.entry_for(source)
+        entry = self.by_source.get(source)
         return entry.name if entry is not None else Path(source).name
+
+
+class FileCatalog:
+    """The store's file list with ids and names, read again whenever the index commits.
+
+    `snapshot()` reads the store (a SQLite snapshot): call it off the event loop, once per request.
+    """
+
+    def __init__(self, store: Any, database: ServiceDatabase):
+        self._store = store
+        self._database = database
+        self._lock = threading.Lock()
+        self._version: object = None
+        self._snapshot = CatalogSnapshot({}, {})
+
+    def snapshot(self) -> CatalogSnapshot:
+        # Every commit that adds or removes a file writes vectors, which moves the generation.
+        version = (self._store.generation, self._database.uploads_version)
+        with self._lock:
+            if version != self._version:
+                names = self._database.upload_names()
+                files = [
+                    CatalogFile(
+                        id=file_id(stored.source), source=stored.source,
+                        name=names.get(stored.source, Path(stored.source).name), pages=stored.pages,
+                        chunks=stored.chunks, indexed_at=stored.indexed_at, sha256=stored.sha256,
+                    )
+                    for stored in self._store.files()
+                ]
+                self._snapshot = CatalogSnapshot(
+                    {entry.id: entry for entry in files}, {entry.source: entry for entry in files}
+                )
+                self._version = version
+            return self._snapshot

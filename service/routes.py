@@ -15,13 +15,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from spanqa import defaults
 from spanqa.answers import Answer, Passage
 from spanqa.errors import DocumentError
 from spanqa.indexing.cleaning import same_text
 from spanqa.indexing.filters import filter_sql
-from spanqa.service.catalog import CatalogFile, FileCatalog, file_id, file_type
+from spanqa.service.catalog import CatalogFile, CatalogSnapshot, FileCatalog, file_id, file_type
 from spanqa.service.database import Feedback, squad_export
 from spanqa.service.engine import NotReady, ServiceBusy
 from spanqa.service.errors import ApiError, not_found
@@ -92,6 +93,11 @@ def catalog_of(state: ServiceState) -> FileCatalog:
     return state.catalog
 
 
+async def files_now(state: ServiceState) -> CatalogSnapshot:
+    """The indexed files as of the last commit, read off the event loop (the store may be busy)."""
+    return await run_in_threadpool(catalog_of(state).snapshot)
+
+
 def scoped_filters(filters: dict[str, Any] | None, who: Principal) -> dict[str, Any] | None:
     """The request's filters ANDed with the token's scope (checked first: a bad filter is a 422)."""
     if filters is not None:
@@ -113,13 +119,13 @@ def admitted(state: ServiceState):
 
 
 async def place_boxes(
-    state: ServiceState, catalog: FileCatalog, source: str, page: int, start: int, end: int, text: str
+    state: ServiceState, catalog: CatalogSnapshot, source: str, page: int, start: int, end: int, text: str
 ) -> list[dict[str, Any]]:
     entry = catalog.entry_for(source)
     return await state.pages.boxes(source, None if entry is None else entry.sha256, page, start, end, text)
 
 
-async def answer_body(state: ServiceState, catalog: FileCatalog, answer: Answer) -> dict[str, Any]:
+async def answer_body(state: ServiceState, catalog: CatalogSnapshot, answer: Answer) -> dict[str, Any]:
     body = answer.to_json()
     body.update(
         name=catalog.name_of(answer.source), file_id=file_id(answer.source), file_type=file_type(answer.source),
@@ -131,7 +137,7 @@ async def answer_body(state: ServiceState, catalog: FileCatalog, answer: Answer)
     return body
 
 
-async def passage_body(state: ServiceState, catalog: FileCatalog, passage: Passage) -> dict[str, Any]:
+async def passage_body(state: ServiceState, catalog: CatalogSnapshot, passage: Passage) -> dict[str, Any]:
     body = passage.to_json()
     body.pop("chunk_id", None)
     body.update(
@@ -151,7 +157,7 @@ async def ask(body: AskRequest, request: Request, who: Principal = Depends(princ
     from spanqa.pipelines.records import answer_from_extracted
 
     state = service(request)
-    catalog = catalog_of(state)
+    catalog_of(state)
     filters = scoped_filters(body.filters, who)
     with admitted(state):
         extracted = await state.engine.ask(
@@ -159,6 +165,7 @@ async def ask(body: AskRequest, request: Request, who: Principal = Depends(princ
             mode=body.retrieval,
         )
     answers = [answer_from_extracted(answer) for answer in extracted]
+    catalog = await files_now(state)
     bodies = await asyncio.gather(*(answer_body(state, catalog, answer) for answer in answers))
     return {"question": body.question, "answers": list(bodies)}
 
@@ -169,11 +176,12 @@ async def search(body: SearchRequest, request: Request, who: Principal = Depends
     from spanqa.pipelines.records import passage_from_document
 
     state = service(request)
-    catalog = catalog_of(state)
+    catalog_of(state)
     filters = scoped_filters(body.filters, who)
     with admitted(state):
         documents = await state.engine.search(body.query, body.top_k, filters, body.retrieval)
     passages = [passage_from_document(document) for document in documents]
+    catalog = await files_now(state)
     bodies = await asyncio.gather(*(passage_body(state, catalog, passage) for passage in passages))
     return {"query": body.query, "passages": list(bodies)}
 
@@ -187,8 +195,8 @@ async def me(request: Request, who: Principal = Depends(principal)) -> dict:
 # -- files -----------------------------------------------------------------------------------------
 
 
-def visible_file(state: ServiceState, identifier: str, who: Principal) -> CatalogFile:
-    entry = catalog_of(state).by_id(identifier, who)
+async def visible_file(state: ServiceState, identifier: str, who: Principal) -> CatalogFile:
+    entry = (await files_now(state)).visible(identifier, who)
     if entry is None:
         raise not_found()
     return entry
@@ -197,7 +205,7 @@ def visible_file(state: ServiceState, identifier: str, who: Principal) -> Catalo
 @router.get("/v1/files", response_model=FilesResponse, tags=["files"])
 async def list_files(request: Request, who: Principal = Depends(principal)) -> dict:
     """The indexed files the token may see."""
-    entries = catalog_of(service(request)).files(who)
+    entries = (await files_now(service(request))).files(who)
     return {"files": [entry.to_json() for entry in sorted(entries, key=lambda e: (e.name.lower(), e.source))]}
 
 
@@ -205,7 +213,7 @@ async def list_files(request: Request, who: Principal = Depends(principal)) -> d
 async def delete_file(file_id: str, request: Request, who: Principal = Depends(admin)) -> dict:
     """Removes the file and its chunks from the index (and an uploaded file from the server's disk)."""
     state = service(request)
-    entry = visible_file(state, file_id, who)
+    entry = await visible_file(state, file_id, who)
     await asyncio.wrap_future(state.writer.submit_removal(entry.source))
     return {"deleted": entry.to_json()}
 
@@ -283,7 +291,7 @@ async def _checked_page(state: ServiceState, entry: CatalogFile, page: int) -> i
 async def page_geometry(file_id: str, page: int, request: Request, who: Principal = Depends(principal)) -> dict:
     """The page's crop box (user-space points) and rotation: how to lay highlight boxes over its image."""
     state = service(request)
-    entry = visible_file(state, file_id, who)
+    entry = await visible_file(state, file_id, who)
     count = await _checked_page(state, entry, page)
     geometry = await state.pages.geometry(entry.source, page)
     box = {"page": page, "x0": geometry.x0, "y0": geometry.y0, "x1": geometry.x1, "y1": geometry.y1}
@@ -300,7 +308,7 @@ async def page_image(
 ) -> Response:
     """The page rendered `width` pixels wide (the crop box, turned by the page's rotation)."""
     state = service(request)
-    entry = visible_file(state, file_id, who)
+    entry = await visible_file(state, file_id, who)
     await _checked_page(state, entry, page)
     png = await state.pages.png(entry.source, page, width)
     return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=300"})
@@ -315,7 +323,7 @@ def attachment(name: str) -> str:
             responses={200: {"content": {"application/octet-stream": {}}, "description": "the original file"}})
 async def raw_file(file_id: str, request: Request, who: Principal = Depends(principal)) -> Response:
     """The original file, as an attachment under its display name."""
-    entry = visible_file(service(request), file_id, who)
+    entry = await visible_file(service(request), file_id, who)
     suffix = "." + entry.file_type
     name = entry.name if entry.name.lower().endswith(suffix) else entry.name + suffix
     try:
@@ -333,7 +341,7 @@ async def feedback(body: FeedbackRequest, request: Request, who: Principal = Dep
     """Mark an answer right or wrong. Answers marked right become an evaluation set (`/v1/feedback/export`)."""
     state = service(request)
     answer = body.answer
-    entry = visible_file(state, answer.file_id, who)
+    entry = await visible_file(state, answer.file_id, who)
     if not await asyncio.get_running_loop().run_in_executor(None, state.pages.unchanged, entry.source, entry.sha256):
         raise ApiError(409, "conflict", f"{entry.name} changed since it was indexed: ask again")
     try:
