@@ -250,17 +250,3 @@ class ExtractiveReader:
                 score_threshold=thresholds[index],
             )
         return {"answers": answers}
-        contents = [[str(document.content) for document in readable[index]] for index in asked]
-        spans = read_passages_batch(self._loaded(), [queries[index] for index in asked], contents, self.settings, top_k)
-        for index, query_contents, spans_per_document in zip(asked, contents, spans, strict=True):
-            answers[index] = build_answers(
-                queries[index],
-                readable[index],
-                query_contents,
-                spans_per_document,
-                top_k=top_k,
-                context_chars=self.context_chars,
-                merge_same_text=self.merge_same_answers,
-                score_threshold=self.score_threshold,
-            )
-        return {"answers": answers}
