@@ -127,7 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from spanqa.pipelines.api import DocumentQA
     from spanqa.service.app import create_app
     from spanqa.service.engine import EngineSettings
-    from spanqa.service.state import ServiceSettings
+    from spanqa.service.state import ServiceSettings, ServiceState
     from spanqa.service.tokens import TokenFile
 
     if args.tokens is None and not is_loopback(args.host) and not args.insecure_no_auth:
@@ -165,7 +165,12 @@ def run_serve(args: argparse.Namespace) -> int:
     print(f"spanqa: serving {index_dir} on http://{shown}:{port}/ ({auth}); models loading", file=sys.stderr,
           flush=True)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    def started(error: str | None) -> None:
+        # A line for people and scripts: the server answers questions from here on (or never will).
+        message = "ready: models loaded" if error is None else f"error: the models could not be loaded: {error}"
+        print(f"spanqa: {message}", file=sys.stderr, flush=True)
+
+    app = create_app(settings, state=ServiceState(settings, on_started=started))
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
                             timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,15 @@ class ServiceSettings:
 class ServiceState:
     """The live parts of one server. `start()` loads the models on a thread; `ready` tells when done."""
 
-    def __init__(self, settings: ServiceSettings, engine: QAEngine | None = None):
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        engine: QAEngine | None = None,
+        on_started: Callable[[str | None], None] | None = None,
+    ):
+        """`on_started(error)` is called once loading has ended: error None when the models are in."""
         self.settings = settings
+        self._on_started = on_started
         self.tokens = None if settings.tokens_file is None else TokenFile(settings.tokens_file)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_burst)
         self.engine = engine if engine is not None else QAEngine(settings.engine, on_batch=self._observe_batch)
@@ -97,9 +105,11 @@ class ServiceState:
             self.pages.layout = bool(chunking.get("layout", defaults.LAYOUT_READING_ORDER))
             self.catalog = FileCatalog(self.engine.store, self.database)
             self.writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
-            logger.info("spanqa is ready: %d file(s) in %s", len(self.engine.store.files()), self.settings.index_dir)
+            logger.info("spanqa is ready: %s", self.settings.index_dir)
         finally:
             self.started.set()
+            if self._on_started is not None:
+                self._on_started(None if self.writer is not None else self.engine.load_error or "not loaded")
 
     def stop(self) -> None:
         if self.writer is not None:
