@@ -26,12 +26,11 @@ from spanqa.errors import ConfigError, DocumentError, check_positive_int
 from spanqa.indexing.glyph_alignment import Alignment, align
 from spanqa.indexing.glyphs import PageGlyphs
 from spanqa.indexing.highlight import HighlightBox, read_glyphs, span_boxes
-from spanqa.indexing.reading import short_message
+from spanqa.indexing.reading import PDF_HEADER_WINDOW, os_reason, out_of_range
 
 PDFIUM_LOCK = threading.RLock()
 
 PDF_SUFFIX = ".pdf"
-PDF_HEADER_WINDOW = 1024
 PNG_COMPRESS_LEVEL = 3  # zlib level: 6 (Pillow's default) takes about twice as long for ~5% fewer bytes
 
 PDFIUM_ERRORS = {
@@ -273,7 +272,7 @@ class PdfPages:
 
         pages = read_pages(path)
         if page > len(pages):
-            raise ConfigError(f"page={page} is out of range: {path.name} has {len(pages)} page(s), counted from 1")
+            raise out_of_range(path, page, len(pages))
         return pages
 
     # -- pdfium (callers hold PDFIUM_LOCK) ---------------------------------------------------------
@@ -282,12 +281,12 @@ class PdfPages:
         with PDFIUM_LOCK:
             count = len(self._document(stamp, path, password))
         if page > count:
-            raise ConfigError(f"page={page} is out of range: {path.name} has {count} page(s), counted from 1")
+            raise out_of_range(path, page, count)
 
     def _page(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> Any:
         pdf = self._document(stamp, path, password)
         if page > len(pdf):
-            raise ConfigError(f"page={page} is out of range: {path.name} has {len(pdf)} page(s), counted from 1")
+            raise out_of_range(path, page, len(pdf))
         return pdf[page - 1]
 
     def _passwords(self, password: str | None) -> list[str]:
@@ -348,10 +347,6 @@ def render_bgr(pdf_page: Any, width: int, height: int) -> bytes:
         return b"".join(buffer[y * bitmap.stride : y * bitmap.stride + row] for y in range(height))
     finally:
         bitmap.close()
-
-
-def os_reason(exc: OSError) -> str:
-    return short_message(exc) if exc.strerror is None else exc.strerror
 
 
 def check_page(page: int) -> int:

@@ -90,12 +90,16 @@ def short_message(exc: BaseException) -> str:
     return message
 
 
+def os_reason(exc: OSError) -> str:
+    """What went wrong reading a file, in the operating system's words when it gave some."""
+    return short_message(exc) if exc.strerror is None else exc.strerror
+
+
 def read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        detail = short_message(exc) if exc.strerror is None else exc.strerror
-        raise DocumentError(path, f"cannot read file: {detail}") from exc
+        raise DocumentError(path, f"cannot read file: {os_reason(exc)}") from exc
     if len(data) == 0:
         raise DocumentError(path, "empty file (0 bytes)")
     return data
@@ -222,14 +226,18 @@ def read_pdf_page(
     elif len(data) == 0:
         raise DocumentError(path, "empty file (0 bytes)")
     reader = open_pdf_reader(path, data, list(passwords))
-    page_count = len(reader.pages)
-    if not 1 <= page <= page_count:
-        raise ConfigError(f"page={page} is out of range: {path.name} has {page_count} page(s), counted from 1")
+    if not 1 <= page <= len(reader.pages):
+        raise out_of_range(path, page, len(reader.pages))
     try:
         return page_text_of(reader.pages[page - 1], layout)
     except Exception as exc:  # noqa: BLE001 - as read_pages: an unreadable page has no text
         logger.warning("%s: page %d: text extraction failed: %s", path, page, short_message(exc))
         return ""
+
+
+def out_of_range(path: Path, page: int, page_count: int) -> ConfigError:
+    """The error for a page number past a file's pages."""
+    return ConfigError(f"page={page} is out of range: {path.name} has {page_count} page(s), counted from 1")
 
 
 def page_text_of(page, layout: bool) -> str:

@@ -57,7 +57,8 @@ def _stored_under(store: FaissDocumentStore, paths: list) -> list[StoredFile]:
     return [stored for stored in store.files() if any(indexed_under(stored.source, path) for path in paths)]
 
 
-def _warm_up_embedder(component, model: str) -> None:
+def warm_up_embedder(component, model: str) -> None:
+    """Loads an embedder component: a load failure is a ModelLoadError naming `model`."""
     try:
         component.warm_up()
     except ConfigError:
@@ -226,7 +227,7 @@ class DocumentQA:
         ingest.start(files)
         try:
             embedder = make_document_embedder(embedder_model, torch_device, embedding)
-            _warm_up_embedder(embedder, embedder_model)
+            warm_up_embedder(embedder, embedder_model)
             if store is None:
                 # The store needs the vector size before the first write; the model tells it by example.
                 probe = embedder.run([Document(content="dimension probe")])["documents"][0]
@@ -301,7 +302,7 @@ class DocumentQA:
             return None
         embedding = EmbeddingSettings.from_dict(store.embedding)
         embedder = make_text_embedder(store.embedder, resolve_device(self.device), embedding)
-        _warm_up_embedder(embedder, store.embedder)
+        warm_up_embedder(embedder, store.embedder)
         return embedder
 
     @staticmethod

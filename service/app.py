@@ -40,6 +40,7 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+SECURITY_HEADER_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
 UPLOAD_PATH = "/v1/files"
 
 
@@ -60,7 +61,7 @@ class GuardMiddleware:
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
                 status_seen["status"] = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dict(SECURITY_HEADERS)]
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in SECURITY_HEADER_NAMES]
                 headers += SECURITY_HEADERS
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
                     # Answers and page images are the documents' contents: no shared cache may keep them.

@@ -111,7 +111,7 @@ class QAEngine:
         from spanqa.indexing import FaissDocumentStore
         from spanqa.indexing.embedding import EmbeddingSettings
         from spanqa.indexing.hybrid import HybridRetriever
-        from spanqa.pipelines.api import model_reference
+        from spanqa.pipelines.api import model_reference, warm_up_embedder
         from spanqa.pipelines.builders import make_text_embedder
         from spanqa.reader import ExtractiveReader
 
@@ -129,14 +129,7 @@ class QAEngine:
         embedder = make_text_embedder(
             store.embedder, torch_device, EmbeddingSettings.from_dict(store.embedding), threads=1
         )
-        try:
-            embedder.warm_up()
-        except SpanQAError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every loader failure means the same to a user
-            from spanqa.errors import ModelLoadError
-
-            raise ModelLoadError.from_cause("embedder", store.embedder, exc) from exc
+        warm_up_embedder(embedder, store.embedder)
         reader = ExtractiveReader(
             model=model_reference(settings.reader),
             device=settings.device,

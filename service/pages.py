@@ -9,7 +9,6 @@ modification time).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,18 +17,11 @@ from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.indexing.ingest import file_sha256
 
 logger = logging.getLogger(__name__)
 
 PDF_SUFFIX = ".pdf"
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class PageService:
@@ -75,7 +67,9 @@ class PageService:
         with self._hash_lock:
             known = self._hashes.get(key)
         if known is None:
-            known = _sha256_of(path)
+            known = file_sha256(path)
+            if known is None:
+                return False
             with self._hash_lock:
                 if len(self._hashes) > 4096:
                     self._hashes.clear()

@@ -21,11 +21,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from spanqa.errors import ConfigError
+from spanqa.service.database import now_utc
 
 ROLES = ("read", "admin")
 TOKEN_PREFIX = "sqa_"
@@ -184,7 +184,7 @@ class TokenFile:
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
             record = TokenRecord(
                 name=name, role=role, scope=folders, sha256=token_digest(token),
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                created_at=now_utc(),
             )
             self._write(records + [record])
         return record, token

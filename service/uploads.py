@@ -21,6 +21,7 @@ from pathlib import Path
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from spanqa.errors import ConfigError
+from spanqa.indexing.reading import PDF_HEADER_WINDOW
 
 SNIFF_BYTES = 4096
 MAX_NAME_CHARS = 200
@@ -81,7 +82,7 @@ def check_folder(folder: str | None) -> tuple[str, ...]:
 
 def sniff_type(head: bytes, name: str) -> tuple[str | None, str]:
     """(suffix spanqa indexes the bytes as, or None; why not) from a file's first bytes."""
-    if b"%PDF" in head[:1024]:
+    if b"%PDF" in head[:PDF_HEADER_WINDOW]:
         return ".pdf", ""
     for magic, what in KNOWN_BINARIES:
         if head.startswith(magic):
