@@ -10,7 +10,7 @@ import os
 # Set before any Haystack module is imported (spanqa.* import Haystack only after this package).
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
-from spanqa.answers import Answer, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
+from spanqa.answers import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
 from spanqa.errors import (  # noqa: E402
     ConfigError,
     DocumentError,
@@ -35,6 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "Answer",
+    "AnswerEvidence",
     "AnswerSource",
     "ConfigError",
     "DocumentError",

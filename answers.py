@@ -16,6 +16,25 @@ class AnswerSource:
 
 
 @dataclass(frozen=True)
+class AnswerEvidence:
+    """Why an answer ranks where it does (see `spanqa.reader.answers` and `spanqa.reader.calibration`).
+
+    `ranking_sum`: the span's start + end logit plus its passage's retrieval prior; `margin`: how far
+    it stands above the best other answer (negative below the first); `passages`: how many of the
+    passages read hold it; `similarity`: the highest cosine similarity of a passage read to the
+    question (None when the retriever gave none, e.g. keyword retrieval); `logit_sum`: the span's start + end logit alone; `passages_read`: how
+    many passages the reader read for the question.
+    """
+
+    ranking_sum: float
+    margin: float
+    passages: int
+    similarity: float | None
+    logit_sum: float
+    passages_read: int
+
+
+@dataclass(frozen=True)
 class Answer:
     """One answer, quoted from the extracted text of one page.
 
@@ -35,11 +54,17 @@ class Answer:
     answer_start_in_context: int
     answer_end_in_context: int
     sources: tuple[AnswerSource, ...] = ()
+    # The calibrated confidence (0..1) that the question is answered, when the index has a
+    # calibration (`spanqa calibrate`); None without one.
+    confidence: float | None = None
+    evidence: AnswerEvidence | None = None
 
     def to_json(self) -> dict:
         return {
             "text": self.text,
             "score": self.score,
+            "confidence": self.confidence,
+            "evidence": None if self.evidence is None else asdict(self.evidence),
             "source": self.source,
             "page": self.page,
             "start": self.start,
@@ -60,6 +85,7 @@ class Passage:
     start: int
     end: int
     chunk_id: str | None = None  # the indexed chunk it is (None: a passage not from the index)
+    similarity: float | None = None  # cosine similarity to the query, when the embedding search found it
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -28,8 +28,19 @@ READER_MAX_BATCH_TOKENS = None  # tokens per forward pass (with padding); None: 
 # token); batches are cut where padding would cost more (bench/README.md, "Reader").
 READER_CPU_FORWARD_COST_TOKENS = 48
 READER_FAST = False  # CPU fast mode: int8 ONNX Runtime (optional extra), close to but not identical with exact answers
+# Fast mode keeps the feed-forward output products of this many first layers in float: the most
+# answer-moving int8 products of a trained reader (bench/README.md, "Reader"); each costs ~7% speed.
+READER_FAST_FLOAT_FFN_LAYERS = 3
+# Answer ranking (issue #12): a span's ranking sum is its start + end logit minus
+# READER_RANK_WEIGHT * ln(1 + its passage's retrieval rank). Chosen on SQuAD part-a articles 16-19
+# with the trained MiniLM reader (README, "Answer quality"): the reader's logits alone made reading
+# 10 passages worse than reading 1; with the prior, reading more passages helps.
+READER_RANK_WEIGHT = 2.0
+ADAPTIVE_ROUND_DOCUMENTS = 2  # passages read per round by adaptive reading (README, "Answer quality")
+CALIBRATION_TARGET_COVERAGE = 0.9  # `spanqa calibrate`: threshold "auto" keeps this share of answerable questions answered
 CONTEXT_CHARS = 150  # characters of context kept on each side of an answer
 SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); None keeps all
+AUTO_THRESHOLD = "auto"  # the threshold value that defers to the index's answer calibration (`spanqa calibrate`)
 
 # Indexing.
 CHUNK_WORDS = 200  # words per chunk (about 260 reader tokens: a question plus a chunk fit one window)

@@ -23,6 +23,10 @@ class HybridRetriever:
     "dense": embedding search alone, `score` = cosine similarity. "keyword": BM25 alone, `score` =
     the BM25 score. `filters` (Haystack syntax) apply inside both searches; filters given to `run`
     replace those given here.
+
+    In "hybrid" and "dense" modes, a chunk the embedding search found carries its cosine similarity
+    to the query in `meta["similarity"]`: unlike the fused score, which is scaled per query, it says
+    how close the best passages are at all (the answer calibration reads it).
     """
 
     def __init__(
@@ -73,7 +77,8 @@ class HybridRetriever:
         if query_embedding is None:
             raise ConfigError(f"retrieval mode {self.mode!r} needs the query's embedding; connect a text embedder")
         if self.mode == "dense":
-            return {"documents": store.search(query_embedding, top_k, filters=filters)}
+            dense = store.search(query_embedding, top_k, filters=filters)
+            return {"documents": [_with_similarity(document, document.score) for document in dense]}
         depth = max(top_k, self.candidates)
         dense = store.search(query_embedding, depth, filters=filters)
         keyword = store.keyword_search(query, depth, filters=filters)
@@ -81,8 +86,22 @@ class HybridRetriever:
         fused = fuse_rankings(
             [(d.id, float(d.score)) for d in dense], [(d.id, float(d.score)) for d in keyword], self.dense_weight
         )
+        similarity = {document.id: document.score for document in dense}
         documents = [
-            Document(id=identifier, content=by_id[identifier].content, meta=by_id[identifier].meta, score=score)
+            _with_similarity(
+                Document(id=identifier, content=by_id[identifier].content, meta=by_id[identifier].meta, score=score),
+                similarity.get(identifier),
+            )
             for identifier, score in fused[:top_k]
         ]
         return {"documents": documents}
+
+
+def _with_similarity(document: Document, similarity: float | None) -> Document:
+    """`document` with `meta["similarity"]` (a new meta dict: the store's stays as it is); None: unchanged."""
+    if similarity is None:
+        return document
+    return Document(
+        id=document.id, content=document.content, score=document.score,
+        meta={**document.meta, "similarity": float(similarity)},
+    )

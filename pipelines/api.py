@@ -25,6 +25,7 @@ from spanqa.pipelines.builders import (
 )
 from spanqa.pipelines.records import answer_from_extracted, passage_from_document
 from spanqa.reader import ExtractiveReader
+from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration
 
 
 def model_reference(model: str) -> str:
@@ -67,6 +68,25 @@ def warm_up_embedder(component, model: str) -> None:
         raise ModelLoadError.from_cause("embedder", model, exc) from exc
 
 
+def index_calibration(index_dir: Path, reader: str, rank_weight: float, needed: bool) -> AnswerCalibration | None:
+    """The answer calibration in `index_dir` when it was fitted for this reader and rank weight.
+
+    Without one (or with one fitted for other settings) answers simply carry no confidence, unless
+    it is `needed` (threshold "auto", adaptive reading): then a ConfigError says how to make one.
+    """
+    path = Path(index_dir) / CALIBRATION_FILE
+    if not needed and not path.is_file():
+        return None
+    calibration = AnswerCalibration.load(path)
+    try:
+        calibration.check_matches(reader, rank_weight)
+    except ConfigError:
+        if needed:
+            raise
+        return None
+    return calibration
+
+
 class DocumentQA:
     """Index documents into `index_dir` and answer questions by quoting them.
 
@@ -89,8 +109,10 @@ class DocumentQA:
         max_answer_length: int = defaults.MAX_ANSWER_LENGTH,
         max_seq_length: int = defaults.MAX_SEQ_LENGTH,
         doc_stride: int = defaults.DOC_STRIDE,
-        score_threshold: float | None = defaults.SCORE_THRESHOLD,
+        score_threshold: float | str | None = defaults.SCORE_THRESHOLD,
         fast_reader: bool = defaults.READER_FAST,
+        rank_weight: float = defaults.READER_RANK_WEIGHT,
+        adaptive_reading: bool = False,
         index_type: str | None = None,
         retrieval: str = defaults.RETRIEVAL_MODE,
         dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
@@ -107,9 +129,15 @@ class DocumentQA:
         :param max_answer_length: longest answer, in reader tokens.
         :param max_seq_length: reader tokens per (question, passage window).
         :param doc_stride: reader tokens shared by consecutive windows of a long passage.
-        :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all.
+        :param score_threshold: answers scoring below it (0..1) are not returned; None keeps all;
+            "auto": answers whose calibrated confidence is below the threshold of the index's answer
+            calibration (`calibrate`) are not returned.
         :param fast_reader: the reader's CPU fast mode (int8 ONNX Runtime):
             several times faster, close to but not identical with the exact answers.
+        :param rank_weight: how much a passage's retrieval rank counts against its spans when answers
+            from several passages are ranked (see `ExtractiveReader`); 0: the reader's logits alone.
+        :param adaptive_reading: read the retrieved passages a few at a time and stop once no unread
+            one could outrank the best answer (needs the index's answer calibration).
         :param index_type: vector index of a new index: "flat" (exact, the default), "hnsw", "ivf"
             or "auto" (flat while small, IVF once large); an existing index keeps its own.
         :param retrieval: "hybrid" (embedding and BM25 rankings fused, the default), "dense" or "keyword".
@@ -139,10 +167,19 @@ class DocumentQA:
             max_answer_length=max_answer_length,
             max_seq_length=max_seq_length,
             doc_stride=doc_stride,
-            score_threshold=score_threshold,
             fast=fast_reader,
+            rank_weight=rank_weight,
         )
-        ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
+        self.score_threshold = score_threshold
+        self.adaptive_reading = adaptive_reading
+        # The calibration lives in the index and is read with it; the rest is checked now.
+        needs_calibration = adaptive_reading or score_threshold == defaults.AUTO_THRESHOLD
+        ExtractiveReader(
+            model=self.reader_model, device=self.device, **self.reader_settings,
+            score_threshold=None if needs_calibration else score_threshold,
+        )
+        if not isinstance(adaptive_reading, bool):
+            raise ConfigError(f"adaptive_reading={adaptive_reading!r} must be True or False")
         self._store: FaissDocumentStore | None = None
         self._search_pipeline: Pipeline | None = None
         self._query_pipeline: Pipeline | None = None
@@ -312,9 +349,26 @@ class DocumentQA:
             inputs["embedder"] = {"text": text}
         return inputs
 
+    @property
+    def rank_weight(self) -> float:
+        return self.reader_settings["rank_weight"]
+
+    @property
+    def calibration_path(self) -> Path:
+        """Where `calibrate` stores the index's answer calibration."""
+        return self.index_dir / CALIBRATION_FILE
+
+    def _calibration(self) -> AnswerCalibration | None:
+        needed = self.adaptive_reading or self.score_threshold == defaults.AUTO_THRESHOLD
+        return index_calibration(self.index_dir, self.reader_model, self.rank_weight, needed)
+
     def _ready_reader(self) -> ExtractiveReader:
         if self._reader is None:
-            reader = ExtractiveReader(model=self.reader_model, device=self.device, **self.reader_settings)
+            reader = ExtractiveReader(
+                model=self.reader_model, device=self.device, **self.reader_settings,
+                score_threshold=self.score_threshold, calibration=self._calibration(),
+                adaptive=self.adaptive_reading,
+            )
             reader.warm_up()  # raises ModelLoadError itself
             self._reader = reader
         return self._reader
@@ -357,6 +411,25 @@ class DocumentQA:
         """
         _check_text(question, "question")
         check_positive_int("top_k", top_k)
+        result = self._ready_reader().run(query=question, documents=self._documents_of(passages), top_k=top_k)
+        return [answer_from_extracted(answer) for answer in result["answers"]]
+
+    def read_prefixes(
+        self, question: str, passages: Sequence[Passage], counts: Sequence[int], top_k: int = defaults.ANSWER_TOP_K,
+        rank_weights: Sequence[float] | None = None,
+    ) -> dict[tuple[int, float], list[Answer]]:
+        """`read(question, passages[:count], top_k)` for each count and each rank weight (None: this
+        DocumentQA's), keyed (count, rank weight), reading the passages once (the reader's spans of
+        one passage do not depend on the others): how `spanqa eval` compares passages read and rankings."""
+        _check_text(question, "question")
+        check_positive_int("top_k", top_k)
+        answers = self._ready_reader().run_prefixes(
+            question, self._documents_of(passages), list(counts), top_k,
+            None if rank_weights is None else list(rank_weights),
+        )
+        return {key: [answer_from_extracted(a) for a in found] for key, found in answers.items()}
+
+    def _documents_of(self, passages: Sequence[Passage]) -> list[Document]:
         if not all(isinstance(passage, Passage) for passage in passages):
             raise ConfigError("read() takes a list of Passage records (from search(), or Passage(text=..., ...))")
         indexed = {}
@@ -370,6 +443,8 @@ class DocumentQA:
             if document is None:
                 meta = {"source": passage.source, "page": passage.page, "start": passage.start, "end": passage.end}
                 document = Document(content=passage.text, meta=meta)
+            if passage.similarity is not None:  # what the retriever measured, for the answer calibration
+                document = Document(id=document.id, content=document.content,
+                                    meta={**document.meta, "similarity": passage.similarity})
             documents.append(document)
-        result = self._ready_reader().run(query=question, documents=documents, top_k=top_k)
-        return [answer_from_extracted(answer) for answer in result["answers"]]
+        return documents

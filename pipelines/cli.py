@@ -43,6 +43,26 @@ def _score(text: str) -> float:
     return value
 
 
+def _threshold(text: str) -> float | str:
+    """A --threshold: a score from 0 to 1, or 'auto' (the index's answer calibration decides)."""
+    return defaults.AUTO_THRESHOLD if text == defaults.AUTO_THRESHOLD else _score(text)
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """--passages of eval: one count or a comma-separated list of them."""
+    return tuple(_positive_int(part.strip()) for part in text.split(","))
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spanqa", description="Answer questions from your documents by quoting the exact span."
@@ -94,6 +114,12 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="reader tokens per (question, passage window) (default: %(default)s)")
         sub.add_argument("--doc-stride", type=_positive_int, default=defaults.DOC_STRIDE, metavar="N",
                          help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
+        sub.add_argument("--rank-weight", type=_non_negative, default=defaults.READER_RANK_WEIGHT, metavar="W",
+                         help="how much a passage's retrieval rank counts against its answers: W * ln(1 + rank) "
+                         "off the logit sum; 0: the reader alone (default: %(default)s)")
+        sub.add_argument("--adaptive", action="store_true",
+                         help="read the passages a few at a time and stop once no unread one could outrank the "
+                         "best answer (needs the index's answer calibration: spanqa calibrate)")
 
     index = commands.add_parser("index", help="index files and folders (recursively)")
     index.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to index")
@@ -138,8 +164,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="answers to print (default: %(default)s)")
     ask.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
                      help="retrieved passages the reader reads (default: %(default)s)")
-    ask.add_argument("--threshold", type=_score, default=defaults.SCORE_THRESHOLD, metavar="SCORE",
-                     help="answers scoring below SCORE (0..1) are not shown (default: show the best found)")
+    ask.add_argument("--threshold", type=_threshold, default=defaults.SCORE_THRESHOLD, metavar="SCORE|auto",
+                     help="answers scoring below SCORE (0..1) are not shown; auto: answers the index's answer "
+                     "calibration finds unlikely are not shown (default: show the best found)")
     filters(ask)
     retrieval(ask)
     common(ask)
@@ -174,9 +201,12 @@ def _build_parser() -> argparse.ArgumentParser:
                             help=f"embedding model of a built index (default: {defaults.EMBEDDER_MODEL})")
     embedding_options(evaluation)
     reader_options(evaluation)
-    evaluation.add_argument("--top-k", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
-                            help="passages the reader reads end to end; recall is also given at N "
+    evaluation.add_argument("--passages", type=_counts, default=(defaults.RETRIEVER_TOP_K,), metavar="N[,N...]",
+                            help="passages the reader reads end to end, or several counts (1,3,5,10,20: the "
+                            "passages are read once and each count scored); recall is also given at each "
                             "(default: %(default)s)")
+    evaluation.add_argument("--threshold", type=_threshold, default=defaults.SCORE_THRESHOLD, metavar="SCORE|auto",
+                            help="as for ask; the report then gives the share of questions answered")
     stages = evaluation.add_mutually_exclusive_group()
     stages.add_argument("--retrieval-only", action="store_true", help="skip the reader")
     stages.add_argument("--reader-only", action="store_true",
@@ -188,6 +218,23 @@ def _build_parser() -> argparse.ArgumentParser:
         help="where models run (default: %(default)s)",
     )
     evaluation.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+    calibration = commands.add_parser(
+        "calibrate", help="fit the index's answer calibration (for --threshold auto and --adaptive) and measure it"
+    )
+    calibration.add_argument("file", metavar="FILE.json",
+                             help="SQuAD v1.1-format questions whose contexts the index holds (built by eval --build)")
+    calibration.add_argument("--index", required=True, metavar="DIR", help="the index; the calibration is saved in it")
+    reader_options(calibration)
+    calibration.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
+                             help="retrieved passages the reader reads, as ask will (default: %(default)s)")
+    calibration.add_argument("--coverage", type=_score, default=defaults.CALIBRATION_TARGET_COVERAGE, metavar="SHARE",
+                             help="share of answerable questions --threshold auto keeps answered (default: %(default)s)")
+    calibration.add_argument("--limit", type=_positive_int, metavar="N", help="use the first N questions")
+    retrieval(calibration)
+    calibration.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
+                             help="where models run (default: %(default)s)")
+    calibration.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
 
     from spanqa.service.cli import add_commands
 
@@ -308,6 +355,8 @@ def _reader_options(args: argparse.Namespace) -> dict:
         max_seq_length=args.max_seq_length,
         doc_stride=args.doc_stride,
         fast_reader=args.fast,
+        rank_weight=args.rank_weight,
+        adaptive_reading=args.adaptive,
     )
 
 
@@ -417,7 +466,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             index_dir,
             embedder=args.embedder,
             device=args.device,
-            retriever_top_k=args.top_k,
+            retriever_top_k=max(args.passages),
+            score_threshold=args.threshold,
             retrieval=args.retrieval,
             dense_weight=args.dense_weight,
             embedder_precision=args.embedder_precision,
@@ -436,13 +486,37 @@ def _run_eval(args: argparse.Namespace) -> int:
         count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
         with _progress(count, "question", "evaluating", _shows_progress(args)) as advance:
             report = evaluate(
-                qa, squad, file=str(args.file), mode=mode, top_k=args.top_k, limit=args.limit, sources=sources,
-                on_question_done=advance,
+                qa, squad, file=str(args.file), mode=mode, passages=args.passages, limit=args.limit,
+                sources=sources, threshold=args.threshold, on_question_done=advance,
             )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.to_text())
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from spanqa.pipelines.abstention import calibrate
+    from spanqa.pipelines.api import DocumentQA
+    from spanqa.pipelines.evaluation import load_squad
+
+    squad = load_squad(args.file)
+    options = _reader_options(args)
+    options["adaptive_reading"] = False  # every passage is read: the calibration is fitted on them all
+    qa = DocumentQA(
+        Path(args.index), device=args.device, retriever_top_k=args.passages, retrieval=args.retrieval,
+        dense_weight=args.dense_weight, **options,
+    )
+    count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
+    with _progress(count, "question", "asking each question twice", _shows_progress(args)) as advance:
+        calibration, report = calibrate(
+            qa, squad, file=str(args.file), reader=qa.reader_model, rank_weight=args.rank_weight,
+            passages=args.passages, target_coverage=args.coverage, limit=args.limit, on_question_done=advance,
+        )
+    calibration.save(qa.calibration_path)
+    report.saved_to = str(qa.calibration_path)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
     return 0
 
 
@@ -454,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "eval":
             return _run_eval(args)
+        if args.command == "calibrate":
+            return _run_calibrate(args)
         if args.command in ("serve", "token"):
             from spanqa.service.cli import run_serve, run_token
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,10 +97,11 @@ def load_squad(path: str | Path) -> SquadSet:
     return SquadSet(tuple(contexts), tuple(titles), tuple(questions))
 
 
-def _file_title(title: str) -> str:
-    """An article title as a file name: letters, digits, '-', '_' and '.'; the rest becomes '_'."""
+def context_file_name(title: str) -> str:
+    """The file name `write_contexts` gives an article's contexts: the title's letters, digits, '-',
+    '_' and '.' (the rest becomes '_'), then '.txt'."""
     safe = re.sub(r"[^\w.-]+", "_", title, flags=re.UNICODE).strip("._")
-    return safe[:100] if safe else "untitled"
+    return f"{safe[:100] if safe else 'untitled'}.txt"
 
 
 def write_contexts(squad: SquadSet, directory: str | Path) -> dict[str, int]:
@@ -110,7 +112,7 @@ def write_contexts(squad: SquadSet, directory: str | Path) -> dict[str, int]:
     for index, (context, title) in enumerate(zip(squad.contexts, squad.titles, strict=True)):
         folder = directory / f"{index:05d}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{_file_title(title)}.txt"
+        path = folder / context_file_name(title)
         path.write_text(context, encoding="utf-8")
         sources[str(path.resolve())] = index
     return sources
@@ -121,6 +123,31 @@ def contains_an_answer(text: str, answers: tuple[str, ...]) -> bool:
     return any(f" {normalize_answer(answer)} " in normalized for answer in answers if normalize_answer(answer))
 
 
+@dataclass(frozen=True)
+class AnswerScores:
+    """EM and F1 over all questions (a question left unanswered scores 0) and the share answered."""
+
+    exact_match: float
+    f1: float
+    answered: float
+
+    @classmethod
+    def of(cls, scored: list[tuple[float, float, bool]]) -> AnswerScores:
+        count = max(1, len(scored))
+        return cls(
+            exact_match=sum(em for em, _, _ in scored) / count,
+            f1=sum(f1 for _, f1, _ in scored) / count,
+            answered=sum(1 for _, _, answered in scored if answered) / count,
+        )
+
+    def to_json(self) -> dict[str, float]:
+        return {"exact_match": self.exact_match, "f1": self.f1, "answered": self.answered}
+
+    def to_text(self, with_answered: bool) -> str:
+        text = f"EM {100 * self.exact_match:.1f}  F1 {100 * self.f1:.1f}"
+        return f"{text}  answered {100 * self.answered:.1f}%" if with_answered else text
+
+
 @dataclass
 class EvalReport:
     """What `spanqa eval` prints. Rates are 0..1 (printed as percentages); None: stage not run."""
@@ -128,49 +155,52 @@ class EvalReport:
     file: str
     questions: int
     mode: str  # "full", "retrieval-only" or "reader-only"
-    top_k: int  # passages the reader reads end to end
+    passages: tuple[int, ...]  # passages the reader reads end to end (one figure each)
+    threshold: float | str | None = None
     relevance: str | None = None  # how a retrieved passage counts as relevant
     recall: dict[int, float] = field(default_factory=dict)
     mrr: float | None = None
-    reader_exact_match: float | None = None
-    reader_f1: float | None = None
-    end_to_end_exact_match: float | None = None
-    end_to_end_f1: float | None = None
+    reader: AnswerScores | None = None
+    end_to_end: dict[tuple[int, float], AnswerScores] = field(default_factory=dict)  # by (passages, rank weight)
     seconds_per_question: dict[str, float] = field(default_factory=dict)
+    median_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "questions": self.questions,
             "mode": self.mode,
-            "top_k": self.top_k,
+            "passages": list(self.passages),
+            "threshold": self.threshold,
             "retrieval": None
             if self.mrr is None
             else {"relevance": self.relevance, "recall": {str(k): v for k, v in self.recall.items()}, "mrr": self.mrr},
-            "reader": None
-            if self.reader_f1 is None
-            else {"exact_match": self.reader_exact_match, "f1": self.reader_f1},
-            "end_to_end": None
-            if self.end_to_end_f1 is None
-            else {"exact_match": self.end_to_end_exact_match, "f1": self.end_to_end_f1},
+            "reader": None if self.reader is None else self.reader.to_json(),
+            "end_to_end": [
+                {"passages": count, "rank_weight": weight, **scores.to_json()}
+                for (count, weight), scores in self.end_to_end.items()
+            ] or None,
             "seconds_per_question": self.seconds_per_question,
+            "median_seconds": self.median_seconds,
         }
 
     def to_text(self) -> str:
         lines = [f"{self.file}: {self.questions} questions ({self.mode})"]
+        with_answered = self.threshold is not None
         if self.mrr is not None:
             recalls = "  ".join(f"R@{k} {100 * v:.1f}" for k, v in self.recall.items())
             lines.append(f"retrieval   {recalls}  MRR {self.mrr:.3f}   (relevant: {self.relevance})")
-        if self.reader_f1 is not None:
+        if self.reader is not None:
+            lines.append(f"reader      {self.reader.to_text(with_answered)}   (gold paragraph given)")
+        for (count, weight), scores in self.end_to_end.items():
+            ranking = "reader alone" if weight == 0 else f"rank weight {weight:g}"
             lines.append(
-                f"reader      EM {100 * self.reader_exact_match:.1f}  F1 {100 * self.reader_f1:.1f}   (gold paragraph given)"
+                f"end to end  {scores.to_text(with_answered)}   (reader reads the top {count} passages; {ranking})"
             )
-        if self.end_to_end_f1 is not None:
-            lines.append(
-                f"end to end  EM {100 * self.end_to_end_exact_match:.1f}  F1 {100 * self.end_to_end_f1:.1f}"
-                f"   (reader reads the top {self.top_k} passages)"
-            )
-        timings = "  ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in self.seconds_per_question.items())
+        timings = "  ".join(
+            f"{stage} {seconds * 1000:.0f} ms (median {self.median_seconds[stage] * 1000:.0f})"
+            for stage, seconds in self.seconds_per_question.items()
+        )
         lines.append(f"per question  {timings}")
         return "\n".join(lines)
 
@@ -184,27 +214,36 @@ def evaluate(
     *,
     file: str,
     mode: str = "full",
-    top_k: int = 10,
+    passages: tuple[int, ...] = (10,),
     limit: int | None = None,
     sources: dict[str, int] | None = None,
+    threshold: float | str | None = None,
     on_question_done: Callable[[], None] | None = None,
 ) -> EvalReport:
     """Runs the stages of `mode` for the first `limit` questions (all when None) with `qa`, a DocumentQA.
 
-    `sources` maps indexed file paths to context indices (an index built by `write_contexts`);
-    without it, a passage is relevant when it contains a gold answer.
+    End to end, the reader reads the top `passages` retrieved passages (several counts: the
+    passages are read once and the answers of each prefix scored, ranked with `qa`'s rank weight
+    and by the reader alone, see `DocumentQA.read_prefixes`; one count: `DocumentQA.read`, which
+    also reads adaptively when `qa` is set to). `threshold`
+    is the one `qa` applies, reported with the share of questions answered. `sources` maps indexed
+    file paths to context indices (an index built by `write_contexts`); without it, a passage is
+    relevant when it contains a gold answer.
     """
     if mode not in EVAL_MODES:
         raise ConfigError(f"eval mode {mode!r} is not one of {', '.join(EVAL_MODES)}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit={limit!r} must be a whole number >= 1 (or None for every question)")
+    if not passages:
+        raise ConfigError("passages must name at least one number of passages to read")
+    passages = tuple(sorted(set(passages)))
     questions = squad.questions if limit is None else squad.questions[:limit]
-    report = EvalReport(file=file, questions=len(questions), mode=mode, top_k=top_k)
-    depth = max(max(RECALL_CUTOFFS), top_k)
+    report = EvalReport(file=file, questions=len(questions), mode=mode, passages=passages, threshold=threshold)
+    depth = max(max(RECALL_CUTOFFS), *passages)
     ranks: list[int | None] = []
-    reader_scores: list[tuple[float, float]] = []
-    end_to_end_scores: list[tuple[float, float]] = []
-    seconds = {"retrieve": 0.0, "read (gold paragraph)": 0.0, "read (retrieved)": 0.0}
+    reader_scores: list[tuple[float, float, bool]] = []
+    end_to_end_scores: dict[tuple[int, float], list[tuple[float, float, bool]]] = {}
+    seconds: dict[str, list[float]] = {"retrieve": [], "read (gold paragraph)": [], "read (retrieved)": []}
     if questions:
         # Models load on first use: one untimed pass keeps loading out of the per-question times.
         warm_up = questions[0]
@@ -215,36 +254,45 @@ def evaluate(
     for question in questions:
         if mode != "reader-only":
             started = time.perf_counter()
-            passages = qa.search(question.question, top_k=depth)
-            seconds["retrieve"] += time.perf_counter() - started
-            ranks.append(first_hit_rank((_relevant(p, question, sources) for p in passages), True))
+            retrieved = qa.search(question.question, top_k=depth)
+            seconds["retrieve"].append(time.perf_counter() - started)
+            ranks.append(first_hit_rank((_relevant(p, question, sources) for p in retrieved), True))
         if mode != "retrieval-only":
             gold = squad.contexts[question.context_index]
             started = time.perf_counter()
             answers = qa.read(question.question, [_gold_passage(gold)], top_k=1)
-            seconds["read (gold paragraph)"] += time.perf_counter() - started
-            reader_scores.append(best_over_golds(answers[0].text if answers else "", question.answers))
+            seconds["read (gold paragraph)"].append(time.perf_counter() - started)
+            reader_scores.append(_scored(answers, question))
         if mode == "full":
             started = time.perf_counter()
-            answers = qa.read(question.question, passages[:top_k], top_k=1)
-            seconds["read (retrieved)"] += time.perf_counter() - started
-            end_to_end_scores.append(best_over_golds(answers[0].text if answers else "", question.answers))
+            if len(passages) == 1:
+                found = {(passages[0], qa.rank_weight): qa.read(question.question, retrieved[: passages[0]], top_k=1)}
+            else:
+                weights = list(dict.fromkeys([qa.rank_weight, 0.0]))
+                found = qa.read_prefixes(question.question, retrieved[: passages[-1]], passages, 1, weights)
+            seconds["read (retrieved)"].append(time.perf_counter() - started)
+            for key, answers in found.items():
+                end_to_end_scores.setdefault(key, []).append(_scored(answers, question))
         if on_question_done is not None:
             on_question_done()
 
-    count = max(1, len(questions))
     if ranks:
         report.relevance = "passage from the question's paragraph" if sources is not None else "passage contains a gold answer"
-        report.recall = {k: recall_at(ranks, k) for k in sorted({*RECALL_CUTOFFS, top_k})}
+        report.recall = {k: recall_at(ranks, k) for k in sorted({*RECALL_CUTOFFS, *passages})}
         report.mrr = mean_reciprocal_rank(ranks)
     if reader_scores:
-        report.reader_exact_match = sum(em for em, _ in reader_scores) / count
-        report.reader_f1 = sum(f for _, f in reader_scores) / count
-    if end_to_end_scores:
-        report.end_to_end_exact_match = sum(em for em, _ in end_to_end_scores) / count
-        report.end_to_end_f1 = sum(f for _, f in end_to_end_scores) / count
-    report.seconds_per_question = {stage: total / count for stage, total in seconds.items() if total > 0}
+        report.reader = AnswerScores.of(reader_scores)
+    if mode == "full":
+        report.end_to_end = {key: AnswerScores.of(scored) for key, scored in sorted(end_to_end_scores.items())}
+    count = max(1, len(questions))
+    report.seconds_per_question = {stage: sum(times) / count for stage, times in seconds.items() if times}
+    report.median_seconds = {stage: float(statistics.median(times)) for stage, times in seconds.items() if times}
     return report
+
+
+def _scored(answers: list, question: EvalQuestion) -> tuple[float, float, bool]:
+    exact_match, f1 = best_over_golds(answers[0].text if answers else "", question.answers)
+    return exact_match, f1, bool(answers)
 
 
 def _relevant(passage: Passage, question: EvalQuestion, sources: dict[str, int] | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
-from spanqa.answers import Answer, AnswerSource, Passage
+from spanqa.answers import Answer, AnswerEvidence, AnswerSource, Passage
 from spanqa.indexing.cleaning import raw_span_of
 
 
@@ -20,6 +20,7 @@ def passage_from_document(document: Document) -> Passage:
         start=int(meta["start"]),
         end=int(meta["end"]),
         chunk_id=document.id,
+        similarity=None if meta.get("similarity") is None else float(meta["similarity"]),
     )
 
 
@@ -67,4 +68,19 @@ def answer_from_extracted(extracted: ExtractedAnswer) -> Answer:
         answer_start_in_context=answer_start_in_context,
         answer_end_in_context=answer_end_in_context,
         sources=tuple(places),
+        confidence=extracted.meta.get("confidence"),
+        evidence=_evidence(extracted.meta.get("evidence")),
+    )
+
+
+def _evidence(evidence: dict | None) -> AnswerEvidence | None:
+    if evidence is None:
+        return None
+    return AnswerEvidence(
+        ranking_sum=float(evidence["ranking_sum"]),
+        margin=float(evidence["margin"]),
+        passages=int(evidence["passages"]),
+        similarity=None if evidence.get("similarity") is None else float(evidence["similarity"]),
+        logit_sum=float(evidence["logit_sum"]),
+        passages_read=int(evidence["passages_read"]),
     )

@@ -146,6 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
         index_dir=index_dir, reader=args.reader, fast=args.fast, device=args.device, embedder=args.embedder,
         passages=args.passages, max_answer_length=args.max_answer_length, max_seq_length=args.max_seq_length,
         doc_stride=args.doc_stride, retrieval=args.retrieval, dense_weight=args.dense_weight,
+        rank_weight=args.rank_weight, adaptive=args.adaptive,
         queue_size=args.queue_size,
     )
     settings = ServiceSettings(

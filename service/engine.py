@@ -54,6 +54,8 @@ class EngineSettings:
     doc_stride: int = defaults.DOC_STRIDE
     retrieval: str = defaults.RETRIEVAL_MODE
     dense_weight: float = defaults.HYBRID_DENSE_WEIGHT
+    rank_weight: float = defaults.READER_RANK_WEIGHT
+    adaptive: bool = False
     queue_size: int = defaults.SERVICE_QUEUE_SIZE
     max_batch: int = defaults.SERVICE_MAX_BATCH
     batch_wait_ms: float = defaults.SERVICE_BATCH_WAIT_MS
@@ -76,7 +78,7 @@ class Question:
     text: str
     documents: list[Document]
     top_k: int
-    threshold: float | None
+    threshold: float | str | None  # a score, "auto" (the calibration's), or None
 
 
 class QAEngine:
@@ -111,7 +113,7 @@ class QAEngine:
         from spanqa.indexing import FaissDocumentStore
         from spanqa.indexing.embedding import EmbeddingSettings
         from spanqa.indexing.hybrid import HybridRetriever
-        from spanqa.pipelines.api import model_reference, warm_up_embedder
+        from spanqa.pipelines.api import index_calibration, model_reference, warm_up_embedder
         from spanqa.pipelines.builders import make_text_embedder
         from spanqa.reader import ExtractiveReader
 
@@ -130,13 +132,17 @@ class QAEngine:
             store.embedder, torch_device, EmbeddingSettings.from_dict(store.embedding), threads=1
         )
         warm_up_embedder(embedder, store.embedder)
+        reader_model = model_reference(settings.reader)
         reader = ExtractiveReader(
-            model=model_reference(settings.reader),
+            model=reader_model,
             device=settings.device,
             max_answer_length=settings.max_answer_length,
             max_seq_length=settings.max_seq_length,
             doc_stride=settings.doc_stride,
             fast=settings.fast,
+            rank_weight=settings.rank_weight,
+            calibration=index_calibration(settings.index_dir, reader_model, settings.rank_weight, settings.adaptive),
+            adaptive=settings.adaptive,
         )
         reader.warm_up()  # raises ModelLoadError itself
         self.store, self._embedder, self.reader = store, embedder, reader
@@ -208,9 +214,14 @@ class QAEngine:
 
     async def ask(
         self, text: str, *, top_k: int, passages: int | None, filters: dict[str, Any] | None,
-        threshold: float | None, mode: str | None,
+        threshold: float | str | None, mode: str | None,
     ) -> list[ExtractedAnswer]:
         passages = self.settings.passages if passages is None else passages
+        if threshold == defaults.AUTO_THRESHOLD and (self.reader is None or self.reader.calibration is None):
+            raise ConfigError(
+                "threshold 'auto' needs the index's answer calibration and this server has none: run "
+                "`spanqa calibrate QUESTIONS.json --index DIR` and restart it, or send a numeric threshold"
+            )
         documents = await self.search(text, passages, filters, mode)
         if self._batcher is None:
             raise NotReady("the models are still loading")

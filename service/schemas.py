@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,7 +28,10 @@ class AskRequest(Strict):
     passages: int | None = Field(default=None, ge=1, le=defaults.SERVICE_MAX_TOP_K,
                                  description="retrieved passages the reader reads (default: the server's)")
     filters: dict[str, Any] | None = Field(default=None, description="a Haystack metadata filter")
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="drop answers scoring below it")
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] | Literal["auto"] | None = Field(
+        default=None,
+        description="drop answers scoring below it; 'auto': drop answers the index's answer calibration finds unlikely",
+    )
     retrieval: Retrieval | None = Field(default=None, description="default: the server's (hybrid)")
 
 
@@ -58,6 +61,16 @@ class Place(BaseModel):
     end: int
 
 
+class EvidenceBody(BaseModel):
+    """Why an answer ranks where it does (spanqa.answers.AnswerEvidence)."""
+
+    ranking_sum: float = Field(description="start + end logit plus the passage's retrieval prior")
+    margin: float = Field(description="how far it stands above the best other answer")
+    passages: int = Field(description="passages read that hold it")
+    logit_sum: float
+    passages_read: int
+
+
 class AnswerBody(BaseModel):
     text: str
     score: float
@@ -73,6 +86,10 @@ class AnswerBody(BaseModel):
     answer_end_in_context: int
     sources: list[Place] = Field(description="every place the same answer text was found, this one first")
     highlight: list[Box] = Field(description="one box per line the answer covers; empty for non-PDF files")
+    confidence: float | None = Field(
+        default=None, description="calibrated chance the question is answered (with `spanqa calibrate`; else null)"
+    )
+    evidence: EvidenceBody | None = None
 
 
 class AskResponse(BaseModel):

@@ -82,7 +82,11 @@ def test_ask_json_shape_and_offsets(cli_index, tiny_qa_model_dir, capsys):
     assert payload["question"] == question
     assert 1 <= len(payload["answers"]) <= 3
     for answer in payload["answers"]:
-        assert set(answer) == {"text", "score", "source", "page", "start", "end", "context", "sources"}
+        assert set(answer) == {
+            "text", "score", "source", "page", "start", "end", "context", "sources", "confidence", "evidence"
+        }
+        assert answer["confidence"] is None  # the index has no answer calibration
+        assert set(answer["evidence"]) == {"ranking_sum", "margin", "passages", "logit_sum", "passages_read"}
         assert answer["sources"][0] == {k: answer[k] for k in ("source", "page", "start", "end")}
         assert answer["page"] >= 1
         page_text = read_pages(Path(answer["source"]))[answer["page"] - 1]

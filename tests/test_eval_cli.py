@@ -41,19 +41,19 @@ def squad_file(tmp_path):
 def test_eval_builds_an_index_and_reports_every_stage(tmp_path, squad_file, minilm_dir, tiny_qa_model_dir, capsys):
     index_dir = tmp_path / "index"
     code = main(["eval", str(squad_file), "--build", "--index", str(index_dir), "--embedder", str(minilm_dir),
-                 "--reader", str(tiny_qa_model_dir), "--device", "cpu", "--top-k", "2", "--json"])
+                 "--reader", str(tiny_qa_model_dir), "--device", "cpu", "--passages", "2", "--json"])
     report = json.loads(capsys.readouterr().out)
 
     assert code == 0
-    assert report["questions"] == 5 and report["mode"] == "full" and report["top_k"] == 2
+    assert report["questions"] == 5 and report["mode"] == "full" and report["passages"] == [2]
     retrieval = report["retrieval"]
     assert retrieval["relevance"] == "passage from the question's paragraph"
     # keyword-heavy questions about 4 distinct paragraphs: the hybrid retriever ranks most first
     assert retrieval["recall"]["1"] >= 0.8 and retrieval["recall"]["20"] == 1.0
     assert retrieval["recall"]["1"] <= retrieval["recall"]["2"] <= retrieval["recall"]["5"]
     assert 0 < retrieval["mrr"] <= 1
-    for stage in ("reader", "end_to_end"):
-        assert 0.0 <= report[stage]["exact_match"] <= report[stage]["f1"] <= 1.0
+    for scores in (report["reader"], *report["end_to_end"]):
+        assert 0.0 <= scores["exact_match"] <= scores["f1"] <= 1.0
     assert set(report["seconds_per_question"]) == {"retrieve", "read (gold paragraph)", "read (retrieved)"}
     assert (tmp_path / "index-contexts").is_dir()  # the contexts, next to the index
 

@@ -82,9 +82,12 @@ def test_answer_containment_uses_squad_normalisation():
 class FakeQA:
     """Retrieval returns the scripted passages; the reader answers with the first word of the first passage."""
 
+    rank_weight = 2.0
+
     def __init__(self, retrieved):
         self.retrieved = retrieved
         self.read_calls = []
+        self.prefix_calls = []
 
     def search(self, question, top_k):
         return self.retrieved[question][:top_k]
@@ -95,6 +98,17 @@ class FakeQA:
             return []
         text = passages[0].text.split(" ")[0]
         return [Answer(text, 0.9, passages[0].source, 1, 0, len(text), text, 0, len(text))]
+
+    def read_prefixes(self, question, passages, counts, top_k, rank_weights):
+        """Ranked by the reader alone it answers from the last passage read, with the prior from the first."""
+        self.prefix_calls.append((question, [p.text for p in passages], list(counts), list(rank_weights)))
+        found = {}
+        for count in counts:
+            for weight in rank_weights:
+                chosen = passages[:count][0 if weight else -1]
+                text = chosen.text
+                found[(count, weight)] = [Answer(text, 0.9, chosen.source, 1, 0, len(text), text, 0, len(text))]
+        return found
 
 
 def _passage(text, source):
@@ -111,16 +125,18 @@ def test_report_on_scripted_retrieval_and_reading(squad_file):
         }
     )
 
-    report = evaluate(qa, squad, file="set.json", mode="full", top_k=1, sources=sources)
+    report = evaluate(qa, squad, file="set.json", mode="full", passages=(1,), sources=sources)
 
     assert report.questions == 2
     assert report.recall[1] == 0.5 and report.recall[5] == 1.0  # q1's paragraph comes second
     assert report.mrr == pytest.approx((1 / 2 + 1) / 2)
     # gold paragraphs start "Super" and "The": the fake reader's answers miss both
-    assert report.reader_exact_match == 0.0 and report.reader_f1 == 0.0
+    assert report.reader.exact_match == 0.0 and report.reader.f1 == 0.0
     # end to end it reads the top passage: "Levi's" (F1 2/3 against "Levi's Stadium") and "Denver"
-    assert report.end_to_end_exact_match == 0.0
-    assert report.end_to_end_f1 == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert list(report.end_to_end) == [(1, 2.0)]
+    assert report.end_to_end[(1, 2.0)].exact_match == 0.0
+    assert report.end_to_end[(1, 2.0)].f1 == pytest.approx((2 / 3 + 2 / 3) / 2)
+    assert report.end_to_end[(1, 2.0)].answered == 1.0
     assert set(report.seconds_per_question) == {"retrieve", "read (gold paragraph)", "read (retrieved)"}
     assert json.loads(json.dumps(report.to_json()))["retrieval"]["recall"]["1"] == 0.5
     assert "R@1 50.0" in report.to_text()
@@ -131,10 +147,10 @@ def test_without_a_source_map_a_passage_holding_an_answer_is_relevant(squad_file
     qa = FakeQA({"Where was Super Bowl 50 played?": [_passage("nothing", "/x"), _passage("in Santa Clara", "/y")],
                  "Who won?": [_passage("no", "/z")]})
 
-    report = evaluate(qa, squad, file="s", mode="retrieval-only", top_k=5)
+    report = evaluate(qa, squad, file="s", mode="retrieval-only", passages=(5,))
 
     assert report.recall[1] == 0.0 and report.recall[5] == 0.5
-    assert report.reader_f1 is None and qa.read_calls == []
+    assert report.reader is None and qa.read_calls == []
     assert "contains a gold answer" in report.relevance
 
 
@@ -153,7 +169,43 @@ def test_reader_only_never_retrieves_and_limit_cuts_questions(squad_file):
     assert qa.read_calls == [("Where was Super Bowl 50 played?", [squad.contexts[0]])] * 2
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"limit": 0}, {"limit": True}])
+def test_several_passage_counts_are_read_once_and_scored_per_count_and_ranking(squad_file):
+    squad = load_squad(squad_file)
+    qa = FakeQA({
+        "Where was Super Bowl 50 played?": [_passage("Levi's Stadium", "/b"), _passage("Santa", "/a"),
+                                            _passage("nowhere", "/c")],
+        "Who won?": [_passage("Denver Broncos", "/b"), _passage("Carolina", "/a"), _passage("Panthers", "/c")],
+    })
+
+    report = evaluate(qa, squad, file="s", mode="full", passages=(3, 1))
+
+    # one read of the top 3 per question, asked for both counts and both rankings
+    assert [call[2:] for call in qa.prefix_calls] == [([1, 3], [2.0, 0.0])] * 2
+    assert [len(call[1]) for call in qa.prefix_calls] == [3, 3]
+    assert list(report.end_to_end) == [(1, 0.0), (1, 2.0), (3, 0.0), (3, 2.0)]
+    assert report.end_to_end[(3, 2.0)].exact_match == 1.0  # the first passages' texts
+    assert report.end_to_end[(3, 0.0)].exact_match == 0.0  # "nowhere", "Panthers" from the last
+    assert report.end_to_end[(1, 0.0)].exact_match == 1.0
+    rows = report.to_json()["end_to_end"]
+    assert {(row["passages"], row["rank_weight"]) for row in rows} == set(report.end_to_end)
+    assert "reader reads the top 3 passages; reader alone" in report.to_text()
+
+
+def test_a_threshold_reports_the_share_answered(squad_file):
+    squad = load_squad(squad_file)
+
+    class Abstains(FakeQA):
+        def read(self, question, passages, top_k):
+            return [] if question == "Who won?" else super().read(question, passages, top_k)
+
+    qa = Abstains({"Where was Super Bowl 50 played?": [_passage("Levi's x", "/b")], "Who won?": [_passage("Denver", "/b")]})
+    report = evaluate(qa, squad, file="s", mode="full", passages=(1,), threshold="auto")
+
+    assert report.end_to_end[(1, 2.0)].answered == 0.5
+    assert "answered 50.0%" in report.to_text()
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"limit": 0}, {"limit": True}, {"passages": ()}])
 def test_bad_settings_are_config_errors(squad_file, kwargs):
     with pytest.raises(ConfigError):
         evaluate(FakeQA({}), load_squad(squad_file), file="s", **kwargs)

@@ -112,6 +112,23 @@ def test_modes_dense_and_keyword(tmp_path):
         HybridRetriever(store, mode="hybrid").run(query="x")
 
 
+def test_passages_found_by_embedding_carry_their_cosine_similarity(tmp_path):
+    store = _store(tmp_path / "i")
+    query = [0.6, 0.8, 0, 0]  # cosine 0.6 with "bikes", 0.8 with "lamps"
+
+    hybrid = HybridRetriever(store, top_k=3, candidates=1).run(query="greenhouse", query_embedding=query)["documents"]
+    dense = HybridRetriever(store, top_k=2, mode="dense").run(query="x", query_embedding=query)["documents"]
+    keyword = HybridRetriever(store, top_k=1, mode="keyword").run(query="greenhouse")["documents"]
+
+    similarity = {d.id: d.meta.get("similarity") for d in hybrid}
+    assert similarity["lamps"] == pytest.approx(0.8) and similarity["bikes"] == pytest.approx(0.6)
+    assert similarity["plants"] is None  # found by its words only: the embedding side never measured it
+    assert [d.meta["similarity"] for d in dense] == pytest.approx([0.8, 0.6])
+    assert "similarity" not in keyword[0].meta
+    # the store's own metadata is left as it was
+    assert "similarity" not in store.filter_documents({"field": "id", "operator": "==", "value": "lamps"})[0].meta
+
+
 def test_round_trip_and_bad_settings(tmp_path):
     store = _store(tmp_path / "i")
     retriever = HybridRetriever(store, top_k=3, mode="keyword", dense_weight=0.7, candidates=20)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from haystack import Document
 
 from spanqa.errors import ConfigError
 from spanqa.reader import ExtractiveReader
-from spanqa.reader.answers import answer_key, build_answers, group_spans
+from spanqa.reader.answers import answer_key, build_answers, group_spans, rank_priors
+from spanqa.reader.calibration import AnswerCalibration
 from spanqa.reader.decoding import comparable_score
 from spanqa.reader.span_reader import PassageSpan
 
@@ -86,3 +89,68 @@ def test_bad_threshold_is_a_config_error(threshold):
 def test_bad_merge_setting_is_a_config_error():
     with pytest.raises(ConfigError, match="merge_same_answers"):
         ExtractiveReader(merge_same_answers="yes")
+
+
+def _text(group) -> str:
+    return PASSAGES[group.best.passage_index][group.best.start : group.best.end]
+
+
+def test_rank_priors_fall_with_the_log_of_the_rank():
+    assert rank_priors(3, 2.0) == pytest.approx([0.0, -2 * math.log(2), -2 * math.log(3)])
+    assert rank_priors(2, 0.0) == [0.0, 0.0]
+
+
+def test_the_rank_prior_lets_a_later_passage_win_only_with_a_clearly_better_span():
+    close = [[span(0, "1984", 8.0)], [], [span(2, "2003", 9.0)]]
+    alone = group_spans(close, PASSAGES, merge_same_text=True, score_threshold=None)
+    fused = group_spans(close, PASSAGES, merge_same_text=True, score_threshold=None, passage_priors=rank_priors(3, 2.0))
+    assert [_text(g) for g in alone] == ["2003", "1984"]
+    assert [_text(g) for g in fused] == ["1984", "2003"]
+    assert fused[1].ranking_sum == pytest.approx(9.0 - 2 * math.log(3))
+
+    clearly = [[span(0, "1984", 8.0)], [], [span(2, "2003", 12.0)]]
+    fused = group_spans(clearly, PASSAGES, merge_same_text=True, score_threshold=None, passage_priors=rank_priors(3, 2.0))
+    assert _text(fused[0]) == "2003"
+
+
+def test_answers_carry_their_evidence_and_the_score_of_their_ranking_sum():
+    documents = [Document(content=text) for text in PASSAGES]
+    spans = [[span(0, "1984", 6.0)], [span(1, "1984", 12.0)], [span(2, "2003", 3.0)]]
+    answers = build_answers("When?", documents, PASSAGES, spans, top_k=2, context_chars=5,
+                            merge_same_text=True, score_threshold=None, rank_weight=2.0)
+    best = answers[0]
+    assert best.data == "1984"
+    ranking_sum = 12.0 - 2 * math.log(2)
+    assert best.score == pytest.approx(float(comparable_score(ranking_sum)))
+    evidence = best.meta["evidence"]
+    assert evidence["ranking_sum"] == pytest.approx(ranking_sum)
+    assert evidence["margin"] == pytest.approx(ranking_sum - (3.0 - 2 * math.log(3)))
+    assert (evidence["passages"], evidence["passages_read"], evidence["logit_sum"]) == (2, 3, 12.0)
+    assert evidence["similarity"] is None
+    assert "confidence" not in best.meta
+
+
+def test_a_calibration_gives_confidences_and_its_threshold_drops_unlikely_answers():
+    # confidence = sigmoid(ranking_sum - 10): above 0.5 exactly when the ranking sum is above 10
+    calibration = AnswerCalibration(
+        reader="r", rank_weight=0.0, passages=3, mean=(0.0,) * 4, scale=(1.0,) * 4,
+        weights=(1.0, 0.0, 0.0, 0.0), bias=-10.0, threshold=0.5, max_logit_sum=20.0, target_coverage=0.9,
+        fitted_questions=10,
+    )
+    documents = [Document(content=text, meta={"similarity": 0.5}) for text in PASSAGES]
+    spans = [[span(0, "Ingrid Solberg", 12.0)], [span(1, "1984", 9.0)], []]
+    kept = build_answers("Who?", documents, PASSAGES, spans, top_k=5, context_chars=5, merge_same_text=True,
+                         score_threshold=None, calibration=calibration, confidence_threshold=0.5)
+    assert [a.data for a in kept] == ["Ingrid Solberg"]
+    assert kept[0].meta["confidence"] == pytest.approx(1 / (1 + math.exp(-2.0)))
+    every = build_answers("Who?", documents, PASSAGES, spans, top_k=5, context_chars=5, merge_same_text=True,
+                          score_threshold=None, calibration=calibration)
+    assert [a.data for a in every] == ["Ingrid Solberg", "1984"]
+    # passages without a similarity (keyword retrieval) give no confidence, and "auto" cannot decide
+    plain = [Document(content=text) for text in PASSAGES]
+    unsure = build_answers("Who?", plain, PASSAGES, spans, top_k=5, context_chars=5, merge_same_text=True,
+                           score_threshold=None, calibration=calibration)
+    assert "confidence" not in unsure[0].meta and unsure[0].meta["evidence"]["similarity"] is None
+    with pytest.raises(ConfigError, match="similarity"):
+        build_answers("Who?", plain, PASSAGES, spans, top_k=5, context_chars=5, merge_same_text=True,
+                      score_threshold=None, calibration=calibration, confidence_threshold=0.5)

@@ -323,7 +323,7 @@ class TestSettings:
         reader = ExtractiveReader(
             model="some/model", device="cuda:1", top_k=7, max_answer_length=20, max_seq_length=256,
             doc_stride=64, max_question_length=32, batch_size=4, context_chars=80, score_threshold=0.4,
-            merge_same_answers=False,
+            merge_same_answers=False, rank_weight=0.5,
         )
 
         data = reader.to_dict()
@@ -334,7 +334,7 @@ class TestSettings:
             "model": "some/model", "device": "cuda:1", "top_k": 7, "max_answer_length": 20,
             "max_seq_length": 256, "doc_stride": 64, "max_question_length": 32, "batch_size": 4,
             "context_chars": 80, "score_threshold": 0.4, "merge_same_answers": False, "max_batch_tokens": None,
-            "fast": False,
+            "fast": False, "rank_weight": 0.5, "calibration": None, "adaptive": False,
         }
         assert restored.to_dict() == data
 
@@ -487,3 +487,74 @@ def test_real_distilbert_architecture_reads_squad_passages(shared_data_dir):
             word_starts, word_ends = word_boundaries(tokenizer, answer.document.content)
             assert answer.document_offset.start in word_starts
             assert answer.document_offset.end in word_ends
+
+
+def _calibration(max_logit_sum: float, rank_weight: float = defaults.READER_RANK_WEIGHT):
+    from spanqa.reader.calibration import AnswerCalibration
+
+    return AnswerCalibration(
+        reader="scripted", rank_weight=rank_weight, passages=10, mean=(0.0,) * 4, scale=(1.0,) * 4,
+        weights=(1.0, 0.0, 0.0, 0.0), bias=-10.0, threshold=0.5, max_logit_sum=max_logit_sum, target_coverage=0.9,
+        fitted_questions=10,
+    )
+
+
+FILLER = ["The weather was mild that spring.", "Trains ran late on Sundays.", "The river froze in January.",
+          "Bread prices rose again.", "The library opened at nine."]
+
+
+class TestAdaptiveReading:
+    def test_stops_once_no_unread_document_could_outrank_the_best_answer(self, tokenizer):
+        documents = [Document(content="Marie Curie wrote the report.")] + [Document(content=t) for t in FILLER]
+        reader = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0},
+                                 calibration=_calibration(max_logit_sum=20.0), adaptive=True)
+
+        best = reader.run(query=QUESTION, documents=documents)["answers"][0]
+
+        # after the first round (2 documents) the best sum, 20, beats 20 + the third document's prior
+        assert best.data == "Marie Curie"
+        assert best.meta["evidence"]["passages_read"] == defaults.ADAPTIVE_ROUND_DOCUMENTS
+        read_rows = sum(call["input_ids"][0] for call in reader._loaded().model.calls)
+        assert read_rows == defaults.ADAPTIVE_ROUND_DOCUMENTS
+
+    def test_reads_on_while_a_later_document_could_still_win(self, tokenizer):
+        documents = [Document(content=t) for t in FILLER] + [Document(content="Marie Curie wrote the report.")]
+        reader = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0},
+                                 calibration=_calibration(max_logit_sum=20.0), adaptive=True)
+        every = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0})
+
+        adaptive = reader.run(query=QUESTION, documents=documents)["answers"]
+        complete = every.run(query=QUESTION, documents=documents)["answers"]
+
+        assert adaptive[0].data == complete[0].data == "Marie Curie"
+        assert adaptive[0].meta["evidence"]["passages_read"] == len(documents)
+        assert adaptive[0].score == pytest.approx(complete[0].score)
+
+    def test_batched_questions_stop_each_on_their_own(self, tokenizer):
+        early = [Document(content="Marie Curie wrote the report.")] + [Document(content=t) for t in FILLER]
+        late = [Document(content=t) for t in FILLER] + [Document(content="Marie Curie wrote the report.")]
+        reader = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0},
+                                 calibration=_calibration(max_logit_sum=20.0), adaptive=True)
+
+        answers = reader.run_batch([QUESTION, QUESTION], [early, late])["answers"]
+
+        assert [a[0].data for a in answers] == ["Marie Curie", "Marie Curie"]
+        assert [a[0].meta["evidence"]["passages_read"] for a in answers] == [2, 6]
+        assert answers[1][0].document is late[-1]
+
+    def test_adaptive_reading_and_auto_threshold_need_a_calibration(self):
+        with pytest.raises(ConfigError, match="calibration"):
+            ExtractiveReader(adaptive=True)
+        with pytest.raises(ConfigError, match="calibration"):
+            ExtractiveReader(score_threshold="auto")
+
+    def test_auto_threshold_drops_answers_the_calibration_finds_unlikely(self, tokenizer):
+        documents = [Document(content="Marie Curie wrote the report.", meta={"similarity": 0.6})]
+        strong = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0},
+                                 calibration=_calibration(20.0), score_threshold="auto")
+        weak = scripted_reader(tokenizer, starts={"Marie": 4.0}, ends={"Curie": 4.0},
+                               calibration=_calibration(20.0), score_threshold="auto")
+
+        kept = strong.run(query=QUESTION, documents=documents)["answers"]
+        assert kept[0].data == "Marie Curie" and kept[0].meta["confidence"] > 0.5
+        assert weak.run(query=QUESTION, documents=documents)["answers"] == []

@@ -172,6 +172,10 @@ def test_ask_answers_with_page_offsets_ids_and_sources(server, kb, ids):
             assert answer["highlight"] == []
     scores = [answer["score"] for answer in answers]
     assert scores == sorted(scores, reverse=True)
+    assert all(answer["confidence"] is None for answer in answers)  # no answer calibration in this index
+    assert [answer["evidence"]["ranking_sum"] for answer in answers] == sorted(
+        (answer["evidence"]["ranking_sum"] for answer in answers), reverse=True
+    )
 
 
 def test_highlight_boxes_hold_exactly_the_answer_as_pdfium_reads_the_page(server, kb):
@@ -250,6 +254,8 @@ def test_filters_and_retrieval_modes_reach_the_search(server, kb, ids):
         ({"question": "ok?", "top_k": 0}, 422),
         ({"question": "ok?", "passages": 51}, 422),
         ({"question": "ok?", "threshold": 1.5}, 422),
+        ({"question": "ok?", "threshold": "automatic"}, 422),
+        ({"question": "ok?", "threshold": "auto"}, 422),  # this index has no answer calibration
         ({"question": "ok?", "retrieval": "magic"}, 422),
         ({"question": "ok?", "topk": 3}, 422),
         ({"question": "ok?", "filters": {"field": "meta.page", "operator": "~", "value": 1}}, 422),
