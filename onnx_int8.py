@@ -59,10 +59,17 @@ def export_onnx(
         )
 
 
-def quantise_weights_int8(source: Path, target: Path, weights_only: bool = False) -> None:
+def quantise_weights_int8(
+    source: Path,
+    target: Path,
+    weights_only: bool = False,
+    float_nodes: Sequence[str] = (),
+    float_lookups: bool = False,
+) -> None:
     """`source`'s matrix products with int8 weights, per output channel, into `target` (dynamic
     quantisation: activations are quantised on the fly). `weights_only` leaves products of two
-    activations (attention's) in float."""
+    activations (attention's) in float; `float_nodes` names nodes left in float; `float_lookups`
+    leaves table lookups (embeddings) in float too, quantising matrix products only."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -79,6 +86,8 @@ def quantise_weights_int8(source: Path, target: Path, weights_only: bool = False
                 str(target),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                op_types_to_quantize=["MatMul"] if float_lookups else None,
+                nodes_to_exclude=list(float_nodes),
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": weights_only},
             )
     finally:
