@@ -25,7 +25,7 @@ from spanqa.pipelines.builders import (
 )
 from spanqa.pipelines.records import answer_from_extracted, passage_from_document
 from spanqa.reader import ExtractiveReader
-from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration
+from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration, index_calibration
 
 
 def model_reference(model: str) -> str:
@@ -66,25 +66,6 @@ def warm_up_embedder(component, model: str) -> None:
         raise  # a setting that cannot work (int8 for a model it cannot run): its message says which
     except Exception as exc:  # noqa: BLE001 - every loader failure means the same thing to a user
         raise ModelLoadError.from_cause("embedder", model, exc) from exc
-
-
-def index_calibration(index_dir: Path, reader: str, rank_weight: float, needed: bool) -> AnswerCalibration | None:
-    """The answer calibration in `index_dir` when it was fitted for this reader and rank weight.
-
-    Without one (or with one fitted for other settings) answers simply carry no confidence, unless
-    it is `needed` (threshold "auto", adaptive reading): then a ConfigError says how to make one.
-    """
-    path = Path(index_dir) / CALIBRATION_FILE
-    if not needed and not path.is_file():
-        return None
-    calibration = AnswerCalibration.load(path)
-    try:
-        calibration.check_matches(reader, rank_weight)
-    except ConfigError:
-        if needed:
-            raise
-        return None
-    return calibration
 
 
 class DocumentQA:

@@ -8,59 +8,24 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from spanqa import defaults
 from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.errors import SpanQAError
+from spanqa.pipelines.cli_common import (
+    non_negative,
+    positive_int,
+    progress,
+    reader_settings,
+    score,
+    shows_progress,
+    threshold,
+    tokens_or_all,
+)
 
 _WHITESPACE = re.compile(r"\s+")
-
-
-def _tokens_or_all(text: str) -> int | None:
-    return None if text.strip().lower() == "all" else _positive_int(text)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def _score(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {value}")
-    return value
-
-
-def _threshold(text: str) -> float | str:
-    """A --threshold: a score from 0 to 1, or 'auto' (the index's answer calibration decides)."""
-    return defaults.AUTO_THRESHOLD if text == defaults.AUTO_THRESHOLD else _score(text)
-
-
-def _counts(text: str) -> tuple[int, ...]:
-    """--passages of eval: one count or a comma-separated list of them."""
-    return tuple(_positive_int(part.strip()) for part in text.split(","))
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -81,7 +46,7 @@ def _build_parser() -> argparse.ArgumentParser:
     def filters(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--file", action="append", metavar="PATH",
                          help="only passages of this file (repeat for several)")
-        sub.add_argument("--page", type=_positive_int, action="append", metavar="N",
+        sub.add_argument("--page", type=positive_int, action="append", metavar="N",
                          help="only passages of page N (repeat for several)")
         sub.add_argument("--filter", metavar="JSON",
                          help='a Haystack filter, e.g. \'{"field": "meta.file_type", "operator": "==", "value": "pdf"}\'')
@@ -90,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--retrieval", choices=["hybrid", "dense", "keyword"], default=defaults.RETRIEVAL_MODE,
                          help="how passages are found: embedding and BM25 rankings fused, or one of them "
                          "(default: %(default)s)")
-        sub.add_argument("--dense-weight", type=_score, default=defaults.HYBRID_DENSE_WEIGHT, metavar="W",
+        sub.add_argument("--dense-weight", type=score, default=defaults.HYBRID_DENSE_WEIGHT, metavar="W",
                          help="share of the embedding ranking in the hybrid score, 0..1 (default: %(default)s)")
 
     def embedding_options(sub: argparse.ArgumentParser) -> None:
@@ -98,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
                          default=defaults.EMBEDDER_PRECISION,
                          help="how a new index is embedded: int8 (ONNX Runtime, CPU) or float32 (torch); auto: int8 "
                          "on the CPU, float32 on a GPU (default: %(default)s; an existing index keeps its own)")
-        sub.add_argument("--embed-max-tokens", type=_tokens_or_all, default=defaults.EMBED_MAX_TOKENS, metavar="N",
+        sub.add_argument("--embed-max-tokens", type=tokens_or_all, default=defaults.EMBED_MAX_TOKENS, metavar="N",
                          help="word pieces of each chunk a new index's embedder reads; 'all': as many as the model "
                          "takes, best for --retrieval dense (default: %(default)s; BM25 always reads every word)")
 
@@ -108,13 +73,13 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--fast", action="store_true",
                          help="the reader's CPU fast mode: int8 ONNX Runtime; "
                          "faster, close to but not identical with the exact answers")
-        sub.add_argument("--max-answer-length", type=_positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
+        sub.add_argument("--max-answer-length", type=positive_int, default=defaults.MAX_ANSWER_LENGTH, metavar="N",
                          help="longest answer in reader tokens (default: %(default)s)")
-        sub.add_argument("--max-seq-length", type=_positive_int, default=defaults.MAX_SEQ_LENGTH, metavar="N",
+        sub.add_argument("--max-seq-length", type=positive_int, default=defaults.MAX_SEQ_LENGTH, metavar="N",
                          help="reader tokens per (question, passage window) (default: %(default)s)")
-        sub.add_argument("--doc-stride", type=_positive_int, default=defaults.DOC_STRIDE, metavar="N",
+        sub.add_argument("--doc-stride", type=positive_int, default=defaults.DOC_STRIDE, metavar="N",
                          help="tokens shared by consecutive windows of a long passage (default: %(default)s)")
-        sub.add_argument("--rank-weight", type=_non_negative, default=defaults.READER_RANK_WEIGHT, metavar="W",
+        sub.add_argument("--rank-weight", type=non_negative, default=defaults.READER_RANK_WEIGHT, metavar="W",
                          help="how much a passage's retrieval rank counts against its answers: W * ln(1 + rank) "
                          "off the logit sum; 0: the reader alone (default: %(default)s)")
         sub.add_argument("--adaptive", action="store_true",
@@ -138,11 +103,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the reader model whose tokenizer sizes the chunks of a new index (default: %(default)s; "
         "without it, sizes are estimated from words)",
     )
-    index.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    index.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="parser processes (default: the number of CPUs, at most 4)")
     index.add_argument("--timeout", type=float, default=defaults.PARSE_TIMEOUT_S, metavar="SECONDS",
                        help="time one file may take to parse (default: %(default)s)")
-    index.add_argument("--memory-mb", type=_positive_int, default=defaults.PARSE_MEMORY_MB, metavar="MB",
+    index.add_argument("--memory-mb", type=positive_int, default=defaults.PARSE_MEMORY_MB, metavar="MB",
                        help="memory one parser process may use (default: %(default)s)")
     index.add_argument("--max-file-mb", type=float, default=defaults.MAX_FILE_MB, metavar="MB",
                        help="larger files are reported, not parsed (default: %(default)s)")
@@ -160,11 +125,11 @@ def _build_parser() -> argparse.ArgumentParser:
     ask.add_argument(
         "--embedder", metavar="MODEL", help="must be the embedder the index was built with (default: that one)"
     )
-    ask.add_argument("--top-k", type=_positive_int, default=defaults.ANSWER_TOP_K, metavar="N",
+    ask.add_argument("--top-k", type=positive_int, default=defaults.ANSWER_TOP_K, metavar="N",
                      help="answers to print (default: %(default)s)")
-    ask.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
+    ask.add_argument("--passages", type=positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
                      help="retrieved passages the reader reads (default: %(default)s)")
-    ask.add_argument("--threshold", type=_threshold, default=defaults.SCORE_THRESHOLD, metavar="SCORE|auto",
+    ask.add_argument("--threshold", type=threshold, default=defaults.SCORE_THRESHOLD, metavar="SCORE|auto",
                      help="answers scoring below SCORE (0..1) are not shown; auto: answers the index's answer "
                      "calibration finds unlikely are not shown (default: show the best found)")
     filters(ask)
@@ -176,7 +141,7 @@ def _build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--embedder", metavar="MODEL", help="must be the embedder the index was built with (default: that one)"
     )
-    search.add_argument("--top-k", type=_positive_int, default=defaults.SEARCH_TOP_K, metavar="N",
+    search.add_argument("--top-k", type=positive_int, default=defaults.SEARCH_TOP_K, metavar="N",
                         help="passages to print (default: %(default)s)")
     filters(search)
     retrieval(search)
@@ -189,56 +154,12 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the indexed files with pages, chunks and when indexed")
     common(listing, models=False)
 
-    evaluation = commands.add_parser(
-        "eval", help="measure retrieval recall and answer EM/F1 on a SQuAD-format file of questions"
-    )
-    evaluation.add_argument("file", metavar="FILE.json", help="questions, answers and contexts in SQuAD v1.1 format")
-    evaluation.add_argument("--index", metavar="DIR",
-                            help="the index to evaluate (with --build: build it there from FILE's contexts)")
-    evaluation.add_argument("--build", action="store_true",
-                            help="index FILE's contexts first (into --index DIR, else a temporary index)")
-    evaluation.add_argument("--embedder", metavar="MODEL",
-                            help=f"embedding model of a built index (default: {defaults.EMBEDDER_MODEL})")
-    embedding_options(evaluation)
-    reader_options(evaluation)
-    evaluation.add_argument("--passages", type=_counts, default=(defaults.RETRIEVER_TOP_K,), metavar="N[,N...]",
-                            help="passages the reader reads end to end, or several counts (1,3,5,10,20: the "
-                            "passages are read once and each count scored); recall is also given at each "
-                            "(default: %(default)s)")
-    evaluation.add_argument("--threshold", type=_threshold, default=defaults.SCORE_THRESHOLD, metavar="SCORE|auto",
-                            help="as for ask; the report then gives the share of questions answered")
-    stages = evaluation.add_mutually_exclusive_group()
-    stages.add_argument("--retrieval-only", action="store_true", help="skip the reader")
-    stages.add_argument("--reader-only", action="store_true",
-                        help="only the reader, given each question's gold paragraph (no index needed)")
-    evaluation.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate the first N questions")
-    retrieval(evaluation)
-    evaluation.add_argument(
-        "--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
-        help="where models run (default: %(default)s)",
-    )
-    evaluation.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+    from spanqa.pipelines.measure_cli import add_commands as add_measure_commands
 
-    calibration = commands.add_parser(
-        "calibrate", help="fit the index's answer calibration (for --threshold auto and --adaptive) and measure it"
-    )
-    calibration.add_argument("file", metavar="FILE.json",
-                             help="SQuAD v1.1-format questions whose contexts the index holds (built by eval --build)")
-    calibration.add_argument("--index", required=True, metavar="DIR", help="the index; the calibration is saved in it")
-    reader_options(calibration)
-    calibration.add_argument("--passages", type=_positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
-                             help="retrieved passages the reader reads, as ask will (default: %(default)s)")
-    calibration.add_argument("--coverage", type=_score, default=defaults.CALIBRATION_TARGET_COVERAGE, metavar="SHARE",
-                             help="share of answerable questions --threshold auto keeps answered (default: %(default)s)")
-    calibration.add_argument("--limit", type=_positive_int, metavar="N", help="use the first N questions")
-    retrieval(calibration)
-    calibration.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
-                             help="where models run (default: %(default)s)")
-    calibration.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
-
+    add_measure_commands(commands, reader_options, retrieval, embedding_options)
     from spanqa.service.cli import add_commands
 
-    add_commands(commands, reader_options, retrieval, _positive_int)
+    add_commands(commands, reader_options, retrieval, positive_int)
     return parser
 
 
@@ -328,44 +249,12 @@ def _read_passwords(path: str | None) -> dict[str, str] | None:
     return mapping
 
 
-def _shows_progress(args: argparse.Namespace) -> bool:
-    return not args.json and sys.stderr.isatty()
-
-
-@contextmanager
-def _progress(total: int, unit: str, description: str, enabled: bool) -> Iterator[Callable[..., None] | None]:
-    """A callback that advances a tqdm bar on stderr by one, when `enabled`; else None."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr)
-    try:
-        yield lambda *_done: bar.update(1)
-    finally:
-        bar.close()
-
-
-def _reader_options(args: argparse.Namespace) -> dict:
-    """The DocumentQA settings of the options `reader_options` adds to a sub-command."""
-    return dict(
-        reader=args.reader,
-        max_answer_length=args.max_answer_length,
-        max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride,
-        fast_reader=args.fast,
-        rank_weight=args.rank_weight,
-        adaptive_reading=args.adaptive,
-    )
-
-
 def _run_index(args: argparse.Namespace, qa) -> int:
     from spanqa.indexing import discover_files
 
-    shown = _shows_progress(args)
+    shown = shows_progress(args)
     total = len(discover_files(args.paths)[0]) if shown else 0
-    with _progress(total, "file", "indexing", shown) as advance:
+    with progress(total, "file", "indexing", shown) as advance:
         report = qa.index(
             args.paths,
             password=args.password,
@@ -448,88 +337,16 @@ def _run_list(args: argparse.Namespace, qa) -> int:
     return 0
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from spanqa.errors import ConfigError
-    from spanqa.pipelines.api import DocumentQA
-    from spanqa.pipelines.evaluation import evaluate, load_squad, write_contexts
-
-    mode = "retrieval-only" if args.retrieval_only else "reader-only" if args.reader_only else "full"
-    if mode != "reader-only" and args.index is None and not args.build:
-        raise ConfigError("spanqa eval needs --index DIR (an index of the documents the questions are about) "
-                          "or --build (index the file's own contexts first)")
-    squad = load_squad(args.file)
-    with tempfile.TemporaryDirectory(prefix="spanqa-eval-") as scratch:
-        index_dir = Path(scratch) / "index" if args.index is None else Path(args.index)
-        qa = DocumentQA(
-            index_dir,
-            embedder=args.embedder,
-            device=args.device,
-            retriever_top_k=max(args.passages),
-            score_threshold=args.threshold,
-            retrieval=args.retrieval,
-            dense_weight=args.dense_weight,
-            embedder_precision=args.embedder_precision,
-            embed_max_tokens=args.embed_max_tokens,
-            **_reader_options(args),
-        )
-        sources = None
-        if args.build and mode != "reader-only":
-            # Next to the index, not inside it: the contexts are documents like any others.
-            contexts_dir = Path(scratch) / "contexts" if args.index is None else Path(f"{index_dir}-contexts")
-            sources = write_contexts(squad, contexts_dir)
-            with _progress(len(sources), "file", "indexing contexts", _shows_progress(args)) as advance:
-                built = qa.index([contexts_dir], on_file_done=advance)
-            for skipped in built.skipped:
-                print(f"spanqa: skipped {skipped.source}: {skipped.reason}", file=sys.stderr)
-        count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
-        with _progress(count, "question", "evaluating", _shows_progress(args)) as advance:
-            report = evaluate(
-                qa, squad, file=str(args.file), mode=mode, passages=args.passages, limit=args.limit,
-                sources=sources, threshold=args.threshold, on_question_done=advance,
-            )
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(report.to_text())
-    return 0
-
-
-def _run_calibrate(args: argparse.Namespace) -> int:
-    from spanqa.pipelines.abstention import calibrate
-    from spanqa.pipelines.api import DocumentQA
-    from spanqa.pipelines.evaluation import load_squad
-
-    squad = load_squad(args.file)
-    options = _reader_options(args)
-    options["adaptive_reading"] = False  # every passage is read: the calibration is fitted on them all
-    qa = DocumentQA(
-        Path(args.index), device=args.device, retriever_top_k=args.passages, retrieval=args.retrieval,
-        dense_weight=args.dense_weight, **options,
-    )
-    count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
-    with _progress(count, "question", "asking each question twice", _shows_progress(args)) as advance:
-        calibration, report = calibrate(
-            qa, squad, file=str(args.file), reader=qa.reader_model, rank_weight=args.rank_weight,
-            passages=args.passages, target_coverage=args.coverage, limit=args.limit, on_question_done=advance,
-        )
-    calibration.save(qa.calibration_path)
-    report.saved_to = str(qa.calibration_path)
-    print(json.dumps(report.to_json(), indent=2) if args.json else report.to_text())
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_libraries()
     try:
         from spanqa.pipelines.api import DocumentQA
 
-        if args.command == "eval":
-            return _run_eval(args)
-        if args.command == "calibrate":
-            return _run_calibrate(args)
+        if args.command in ("eval", "calibrate"):
+            from spanqa.pipelines.measure_cli import run_calibrate, run_eval
+
+            return run_eval(args) if args.command == "eval" else run_calibrate(args)
         if args.command in ("serve", "token"):
             from spanqa.service.cli import run_serve, run_token
 
@@ -545,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 embed_max_tokens=args.embed_max_tokens,
             )
         if args.command == "ask":
-            options.update(retriever_top_k=args.passages, score_threshold=args.threshold, **_reader_options(args))
+            options.update(retriever_top_k=args.passages, score_threshold=args.threshold, **reader_settings(args))
         qa = DocumentQA(Path(args.index), **options)
         runner = {
             "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list,

@@ -214,3 +214,22 @@ def risk_coverage(confidences: Sequence[float], correct: Sequence[bool], points:
         answered = max(1, round(coverage * len(order)))
         curve.append((answered / len(order), float(wrong[:answered].mean())))
     return curve
+
+
+def index_calibration(index_dir: Path, reader: str, rank_weight: float, needed: bool) -> AnswerCalibration | None:
+    """The answer calibration in `index_dir` when it was fitted for this reader and rank weight.
+
+    Without one (or with one fitted for other settings) answers simply carry no confidence, unless
+    it is `needed` (threshold "auto", adaptive reading): then a ConfigError says how to make one.
+    """
+    path = Path(index_dir) / CALIBRATION_FILE
+    if not needed and not path.is_file():
+        return None
+    calibration = AnswerCalibration.load(path)
+    try:
+        calibration.check_matches(reader, rank_weight)
+    except ConfigError:
+        if needed:
+            raise
+        return None
+    return calibration

@@ -113,7 +113,8 @@ class QAEngine:
         from spanqa.indexing import FaissDocumentStore
         from spanqa.indexing.embedding import EmbeddingSettings
         from spanqa.indexing.hybrid import HybridRetriever
-        from spanqa.pipelines.api import index_calibration, model_reference, warm_up_embedder
+        from spanqa.pipelines.api import model_reference, warm_up_embedder
+        from spanqa.reader.calibration import index_calibration
         from spanqa.pipelines.builders import make_text_embedder
         from spanqa.reader import ExtractiveReader
 

@@ -86,7 +86,7 @@ def test_ask_json_shape_and_offsets(cli_index, tiny_qa_model_dir, capsys):
             "text", "score", "source", "page", "start", "end", "context", "sources", "confidence", "evidence"
         }
         assert answer["confidence"] is None  # the index has no answer calibration
-        assert set(answer["evidence"]) == {"ranking_sum", "margin", "passages", "logit_sum", "passages_read"}
+        assert set(answer["evidence"]) == {"ranking_sum", "margin", "passages", "similarity", "logit_sum", "passages_read"}
         assert answer["sources"][0] == {k: answer[k] for k in ("source", "page", "start", "end")}
         assert answer["page"] >= 1
         page_text = read_pages(Path(answer["source"]))[answer["page"] - 1]
@@ -110,7 +110,8 @@ def test_search_json_shape(cli_index, capsys):
     assert payload["query"] == "vacation days for employees"
     assert len(payload["passages"]) == 2
     for passage in payload["passages"]:
-        assert set(passage) == {"text", "score", "source", "page", "start", "end", "chunk_id"}
+        assert set(passage) == {"text", "score", "source", "page", "start", "end", "chunk_id", "similarity"}
+        assert passage["similarity"] is None or -1.0 <= passage["similarity"] <= 1.0  # None: found by words only
         page_text = read_pages(Path(passage["source"]))[passage["page"] - 1]
         assert same_text(page_text[passage["start"] : passage["end"]], passage["text"])
 
