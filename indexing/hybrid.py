@@ -24,9 +24,9 @@ class HybridRetriever:
     the BM25 score. `filters` (Haystack syntax) apply inside both searches; filters given to `run`
     replace those given here.
 
-    In "hybrid" and "dense" modes, a chunk the embedding search found carries its cosine similarity
-    to the query in `meta["similarity"]`: unlike the fused score, which is scaled per query, it says
-    how close the best passages are at all (the answer calibration reads it).
+    In "hybrid" and "dense" modes, every chunk returned carries its cosine similarity to the query in
+    `meta["similarity"]` (also those found by their words only): unlike the fused score, which is
+    scaled per query, it says how close the passages are at all (the answer calibration reads it).
     """
 
     def __init__(
@@ -87,6 +87,8 @@ class HybridRetriever:
             [(d.id, float(d.score)) for d in dense], [(d.id, float(d.score)) for d in keyword], self.dense_weight
         )
         similarity = {document.id: document.score for document in dense}
+        unmeasured = [identifier for identifier, _ in fused[:top_k] if identifier not in similarity]
+        similarity.update(store.similarities(query_embedding, unmeasured))
         documents = [
             _with_similarity(
                 Document(id=identifier, content=by_id[identifier].content, meta=by_id[identifier].meta, score=score),

@@ -704,6 +704,20 @@ class FaissDocumentStore:
             ids, scores = self._ranked_ids(query, top_k, allowed)
             return self._scored_documents(ids, scores)
 
+    def similarities(self, query_embedding: list[float] | np.ndarray, document_ids: list[str]) -> dict[str, float]:
+        """The cosine similarity of `query_embedding` to each stored document of `document_ids` (ids
+        not in the store are left out): what `search` scores them, for chunks it did not return."""
+        query = normalized_rows(np.asarray(query_embedding, dtype=np.float32).reshape(1, -1), self._dimension)
+        if not document_ids:
+            return {}
+        holes = ", ".join("?" * len(document_ids))
+        with self._reading():
+            rows = self._connection.execute(
+                f"SELECT id, doc_id FROM chunks WHERE doc_id IN ({holes})", list(document_ids)
+            ).fetchall()
+            vectors = self._reconstruct(np.array([row[0] for row in rows], dtype=np.int64))
+        return {row[1]: float(score) for row, score in zip(rows, (vectors @ query[0]).tolist(), strict=True)}
+
     def keyword_search(self, query: str, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
         """The `top_k` chunks best matching `query`'s words by BM25 (`spanqa.indexing.keyword`), best
         first, `score` = minus SQLite's bm25() (higher is better). `filters` as in `search`, applied

@@ -112,7 +112,7 @@ def test_modes_dense_and_keyword(tmp_path):
         HybridRetriever(store, mode="hybrid").run(query="x")
 
 
-def test_passages_found_by_embedding_carry_their_cosine_similarity(tmp_path):
+def test_passages_carry_their_cosine_similarity(tmp_path):
     store = _store(tmp_path / "i")
     query = [0.6, 0.8, 0, 0]  # cosine 0.6 with "bikes", 0.8 with "lamps"
 
@@ -122,7 +122,7 @@ def test_passages_found_by_embedding_carry_their_cosine_similarity(tmp_path):
 
     similarity = {d.id: d.meta.get("similarity") for d in hybrid}
     assert similarity["lamps"] == pytest.approx(0.8) and similarity["bikes"] == pytest.approx(0.6)
-    assert similarity["plants"] is None  # found by its words only: the embedding side never measured it
+    assert similarity["plants"] == pytest.approx(0.0)  # found by its words only, measured all the same
     assert [d.meta["similarity"] for d in dense] == pytest.approx([0.8, 0.6])
     assert "similarity" not in keyword[0].meta
     # the store's own metadata is left as it was
