@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanqa import defaults
 from spanqa.answers import Passage
 from spanqa.errors import ConfigError, DocumentError
 from spanqa.pipelines.metrics import (
@@ -226,7 +227,8 @@ def evaluate(
     passages are read once and the answers of each prefix scored, ranked with `qa`'s rank weight
     and by the reader alone, see `DocumentQA.read_prefixes`; one count: `DocumentQA.read`, which
     also reads adaptively when `qa` is set to). `threshold`
-    is the one `qa` applies, reported with the share of questions answered. `sources` maps indexed
+    is the one `qa` applies, reported with the share of questions answered ("auto": end to end
+    only, as the calibration needs retrieved passages). `sources` maps indexed
     file paths to context indices (an index built by `write_contexts`); without it, a passage is
     relevant when it contains a gold answer.
     """
@@ -236,6 +238,14 @@ def evaluate(
         raise ConfigError(f"limit={limit!r} must be a whole number >= 1 (or None for every question)")
     if not passages:
         raise ConfigError("passages must name at least one number of passages to read")
+    # The calibration reads how similar the retrieved passages are to the question; a gold
+    # paragraph handed to the reader has no such figure, so "auto" cannot judge its answers.
+    reads_gold = mode != "retrieval-only" and threshold != defaults.AUTO_THRESHOLD
+    if mode == "reader-only" and threshold == defaults.AUTO_THRESHOLD:
+        raise ConfigError(
+            "threshold 'auto' judges answers by the retrieved passages' similarity to the question, and "
+            "--reader-only retrieves nothing: give a numeric threshold, or leave out --reader-only"
+        )
     passages = tuple(sorted(set(passages)))
     questions = squad.questions if limit is None else squad.questions[:limit]
     report = EvalReport(file=file, questions=len(questions), mode=mode, passages=passages, threshold=threshold)
@@ -249,7 +259,7 @@ def evaluate(
         warm_up = questions[0]
         if mode != "reader-only":
             qa.search(warm_up.question, top_k=1)
-        if mode != "retrieval-only":
+        if reads_gold:
             qa.read(warm_up.question, [_gold_passage(squad.contexts[warm_up.context_index])], top_k=1)
     for question in questions:
         if mode != "reader-only":
@@ -257,7 +267,7 @@ def evaluate(
             retrieved = qa.search(question.question, top_k=depth)
             seconds["retrieve"].append(time.perf_counter() - started)
             ranks.append(first_hit_rank((_relevant(p, question, sources) for p in retrieved), True))
-        if mode != "retrieval-only":
+        if reads_gold:
             gold = squad.contexts[question.context_index]
             started = time.perf_counter()
             answers = qa.read(question.question, [_gold_passage(gold)], top_k=1)

@@ -203,6 +203,10 @@ def test_a_threshold_reports_the_share_answered(squad_file):
 
     assert report.end_to_end[(1, 2.0)].answered == 0.5
     assert "answered 50.0%" in report.to_text()
+    # "auto" judges retrieved passages only: no gold-paragraph stage, and reader-only is refused
+    assert report.reader is None
+    with pytest.raises(ConfigError, match="reader-only"):
+        evaluate(qa, squad, file="s", mode="reader-only", threshold="auto")
 
 
 @pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"limit": 0}, {"limit": True}, {"passages": ()}])
