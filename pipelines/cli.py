@@ -189,7 +189,8 @@ def _print_answers(question: str, answers: list[Answer], on_terminal: bool) -> N
         print(f"No answer found for: {question}")
         return
     for rank, answer in enumerate(answers, start=1):
-        print(f"{rank}. {_one_line(answer.text)}   (score {answer.score:.3f})")
+        confidence = "" if answer.confidence is None else f", confidence {answer.confidence:.2f}"
+        print(f"{rank}. {_one_line(answer.text)}   (score {answer.score:.3f}{confidence})")
         print(f"   {_display_path(answer.source)}, page {answer.page}, characters {answer.start}-{answer.end}")
         print(f"   {_marked_context(answer, on_terminal)}")
         if len(answer.sources) > 1:

@@ -82,3 +82,37 @@ def test_eval_of_a_file_that_is_not_squad_is_a_clear_error(tmp_path, capsys):
     bad.write_text("[1, 2, 3]")
     assert main(["eval", str(bad), "--reader-only"]) == 1
     assert "not SQuAD format" in capsys.readouterr().err
+
+
+def test_calibrate_fits_on_half_the_articles_saves_and_ask_uses_it(
+    tmp_path, squad_file, minilm_dir, tiny_qa_model_dir, capsys
+):
+    index_dir = tmp_path / "index"
+    reader = ["--reader", str(tiny_qa_model_dir), "--device", "cpu"]
+    assert main(["eval", str(squad_file), "--build", "--index", str(index_dir), "--embedder", str(minilm_dir),
+                 "--retrieval-only", "--json", *reader]) == 0
+    capsys.readouterr()
+    assert main(["ask", "When was Aurora founded?", "--index", str(index_dir), "--threshold", "auto", *reader]) == 1
+    assert "spanqa calibrate" in capsys.readouterr().err  # no calibration yet: the error says how to make one
+
+    code = main(["calibrate", str(squad_file), "--index", str(index_dir), "--passages", "2", "--json", *reader])
+    report = json.loads(capsys.readouterr().out)
+
+    assert code == 0
+    assert report["fit_articles"] == ["Aurora_Bicycle_Works"] and report["report_articles"] == ["Harbor_Lighthouse"]
+    assert (report["fit_questions"], report["report_questions"]) == (3, 2)
+    assert set(report["auroc"]) == {"raw", "ranked", "calibrated"}
+    assert report["saved_to"] == str(index_dir / "calibration.json")
+    saved = json.loads((index_dir / "calibration.json").read_text())
+    assert saved["reader"] == str(tiny_qa_model_dir.resolve()) and saved["passages"] == 2
+    assert saved["features"] == ["ranking_sum", "margin", "passages", "similarity"]
+
+    assert main(["ask", "When was Aurora founded?", "--index", str(index_dir), "--threshold", "auto",
+                 "--adaptive", "--passages", "4", "--json", *reader]) == 0
+    answers = json.loads(capsys.readouterr().out)["answers"]
+    assert all(answer["confidence"] >= saved["threshold"] for answer in answers)
+    assert all(answer["evidence"]["passages_read"] <= 4 for answer in answers)
+    # another rank weight makes the calibration meaningless: "auto" refuses it
+    assert main(["ask", "When was Aurora founded?", "--index", str(index_dir), "--threshold", "auto",
+                 "--rank-weight", "0", *reader]) == 1
+    assert "rank_weight" in capsys.readouterr().err
