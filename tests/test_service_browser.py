@@ -10,6 +10,7 @@ Policy violation or script error in the page fails the test.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -85,7 +86,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, shared_data_dir, minilm_dir):
+    from spanqa import defaults
     from spanqa.pipelines.api import DocumentQA
+    from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration
     from spanqa.service.engine import EngineSettings
     from spanqa.service.state import ServiceSettings
     from spanqa.service.tokens import TokenFile
@@ -101,6 +104,12 @@ def site(tmp_path_factory, shared_data_dir, minilm_dir):
         [root / "docs"], workers=1
     )
     assert len(report.indexed) == len(files), report
+    # A hand-set answer calibration (confidence = sigmoid(similarity)): answers carry a confidence.
+    AnswerCalibration(
+        reader=str(reader.resolve()), rank_weight=defaults.READER_RANK_WEIGHT, passages=10, mean=(0.0,) * 4,
+        scale=(1.0,) * 4, weights=(0.0, 0.0, 0.0, 1.0), bias=0.0, threshold=0.5, max_logit_sum=20.0,
+        target_coverage=0.9, fitted_questions=0,
+    ).save(root / "index" / CALIBRATION_FILE)
     token_file = TokenFile(root / "tokens.json")
     tokens = {name: token_file.add(name, role)[1] for name, role in (("admin", "admin"), ("reader", "read"))}
     settings = ServiceSettings(
@@ -224,6 +233,9 @@ def test_answer_is_marked_and_highlighted_on_its_page_image(page, site, tmp_path
     for rank, answer in enumerate(answers):
         expect(items.nth(rank).locator("mark")).to_have_text(answer["text"], use_inner_text=True)
         expect(items.nth(rank).locator(".meta").first).to_contain_text(f"{answer['name']} · page {answer['page']}")
+        expect(items.nth(rank).locator(".meta").first).to_contain_text(
+            f"confidence {math.floor(100 * answer['confidence'] + 0.5)}%"  # JavaScript's Math.round
+        )
         assert answer["source"] not in items.nth(rank).inner_text()  # the name, never the server's path
     # The first answer from the two-page policy: its page has a neighbour to page to.
     rank, shown = next((rank, answer) for rank, answer in enumerate(answers)
@@ -256,7 +268,7 @@ def test_answer_is_marked_and_highlighted_on_its_page_image(page, site, tmp_path
 def test_the_readme_screenshot_shows_the_sample_question_answered_on_its_page(page, site, tmp_path):
     sign_in(page, site)
     body = ask(page, "When was Aurora Bicycle Works founded?")
-    # The right answer, wherever the small trained reader ranks it (second, today: issue 12 is about ranking).
+    # The right answer, wherever the small trained reader ranks it.
     rank, shown = next((rank, answer) for rank, answer in enumerate(body["answers"]) if answer["text"] == "1984")
     assert Path(shown["source"]) == site.files["aurora"] and shown["page"] == 1
     open_answer_page(page, rank, shown)

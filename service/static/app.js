@@ -135,7 +135,9 @@ function switchView(view) {
 }
 
 function placeLine(item) {
-  return `${item.name} · page ${item.page} · score ${formatScore(item.score)}`;
+  // An answer carries a calibrated confidence when the index has an answer calibration.
+  const confidence = typeof item.confidence === "number" ? ` · confidence ${Math.round(100 * item.confidence)}%` : "";
+  return `${item.name} · page ${item.page} · score ${formatScore(item.score)}${confidence}`;
 }
 
 function pageAction(item, what) {
