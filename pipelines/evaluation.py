@@ -278,7 +278,9 @@ def evaluate(
             if len(passages) == 1:
                 found = {(passages[0], qa.rank_weight): qa.read(question.question, retrieved[: passages[0]], top_k=1)}
             else:
-                weights = list(dict.fromkeys([qa.rank_weight, 0.0]))
+                # the reader alone beside the prior; not under "auto", whose calibration holds for one weight
+                alone = [] if threshold == defaults.AUTO_THRESHOLD else [0.0]
+                weights = list(dict.fromkeys([qa.rank_weight, *alone]))
                 found = qa.read_prefixes(question.question, retrieved[: passages[-1]], passages, 1, weights)
             seconds["read (retrieved)"].append(time.perf_counter() - started)
             for key, answers in found.items():

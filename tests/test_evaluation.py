@@ -205,6 +205,8 @@ def test_a_threshold_reports_the_share_answered(squad_file):
     assert "answered 50.0%" in report.to_text()
     # "auto" judges retrieved passages only: no gold-paragraph stage, and reader-only is refused
     assert report.reader is None
+    several = evaluate(qa, squad, file="s", mode="full", passages=(1, 2), threshold="auto")
+    assert list(several.end_to_end) == [(1, 2.0), (2, 2.0)]  # the calibration's weight only
     with pytest.raises(ConfigError, match="reader-only"):
         evaluate(qa, squad, file="s", mode="reader-only", threshold="auto")
 
