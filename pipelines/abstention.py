@@ -125,13 +125,12 @@ def calibrate(
     fit_articles = set(articles[: len(articles) // 2])
     fit = [item for item in asked if item.article in fit_articles]
     held_out = [item for item in asked if item.article not in fit_articles]
-    answered = [item.answerable for item in asked if item.answerable is not None]
-    unanswered = [item.unanswerable for item in asked if item.unanswerable is not None]
+    best_answers = [answer for item in fit for answer in (item.answerable, item.unanswerable) if answer is not None]
     calibration = fit_calibration(
         [_features(item.answerable) for item in fit if item.answerable is not None],
         [_features(item.unanswerable) for item in fit if item.unanswerable is not None],
         reader=reader, rank_weight=rank_weight, passages=passages, target_coverage=target_coverage,
-        max_logit_sum=max(answer.evidence.logit_sum for answer in [*answered, *unanswered] if answer.evidence),
+        max_logit_sum=max(answer.evidence.logit_sum for answer in best_answers if answer.evidence is not None),
     )
     report = AbstentionReport(
         file=file, passages=passages, fit_articles=[a for a in articles if a in fit_articles],
@@ -151,6 +150,7 @@ def calibrate(
             positive + negative, [item.answerable_correct for item in held_out] + [False] * len(held_out),
             COVERAGE_POINTS,
         )
+
     def confident(answer: Answer | None) -> bool:
         return answer is not None and calibration.confidence(_features(answer)) >= calibration.threshold
 
