@@ -22,8 +22,8 @@ class AnswerEvidence:
     `ranking_sum`: the span's start + end logit plus its passage's retrieval prior; `margin`: how far
     it stands above the best other answer (negative below the first); `passages`: how many of the
     passages read hold it; `similarity`: the highest cosine similarity of a passage read to the
-    question (None when the retriever gave none, e.g. keyword retrieval); `logit_sum`: the span's start + end logit alone; `passages_read`: how
-    many passages the reader read for the question.
+    question (None when the retriever gave none, e.g. keyword retrieval); `logit_sum`: the span's
+    start + end logit alone; `passages_read`: how many passages the reader read for the question.
     """
 
     ranking_sum: float

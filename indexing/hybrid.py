@@ -78,7 +78,7 @@ class HybridRetriever:
             raise ConfigError(f"retrieval mode {self.mode!r} needs the query's embedding; connect a text embedder")
         if self.mode == "dense":
             dense = store.search(query_embedding, top_k, filters=filters)
-            return {"documents": [_with_similarity(document, document.score) for document in dense]}
+            return {"documents": [with_similarity(document, document.score) for document in dense]}
         depth = max(top_k, self.candidates)
         dense = store.search(query_embedding, depth, filters=filters)
         keyword = store.keyword_search(query, depth, filters=filters)
@@ -90,7 +90,7 @@ class HybridRetriever:
         unmeasured = [identifier for identifier, _ in fused[:top_k] if identifier not in similarity]
         similarity.update(store.similarities(query_embedding, unmeasured))
         documents = [
-            _with_similarity(
+            with_similarity(
                 Document(id=identifier, content=by_id[identifier].content, meta=by_id[identifier].meta, score=score),
                 similarity.get(identifier),
             )
@@ -99,7 +99,7 @@ class HybridRetriever:
         return {"documents": documents}
 
 
-def _with_similarity(document: Document, similarity: float | None) -> Document:
+def with_similarity(document: Document, similarity: float | None) -> Document:
     """`document` with `meta["similarity"]` (a new meta dict: the store's stays as it is); None: unchanged."""
     if similarity is None:
         return document

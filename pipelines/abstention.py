@@ -114,10 +114,11 @@ def _features(answer: Answer) -> dict[str, float | None]:
 
 
 def calibrate(
-    qa: Any, squad: SquadSet, *, file: str, reader: str, rank_weight: float, passages: int,
-    target_coverage: float, limit: int | None = None, on_question_done: Callable[[], None] | None = None,
+    qa: Any, squad: SquadSet, *, file: str, passages: int, target_coverage: float, limit: int | None = None,
+    on_question_done: Callable[[], None] | None = None,
 ) -> tuple[AnswerCalibration, AbstentionReport]:
-    """Fits the calibration on the first half of the articles and measures it on the rest."""
+    """Fits the calibration for `qa`'s reader and rank weight on the first half of the articles and
+    measures it on the rest."""
     asked = ask_twice(qa, squad, passages=passages, limit=limit, on_question_done=on_question_done)
     articles = list(dict.fromkeys(item.article for item in asked))
     if len(articles) < 2:
@@ -129,7 +130,7 @@ def calibrate(
     calibration = fit_calibration(
         [_features(item.answerable) for item in fit if item.answerable is not None],
         [_features(item.unanswerable) for item in fit if item.unanswerable is not None],
-        reader=reader, rank_weight=rank_weight, passages=passages, target_coverage=target_coverage,
+        reader=qa.reader_model, rank_weight=qa.rank_weight, passages=passages, target_coverage=target_coverage,
         max_logit_sum=max(answer.evidence.logit_sum for answer in best_answers if answer.evidence is not None),
     )
     report = AbstentionReport(

@@ -16,6 +16,7 @@ from spanqa.indexing import FaissDocumentStore, discover_files
 from spanqa.indexing.embedding import EmbeddingSettings, check_precision, choose_precision
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
+from spanqa.indexing.hybrid import with_similarity
 from spanqa.indexing.store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
@@ -424,8 +425,6 @@ class DocumentQA:
             if document is None:
                 meta = {"source": passage.source, "page": passage.page, "start": passage.start, "end": passage.end}
                 document = Document(content=passage.text, meta=meta)
-            if passage.similarity is not None:  # what the retriever measured, for the answer calibration
-                document = Document(id=document.id, content=document.content,
-                                    meta={**document.meta, "similarity": passage.similarity})
-            documents.append(document)
+            # what the retriever measured, for the answer calibration
+            documents.append(with_similarity(document, passage.similarity))
         return documents

@@ -133,8 +133,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     count = len(squad.questions) if args.limit is None else min(args.limit, len(squad.questions))
     with progress(count, "question", "asking each question twice", shows_progress(args)) as advance:
         calibration, report = calibrate(
-            qa, squad, file=str(args.file), reader=qa.reader_model, rank_weight=args.rank_weight,
-            passages=args.passages, target_coverage=args.coverage, limit=args.limit, on_question_done=advance,
+            qa, squad, file=str(args.file), passages=args.passages, target_coverage=args.coverage,
+            limit=args.limit, on_question_done=advance,
         )
     calibration.save(qa.calibration_path)
     report.saved_to = str(qa.calibration_path)

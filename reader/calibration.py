@@ -41,10 +41,15 @@ def answer_features(
     article, the reader's features alone separated them from answerable ones far less well than
     with the similarity beside them (README, "Answer quality").
     """
+    # The best other answer of each is the first's runner-up for the first, the first for the rest:
+    # one pass, not one per answer (a question has dozens of candidate answers).
+    best_at = max(range(len(ranking_sums)), key=ranking_sums.__getitem__, default=0)
+    others_of_best = [total for position, total in enumerate(ranking_sums) if position != best_at]
+    runner_up = max(others_of_best, default=None)
     features = []
     for index, (total, count) in enumerate(zip(ranking_sums, passage_counts, strict=True)):
-        others = [other for position, other in enumerate(ranking_sums) if position != index]
-        margin = total - max(others) if others else LONE_ANSWER_MARGIN
+        best_other = runner_up if index == best_at else ranking_sums[best_at]
+        margin = LONE_ANSWER_MARGIN if best_other is None else total - best_other
         features.append(
             {"ranking_sum": float(total), "margin": float(margin), "passages": float(count), "similarity": similarity}
         )

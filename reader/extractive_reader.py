@@ -333,8 +333,14 @@ class ExtractiveReader:
     ) -> list[ExtractedAnswer]:
         rank_weight = self.rank_weight if rank_weight is None else rank_weight
         calibration = self.calibration if rank_weight == self.rank_weight else None
-        if calibration is None and threshold == defaults.AUTO_THRESHOLD:
-            raise ConfigError(f"score_threshold='auto' needs a calibration fitted with rank_weight={rank_weight}")
+        confidence_threshold = None
+        if threshold == defaults.AUTO_THRESHOLD:
+            if calibration is None:
+                raise ConfigError(
+                    f"score_threshold='auto' needs an answer calibration (spanqa calibrate) fitted with "
+                    f"rank_weight={rank_weight}; give a number"
+                )
+            confidence_threshold = calibration.threshold
         return build_answers(
             query, documents, contents, spans,
             top_k=top_k,
@@ -343,15 +349,8 @@ class ExtractiveReader:
             score_threshold=None if threshold == defaults.AUTO_THRESHOLD else threshold,
             rank_weight=rank_weight,
             calibration=calibration,
-            confidence_threshold=self._confidence_threshold(threshold),
+            confidence_threshold=confidence_threshold,
         )
-
-    def _confidence_threshold(self, threshold: float | str | None) -> float | None:
-        if threshold != defaults.AUTO_THRESHOLD:
-            return None
-        if self.calibration is None:
-            raise ConfigError("score_threshold='auto' needs an answer calibration (spanqa calibrate); give a number")
-        return self.calibration.threshold
 
     def _read_adaptively(
         self, queries: list[str], contents: list[list[str]], top_ks: list[int]

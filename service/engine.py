@@ -114,9 +114,9 @@ class QAEngine:
         from spanqa.indexing.embedding import EmbeddingSettings
         from spanqa.indexing.hybrid import HybridRetriever
         from spanqa.pipelines.api import model_reference, warm_up_embedder
-        from spanqa.reader.calibration import index_calibration
         from spanqa.pipelines.builders import make_text_embedder
         from spanqa.reader import ExtractiveReader
+        from spanqa.reader.calibration import index_calibration
 
         settings = self.settings
         store = FaissDocumentStore.open(settings.index_dir)
