@@ -148,7 +148,10 @@ class TestBatchApi:
     def test_run_batch_takes_top_k_and_threshold_per_query(self, tiny_reader):
         documents = [[Document(content=text) for text in passages_for(index)] for index in range(2)]
         first_alone = tiny_reader.run(query=QUESTIONS[0], documents=documents[0], top_k=3)["answers"]
-        cut = first_alone[1].score  # keeps the two best answers of the first question
+        # Between the second and third answers' scores, which batched reading gives only to float
+        # rounding (batch shapes differ): it keeps the two best answers of the first question.
+        assert first_alone[1].score > first_alone[2].score
+        cut = (first_alone[1].score + first_alone[2].score) / 2
 
         batched = tiny_reader.run_batch(
             queries=QUESTIONS[:2], documents=documents, top_k=[3, 2], score_thresholds=[cut, None]
