@@ -16,7 +16,8 @@ import io
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,14 +168,10 @@ class PdfPages:
         page = check_page(page)
         require_pdf(path)
         stamp = file_stamp(path)
-        with PDFIUM_LOCK:
-            pdf_page = self._page(stamp, path, page, password)
-            try:
-                width, height = pdf_page.get_size()
-                x0, y0, x1, y1 = pdf_page.get_bbox()
-                rotation = pdf_page.get_rotation()
-            finally:
-                pdf_page.close()
+        with self._locked_page(stamp, path, page, password) as pdf_page:
+            width, height = pdf_page.get_size()
+            x0, y0, x1, y1 = pdf_page.get_bbox()
+            rotation = pdf_page.get_rotation()
         return PageGeometry(page, width, height, x0, y0, x1, y1, rotation)
 
     def render_png(self, path: str | Path, page: int, width_px: int, password: str | None = None) -> bytes:
@@ -187,17 +184,13 @@ class PdfPages:
         width = min(check_positive_int("width_px", width_px), defaults.PAGE_IMAGE_MAX_WIDTH)
         require_pdf(path)
         stamp = file_stamp(path)
-        with PDFIUM_LOCK:
-            pdf_page = self._page(stamp, path, page, password)
-            try:
-                shown_width, shown_height = pdf_page.get_size()
-                height = max(1, round(width * shown_height / shown_width))
-                if width * height > defaults.PAGE_IMAGE_MAX_PIXELS:
-                    shrink = (defaults.PAGE_IMAGE_MAX_PIXELS / (width * height)) ** 0.5
-                    width, height = max(1, int(width * shrink)), max(1, int(height * shrink))
-                pixels = render_bgr(pdf_page, width, height)
-            finally:
-                pdf_page.close()
+        with self._locked_page(stamp, path, page, password) as pdf_page:
+            shown_width, shown_height = pdf_page.get_size()
+            height = max(1, round(width * shown_height / shown_width))
+            if width * height > defaults.PAGE_IMAGE_MAX_PIXELS:
+                shrink = (defaults.PAGE_IMAGE_MAX_PIXELS / (width * height)) ** 0.5
+                width, height = max(1, int(width * shrink)), max(1, int(height * shrink))
+            pixels = render_bgr(pdf_page, width, height)
         image = Image.frombytes("RGB", (width, height), pixels, "raw", "BGR")
         out = io.BytesIO()
         image.save(out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
@@ -226,16 +219,12 @@ class PdfPages:
                 self._pages.move_to_end(key)
                 return cached
         text = self._text(stamp, path, page, password)
-        with PDFIUM_LOCK:
-            pdf_page = self._page(stamp, path, page, password)
+        with self._locked_page(stamp, path, page, password) as pdf_page:
+            textpage = pdf_page.get_textpage()
             try:
-                textpage = pdf_page.get_textpage()
-                try:
-                    glyphs = read_glyphs(textpage)
-                finally:
-                    textpage.close()
+                glyphs = read_glyphs(textpage)
             finally:
-                pdf_page.close()
+                textpage.close()
         # Text objects only serve the alignment: the cached glyphs keep text and boxes.
         layout = PageLayout(text, PageGlyphs(glyphs.text, glyphs.boxes), align(text, glyphs))
         self._remember(self._pages, key, layout, stamp, path)
@@ -282,6 +271,16 @@ class PdfPages:
             count = len(self._document(stamp, path, password))
         if page > count:
             raise out_of_range(path, page, count)
+
+    @contextmanager
+    def _locked_page(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> Iterator[Any]:
+        """Page `page` of `path`, open under PDFIUM_LOCK for the `with` block and closed after it."""
+        with PDFIUM_LOCK:
+            pdf_page = self._page(stamp, path, page, password)
+            try:
+                yield pdf_page
+            finally:
+                pdf_page.close()
 
     def _page(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> Any:
         pdf = self._document(stamp, path, password)
