@@ -28,9 +28,6 @@ READER_MAX_BATCH_TOKENS = None  # tokens per forward pass (with padding); None: 
 # token); batches are cut where padding would cost more (bench/README.md, "Reader").
 READER_CPU_FORWARD_COST_TOKENS = 48
 READER_FAST = False  # CPU fast mode: int8 ONNX Runtime (optional extra), close to but not identical with exact answers
-# Fast mode keeps the feed-forward output products of this many first layers in float: the most
-# answer-moving int8 products of a trained reader (bench/README.md, "Reader"); each costs ~7% speed.
-READER_FAST_FLOAT_FFN_LAYERS = 3
 # Answer ranking (issue #12): a span's ranking sum is its start + end logit minus
 # READER_RANK_WEIGHT * ln(1 + its passage's retrieval rank). Chosen on SQuAD part-a articles 16-19
 # with the trained MiniLM reader (README, "Answer quality"): by the logits alone, EM fell from 37.6

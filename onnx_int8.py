@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spanqa.errors import ConfigError
 
 
@@ -57,6 +59,78 @@ def export_onnx(
             _Outputs(model).eval(), example, str(path), input_names=names, output_names=list(output_names),
             dynamic_axes=axes, opset_version=17, dynamo=False,
         )
+
+
+def weight_products(path: Path) -> list[str]:
+    """Names of the ONNX graph's matrix products by a constant weight (`x @ W`, `W` an initializer)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {initializer.name for initializer in graph.initializer}
+    return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in constants]
+
+
+def smooth_product_inputs(
+    path: Path,
+    product_names: Sequence[str],
+    calibration_feeds: Sequence[dict[str, Any]],
+    alpha: float,
+) -> None:
+    """Move the input outliers of the named matrix products (`x @ W`, `W` a constant) into their
+    weights, in place (SmoothQuant, Xiao et al. 2023): `x` is divided by a per-input-channel scale
+    `s = max|x|^alpha / max|W row|^(1 - alpha)` and `W`'s rows are multiplied by it, which leaves the
+    product as it is but lets int8 quantise `x` with one scale per tensor without the few large
+    channels that scale would otherwise be sized for. `max|x|` is measured by running the float
+    graph on `calibration_feeds`. Products reading the same `x` (query, key and value) share one
+    scale, sized by the largest of their rows, so `x` is scaled and quantised once for all of them."""
+    import onnx
+    import onnxruntime
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    nodes = {node.name: node for node in graph.node}
+    readers: dict[str, list[Any]] = {}  # input name -> the products reading it
+    for name in product_names:
+        readers.setdefault(nodes[name].input[0], []).append(nodes[name])
+    inputs = list(readers)
+
+    probe = onnx.load(str(path))
+    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs)
+    session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed_names = {item.name for item in session.get_inputs()}
+    largest: dict[str, np.ndarray] = {}
+    for feed in calibration_feeds:
+        values = session.run(inputs, {name: value for name, value in feed.items() if name in feed_names})
+        for input_name, value in zip(inputs, values, strict=True):
+            channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            largest[input_name] = np.maximum(largest.get(input_name, channel_max), channel_max)
+
+    weights = {initializer.name: initializer for initializer in graph.initializer}
+    tiny = np.float32(1e-5)  # a channel that never fired keeps a finite scale instead of dividing by 0
+    scalings = {}  # the first product reading an input -> the Mul that scales the input
+    for input_name, products in readers.items():
+        matrices = [numpy_helper.to_array(weights[product.input[1]]).astype(np.float32) for product in products]
+        weight_max = np.max([np.abs(matrix).max(axis=1) for matrix in matrices], axis=0)
+        scale = (np.maximum(largest[input_name], tiny) ** alpha / np.maximum(weight_max, tiny) ** (1 - alpha))
+        scale = scale.astype(np.float32)
+        scaled = f"{input_name}/smoothed"
+        graph.initializer.append(numpy_helper.from_array(1 / scale, f"{input_name}/smoothing"))
+        scalings[products[0].name] = helper.make_node(
+            "Mul", [input_name, f"{input_name}/smoothing"], [scaled], name=f"{input_name}/smooth"
+        )
+        for product, matrix in zip(products, matrices, strict=True):
+            weights[product.input[1]].CopyFrom(numpy_helper.from_array(matrix * scale[:, None], product.input[1]))
+            product.input[0] = scaled
+    # ONNX wants nodes in topological order: each scaling right before the first product reading it.
+    ordered = []
+    for node in graph.node:
+        if node.name in scalings:
+            ordered.append(scalings[node.name])
+        ordered.append(node)
+    del graph.node[:]
+    graph.node.extend(ordered)
+    onnx.save(model, str(path))
 
 
 def quantise_weights_int8(

@@ -105,7 +105,7 @@ def prepare_qa_model(tokenizer, model, device: str, fast: bool = False) -> Loade
     input_names = _model_input_names(tokenizer, model)
     use_fast = fast and torch_device.type == "cpu"
     if use_fast:
-        runner = OnnxInt8Runner(model, input_names, threads=torch.get_num_threads())
+        runner = OnnxInt8Runner(model, tokenizer, input_names, threads=torch.get_num_threads())
     else:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         runner = packed_runner_if_equivalent(

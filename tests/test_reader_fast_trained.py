@@ -3,7 +3,7 @@
 The random-weight models of the other reader tests cannot show what int8 does to a trained model's
 answers. This reads SQuAD questions of articles 16-23 (held out from the trained MiniLM-L6
 reader's training data, articles 0-15) with their gold paragraph in both modes. On all 1,390
-questions of those articles fast mode picked exact mode's answer for 89.8% (EM 47.6 vs 48.0).
+questions of those articles fast mode picked exact mode's answer for 92.8% (EM 47.99 in both modes).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ SQUAD_PART_A = "squad/dev-v1.1-part-a.json"
 HELD_OUT_ARTICLES = range(16, 24)
 QUESTION_STRIDE = 35  # every 35th question of the articles: 40 questions spread over all eight
 # The measured share on these 40 questions, less a margin of three for other CPUs' int8 rounding.
-MIN_AGREEMENT = 0.85  # 34 of 40; 37 of 40 measured
+MIN_AGREEMENT = 0.9  # 36 of 40; 39 of 40 measured
 
 
 @pytest.fixture(scope="module")
