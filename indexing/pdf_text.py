@@ -5,14 +5,22 @@ machinery of pypdf's layout mode) and hands the positioned fragments to `layout.
 reads multi-column pages column by column. Where that machinery cannot see all the text (text in
 form XObjects, rotated or upside-down text) or pypdf's internals differ from what is expected here,
 the page falls back to pypdf's default extraction, in content-stream order.
+
+pypdf's layout machinery moves the text position only between the strings of a TJ array that a
+number follows, not after a Tj or a TJ's last string as the PDF spec does (ISO 32000-1, 9.4.4). Show operations
+that follow each other without a positioning operator in between (OCR text layers draw each word and
+each space with its own Tj, one Tm per line) would then all start at the line's origin and overlap,
+and their word spaces vanish; `advancing_operations` rewrites them so every string moves the position.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from spanqa.indexing.layout import Fragment, page_text
+from spanqa.indexing.layout import SAME_LINE_HEIGHTS, Fragment, page_text
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +74,7 @@ def page_fragments(page: Any) -> list[Fragment]:
     if uses_form_xobjects(page):
         raise LayoutUnavailable("text in form XObjects")
     fonts = page._layout_mode_fonts()
-    operations = iter(ContentStream(contents, page.pdf, "bytes").operations)
+    operations = advancing_operations(ContentStream(contents, page.pdf, "bytes").operations)
     state = TextStateManager()
     text_ops: list[Any] = []
     for operands, operator in operations:
@@ -95,10 +103,67 @@ def page_fragments(page: Any) -> list[Fragment]:
         if not op.font.interpretable:
             continue
         x0, x1 = sorted((float(op.tx), float(op.displaced_tx)))
-        fragments.append(Fragment(text=text, x0=x0, x1=x1, y=float(op.ty), height=abs(float(op.font_height))))
+        fragment = Fragment(text=text, x0=x0, x1=x1, y=float(op.ty), height=abs(float(op.font_height)))
+        if text.isspace() and fragments and follows_on_line(fragments[-1], fragment):
+            # A space drawn on its own ends the word before it, however narrow the gap it leaves
+            # (the layout reader leaves whitespace fragments out and judges gaps by width alone).
+            if not fragments[-1].text[-1:].isspace():
+                fragments[-1] = replace(fragments[-1], text=fragments[-1].text + " ")
+            continue
+        fragments.append(fragment)
     if total_chars > 0 and rotated_chars > MAX_ROTATED_SHARE * total_chars:
         raise LayoutUnavailable("mostly rotated text")
     return fragments
+
+
+def follows_on_line(previous: Fragment, fragment: Fragment) -> bool:
+    """Whether `fragment` starts on `previous`'s baseline within a font height of where it ends."""
+    return (
+        abs(fragment.y - previous.y) < SAME_LINE_HEIGHTS * previous.height
+        and abs(fragment.x0 - previous.x1) <= previous.height
+    )
+
+
+def advancing_operations(operations: Iterable[tuple[list[Any], bytes]]) -> Iterator[tuple[list[Any], bytes]]:
+    """The content stream's operations with every text show written as a TJ array in which each string
+    is followed by a number, so that pypdf moves the text position past each string it reads."""
+    from pypdf.generic import ArrayObject
+
+    for operands, operator in operations:
+        if operator == b"Tj" and operands and isinstance(operands[0], bytes):
+            yield [ArrayObject([operands[0], 0])], b"TJ"
+        elif operator == b"TJ" and operands and isinstance(operands[0], ArrayObject):
+            yield [advancing_array(operands[0])], b"TJ"
+        elif operator == b"'" and operands and isinstance(operands[0], bytes):
+            yield [], b"T*"
+            yield [ArrayObject([operands[0], 0])], b"TJ"
+        elif operator == b'"' and len(operands) >= 3 and isinstance(operands[2], bytes):
+            yield [operands[0]], b"Tw"
+            yield [operands[1]], b"Tc"
+            yield [], b"T*"
+            yield [ArrayObject([operands[2], 0])], b"TJ"
+        else:
+            yield operands, operator
+
+
+def advancing_array(items: list[Any]) -> Any:
+    """The TJ array `items` with exactly one number after every string (0 where it had none).
+
+    pypdf moves past a string when a number follows it, by the string's width plus that number, and
+    moves by the string's width again for a second number in a row: so numbers in a row are summed.
+    """
+    from pypdf.generic import ArrayObject
+
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, bytes):
+            out += [item, 0]
+        elif isinstance(item, (int, float)):
+            if out:
+                out[-1] += item
+            else:
+                out.append(item)
+    return ArrayObject(out)
 
 
 def uses_form_xobjects(page: Any) -> bool:

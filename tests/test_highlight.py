@@ -495,6 +495,7 @@ REAL_PAGES = {
     "multicolumn/federal_register_2020_17221.pdf": [1, 2, 4, 6],
     "multicolumn/latex_two_column_lorem.pdf": [1, 2, 3],
     "multicolumn/naacl06_shinyama_paper.pdf": [1, 3, 5, 7],
+    "text/siege_of_vicksburg_ocr_scan.pdf": [1, 2, 4],
 }
 SPANS_PER_PAGE = 30
 MIN_EXACT_SHARE = 0.98
