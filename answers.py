@@ -96,6 +96,7 @@ class IndexedFile:
     source: str
     pages: int
     chunks: int
+    ocr_pages: int = 0  # pages whose text was OCR'd in this run
 
 
 @dataclass(frozen=True)

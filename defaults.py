@@ -66,9 +66,13 @@ CHUNK_OVERLAP_TOKENS = 48  # reader tokens of context on each side of a chunk's 
 # Without the reader's tokenizer (a hub id offline), tokens are estimated from words (see parsing.py).
 PARSE_WORKERS = None  # parser processes; None: the number of CPUs, at least 1, at most 4
 PARSE_TIMEOUT_S = 120.0  # seconds one file may take to parse before its worker is stopped
+PARSE_OCR_PAGE_S = 60.0  # more seconds a file may take for each page it OCRs
 PARSE_MEMORY_MB = 2048  # address space one parser process may use (RLIMIT_AS), in MiB
 MAX_FILE_MB = 512  # larger files are reported, not parsed
 LAYOUT_READING_ORDER = True  # PDF pages read column by column (False: pypdf's content-stream order)
+# PDF pages without a usable text layer are OCR'd: "auto" (the built-in engine, RapidOCR), "rapidocr",
+# "tesseract" (when installed) or "off".
+OCR = "auto"
 CLEAN_TEXT = True  # join hyphenated words and wrapped lines, drop running headers/footers (PDF only)
 EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call
 CHUNK_MODE = "context"  # "context": embedded cores widened by CHUNK_OVERLAP_TOKENS each side; "overlap": classic overlap

@@ -25,6 +25,7 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa import defaults
 from spanqa.answers import IndexedFile, SkippedFile
+from spanqa.indexing.ocr import OCR_MANIFEST_KEY, check_ocr_mode, engine_label
 from spanqa.indexing.parsing import ChunkSettings, ParsedFile, ParseTask
 from spanqa.indexing.spans import chunk_id
 from spanqa.indexing.workers import ParsePool
@@ -140,6 +141,7 @@ class Ingest:
         save_every: int = SAVE_EVERY_FILES,
         on_file_done: Callable[[str], None] | None = None,
         pool: ParsePool | None = None,
+        ocr: str = defaults.OCR,
     ):
         self.store = store
         self.embedder = embedder
@@ -151,6 +153,9 @@ class Ingest:
         self.embed_batch = embed_batch
         self.save_every = save_every
         self.on_file_done = on_file_done
+        self.ocr = check_ocr_mode(ocr)
+        # Recorded in the manifest and on each OCR'd chunk, so another engine re-OCRs those files.
+        self.ocr_label = engine_label(self.ocr)
         self._files_done = 0
 
     def _done(self, source: str) -> None:
@@ -173,7 +178,9 @@ class Ingest:
         self._files = [Path(f) for f in files]
         self._result = result = IngestResult()
         known = self.store.source_files() if self.store is not None else {}
-        settings_unchanged = self.store is not None and self.store.chunking == self.chunking.manifest()
+        recorded = dict(self.store.chunking or {}) if self.store is not None else {}
+        recorded.pop(OCR_MANIFEST_KEY, None)
+        settings_unchanged = self.store is not None and recorded == self.chunking.manifest()
         indexed_hashes = {info["sha256"]: source for source, info in known.items() if info.get("sha256")}
         batch_hashes: dict[str, str] = {}
         tasks: list[ParseTask] = []
@@ -186,7 +193,12 @@ class Ingest:
                     self._done(source)
                     continue
                 previous = known.get(source)
-                if previous is not None and previous.get("sha256") == digest and settings_unchanged:
+                if (
+                    previous is not None
+                    and previous.get("sha256") == digest
+                    and settings_unchanged
+                    and not self._ocr_stale(source)
+                ):
                     batch_hashes[digest] = source
                     result.indexed.append(IndexedFile(source, int(previous["pages"]), int(previous["chunks"])))
                     result.chunk_count += int(previous["chunks"])
@@ -204,9 +216,20 @@ class Ingest:
                     passwords=password_candidates(path, self.password, self.passwords),
                     chunking=self.chunking,
                     max_file_bytes=self.max_file_bytes,
+                    ocr=self.ocr,
                 )
             )
         self._run = self.pool.start(tasks)
+
+    def _ocr_stale(self, source: str) -> bool:
+        """Whether `source` has pages OCR'd by another engine (or version) than this run's."""
+        conditions = [
+            {"field": "meta.source", "operator": "==", "value": source},
+            {"field": "meta.ocr", "operator": "!=", "value": None},
+        ]
+        if self.ocr_label is not None:
+            conditions.append({"field": "meta.ocr", "operator": "!=", "value": self.ocr_label})
+        return bool(self.store.filter_documents({"operator": "AND", "conditions": conditions}))
 
     def abort(self) -> None:
         """Stop the workers of a started run without storing anything."""
@@ -240,7 +263,7 @@ class Ingest:
                 self._flush(pending, result)
         finally:
             self._run.close()
-        self.store.chunking = self.chunking.manifest()
+        self.store.chunking = {**self.chunking.manifest(), OCR_MANIFEST_KEY: self.ocr_label}
 
         order = {str(path): index for index, path in enumerate(self._files)}
         result.indexed.sort(key=lambda f: order.get(f.source, len(order)))
@@ -261,6 +284,8 @@ class Ingest:
             }
             if chunk.pieces is not None:
                 meta["pieces"] = chunk.pieces
+            if chunk.page in parsed.ocr_pages:
+                meta["ocr"] = self.ocr_label
             identifier = chunk_id(parsed.path, chunk.page, chunk.start, chunk.end, chunk.content)
             documents.append(Document(id=identifier, content=chunk.content, meta=meta))
             embed_texts.append(chunk.embed_text)
@@ -281,6 +306,6 @@ class Ingest:
             # Duplicate ids within a file (the same text at the same place) collapse into one chunk.
             unique = list({document.id: document for document in item.documents}.values())
             self.store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
-            result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique)))
+            result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique), len(item.parsed.ocr_pages)))
             result.chunk_count += len(unique)
             self._done(source)

@@ -16,6 +16,7 @@ import math
 import re
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError
 from spanqa.indexing.cleaning import CleanPage, clean_pages
-from spanqa.indexing.reading import PDF_SUFFIXES, read_bytes, read_pages, short_message
+from spanqa.indexing.reading import PDF_SUFFIXES, read_bytes, read_document, short_message
 from spanqa.indexing.spans import chunk_spans, context_chunk_spans, word_spans
 
 # Words-based token estimate (used without the reader's tokenizer): a word costs one token, plus one
@@ -84,6 +85,7 @@ class ParseTask:
     passwords: tuple[str, ...] = ()
     chunking: ChunkSettings = field(default_factory=ChunkSettings)
     max_file_bytes: int | None = defaults.MAX_FILE_MB * 1024 * 1024
+    ocr: str = defaults.OCR  # OCR engine for pages without a usable text layer ("off": none)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class ParsedFile:
     sha256: str | None = None
     page_count: int = 0
     pages_with_text: int = 0
+    ocr_pages: tuple[int, ...] = ()  # pages (1-based) whose text was OCR'd
     chunks: list[ChunkRecord] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -196,8 +199,9 @@ def clean_document(path: Path, pages: list[str], clean: bool) -> list[CleanPage]
     return [CleanPage.identity(page) for page in pages]
 
 
-def parse_file(task: ParseTask) -> ParsedFile:
-    """Read, clean and chunk one file; a file that cannot be indexed comes back with its reason."""
+def parse_file(task: ParseTask, before_ocr_page: Callable[[], None] | None = None) -> ParsedFile:
+    """Read, clean and chunk one file; a file that cannot be indexed comes back with its reason.
+    `before_ocr_page` is called before each page is OCR'd (a worker asks for more time there)."""
     began = time.perf_counter()
     path = Path(task.path)
     result = ParsedFile(path=task.path)
@@ -216,7 +220,12 @@ def parse_file(task: ParseTask) -> ParsedFile:
             raise DocumentError(path, "is a directory (list its files with discover_files)")
         data = read_bytes(path)
         result.sha256 = hashlib.sha256(data).hexdigest()
-        pages = read_pages(path, passwords=task.passwords, layout=task.chunking.layout, data=data)
+        document = read_document(
+            path, passwords=task.passwords, layout=task.chunking.layout, data=data, ocr=task.ocr,
+            before_ocr_page=before_ocr_page,
+        )
+        pages = document.pages
+        result.ocr_pages = document.ocr_pages
         result.page_count = len(pages)
         result.pages_with_text = sum(1 for page in pages if page.strip() != "")
         cleaned = clean_document(path, pages, task.chunking.clean)

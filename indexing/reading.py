@@ -11,10 +11,11 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from html.parser import HTMLParser
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spanqa import defaults
 from spanqa.answers import SkippedFile
@@ -32,6 +33,8 @@ HTML_SUFFIXES = (".html", ".htm")
 # The PDF spec lets readers accept a header anywhere in the first 1024 bytes (some tools prepend junk).
 PDF_HEADER_WINDOW = 1024
 MAX_REASON_CHARS = 200
+# The operator that begins an image drawn inline in a content stream.
+INLINE_IMAGE = re.compile(rb"(?:^|\s)BI\s")
 
 
 def supported_suffixes_text() -> str:
@@ -111,6 +114,14 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8-sig", errors="replace")
 
 
+@dataclass(frozen=True)
+class DocumentText:
+    """A file's page texts (item i is page i+1) and the pages (1-based) whose text is OCR'd."""
+
+    pages: list[str]
+    ocr_pages: tuple[int, ...] = ()
+
+
 def read_pages(
     path: Path,
     password: str | None = None,
@@ -118,17 +129,34 @@ def read_pages(
     passwords: Sequence[str] = (),
     layout: bool = True,
     data: bytes | None = None,
+    ocr: str = defaults.OCR,
 ) -> list[str]:
     """The text of every page of `path`: item i is page i+1.
 
     An encrypted PDF is tried with the empty password, then `password`, then each of `passwords`.
     With `layout` (the default) PDF pages are read in reading order, columns one after another
-    (`spanqa.indexing.pdf_text`); without it, in pypdf's content-stream order. `data` is the file's
-    bytes when the caller has read them already.
+    (`spanqa.indexing.pdf_text`); without it, in pypdf's content-stream order. PDF pages without a
+    usable text layer (scans) are OCR'd with the engine `ocr` names ("auto", "rapidocr",
+    "tesseract"; "off": they read as ""). `data` is the file's bytes when the caller has read them.
 
     Pages without text stay in the list as "" (or whitespace) so page numbers keep matching the
     file. Raises DocumentError, with a short reason a user can act on, when the file yields no text.
     """
+    candidates = ([password] if password is not None else []) + list(passwords)
+    return read_document(path, passwords=candidates, layout=layout, data=data, ocr=ocr).pages
+
+
+def read_document(
+    path: Path,
+    *,
+    passwords: Sequence[str] = (),
+    layout: bool = True,
+    data: bytes | None = None,
+    ocr: str = defaults.OCR,
+    before_ocr_page: Callable[[], None] | None = None,
+) -> DocumentText:
+    """`read_pages`, also saying which pages were OCR'd; `before_ocr_page` is called before each
+    page's OCR (a parse worker asks for more time there)."""
     path = Path(path)
     if path.is_dir():
         raise DocumentError(path, "is a directory (list its files with discover_files)")
@@ -140,18 +168,17 @@ def read_pages(
     elif len(data) == 0:
         raise DocumentError(path, "empty file (0 bytes)")
     if suffix in PDF_SUFFIXES:
-        candidates = [pw for pw in ([password] if password is not None else []) + list(passwords)]
-        return read_pdf_pages(path, data, candidates, layout=layout)
+        return read_pdf_pages(path, data, list(passwords), layout=layout, ocr=ocr, before_ocr_page=before_ocr_page)
     if suffix in HTML_SUFFIXES:
         pages = [html_to_text(decode_text(data))]
         if pages[0].strip() == "":
             raise DocumentError(path, "no visible text")
-        return pages
+        return DocumentText(pages)
     if suffix in TEXT_SUFFIXES:
         pages = split_form_feeds(decode_text(data))
         if all(page.strip() == "" for page in pages):
             raise DocumentError(path, "no text (only whitespace)")
-        return pages
+        return DocumentText(pages)
     # A suffix added to defaults.SUPPORTED_SUFFIXES without a reader here.
     raise DocumentError(path, f"no reader for '{suffix}' files")
 
@@ -165,23 +192,105 @@ def split_form_feeds(text: str) -> list[str]:
     return pages
 
 
-def read_pdf_pages(path: Path, data: bytes, passwords: str | None | Sequence[str], layout: bool = True) -> list[str]:
+def read_pdf_pages(
+    path: Path,
+    data: bytes,
+    passwords: Sequence[str],
+    layout: bool = True,
+    ocr: str = defaults.OCR,
+    before_ocr_page: Callable[[], None] | None = None,
+) -> DocumentText:
+    from spanqa.indexing.ocr import check_ocr_mode
+
+    check_ocr_mode(ocr)
     reader = open_pdf_reader(path, data, passwords)
     page_count = len(reader.pages)
     pages: list[str] = []
     failures: list[str] = []
+    ocr_pages: list[int] = []
+    ocr_failures: list[str] = []
     for page_index in range(page_count):
         try:
-            pages.append(page_text_of(reader.pages[page_index], layout))
+            text = page_text_of(reader.pages[page_index], layout)
         except Exception as exc:  # noqa: BLE001 - one unreadable page must not cost the rest of the file
             logger.warning("%s: page %d: text extraction failed: %s", path, page_index + 1, short_message(exc))
             failures.append(short_message(exc))
-            pages.append("")
-    if len(failures) == page_count:
+            text = ""
+        if ocr != "off":
+            text, ocr_used, ocr_error = ocr_if_needed(
+                ocr, reader.pages[page_index], text, data, page_index, passwords, before_ocr_page
+            )
+            if ocr_used:
+                ocr_pages.append(page_index + 1)
+            if ocr_error is not None:
+                logger.warning("%s: page %d: OCR failed: %s", path, page_index + 1, ocr_error)
+                ocr_failures.append(ocr_error)
+        pages.append(text)
+    if len(failures) == page_count and not ocr_pages:
         raise DocumentError(path, f"corrupt PDF: {failures[0]}")
     if all(page.strip() == "" for page in pages):
-        raise DocumentError(path, "no text layer: needs OCR")
-    return pages
+        if ocr_failures:
+            raise DocumentError(path, f"OCR failed: {ocr_failures[0]}")
+        if ocr == "off":
+            raise DocumentError(path, "no text layer: needs OCR (index with --ocr auto)")
+        raise DocumentError(path, "no text found, by OCR either (blank pages?)")
+    return DocumentText(pages, tuple(ocr_pages))
+
+
+def draws_images(page: Any) -> bool:
+    """Whether a pypdf page draws an image (its own, or one of its forms'): only such a page can be
+    a scan worth OCR; a page without text and without images is blank."""
+    try:
+        if _resources_draw_images(page.get("/Resources"), depth=0):
+            return True
+        contents = page.get_contents()
+        return contents is not None and INLINE_IMAGE.search(contents.get_data()) is not None
+    except Exception:  # noqa: BLE001 - a page whose resources cannot be read is tried with OCR
+        return True
+
+
+def _resources_draw_images(resources: Any, depth: int) -> bool:
+    if resources is None or depth > 3:  # forms nest; a few levels is all real files use
+        return False
+    resources = resources.get_object()
+    objects = resources.get("/XObject")
+    if objects is None:
+        return False
+    for reference in objects.get_object().values():
+        item = reference.get_object()
+        subtype = item.get("/Subtype")
+        if subtype == "/Image" or (subtype == "/Form" and _resources_draw_images(item.get("/Resources"), depth + 1)):
+            return True
+    return False
+
+
+def ocr_if_needed(
+    ocr: str,
+    page: Any,
+    text: str,
+    data: bytes,
+    page_index: int,
+    passwords: Sequence[str],
+    before_ocr_page: Callable[[], None] | None,
+) -> tuple[str, bool, str | None]:
+    """The text of `page` (a pypdf page, whose text layer reads `text`), OCR'd by the engine `ocr`
+    names when its text layer is too thin and it draws an image: (text, OCR'd, the OCR error if
+    any). The engine loads at the first page that needs it."""
+    from spanqa.indexing.ocr import needs_ocr, ocr_page
+
+    if not needs_ocr(text) or not draws_images(page):
+        return text, False, None
+    if before_ocr_page is not None:
+        before_ocr_page()
+    try:
+        recognised = ocr_page(ocr, data, page_index, list(passwords))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a page the engine cannot read keeps its own text
+        return text, False, short_message(exc)
+    if len(recognised.split()) <= len(text.split()):
+        return text, False, None
+    return recognised, True, None
 
 
 def open_pdf_reader(path: Path, data: bytes, passwords: str | None | Sequence[str]) -> PdfReader:
@@ -210,7 +319,13 @@ def open_pdf_reader(path: Path, data: bytes, passwords: str | None | Sequence[st
 
 
 def read_pdf_page(
-    path: Path, page: int, passwords: Sequence[str] = (), *, layout: bool = True, data: bytes | None = None
+    path: Path,
+    page: int,
+    passwords: Sequence[str] = (),
+    *,
+    layout: bool = True,
+    data: bytes | None = None,
+    ocr: str = defaults.OCR,
 ) -> str:
     """The text of page `page` (1-based) of the PDF `path`: exactly `read_pages(path)[page - 1]`, without
     reading the other pages. An encrypted PDF is tried with the empty password, then each of `passwords`.
@@ -228,11 +343,17 @@ def read_pdf_page(
     reader = open_pdf_reader(path, data, list(passwords))
     if not 1 <= page <= len(reader.pages):
         raise out_of_range(path, page, len(reader.pages))
+    from spanqa.indexing.ocr import check_ocr_mode
+
+    check_ocr_mode(ocr)
     try:
-        return page_text_of(reader.pages[page - 1], layout)
+        text = page_text_of(reader.pages[page - 1], layout)
     except Exception as exc:  # noqa: BLE001 - as read_pages: an unreadable page has no text
         logger.warning("%s: page %d: text extraction failed: %s", path, page, short_message(exc))
-        return ""
+        text = ""
+    if ocr != "off":
+        text = ocr_if_needed(ocr, reader.pages[page - 1], text, data, page - 1, passwords, None)[0]
+    return text
 
 
 def out_of_range(path: Path, page: int, page_count: int) -> ConfigError:

@@ -37,6 +37,11 @@ from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
 logger = logging.getLogger(__name__)
 
 OUT_OF_MEMORY = "out of memory"
+
+
+@dataclass(frozen=True)
+class OcrPageStarted:
+    """A worker's message before it OCRs a page: its file may take `ocr_page_s` longer."""
 _DONE = object()
 # How often the manager thread looks at the clock and at the consumer while nothing else happens.
 _POLL_S = 0.05
@@ -78,8 +83,12 @@ def _worker_main(connection: Any, memory_mb: int | None, job: Callable[[Any], Pa
         if task is None:
             return
         out_of_memory = False
+
+        def ocr_page_started() -> None:
+            connection.send(OcrPageStarted())
+
         try:
-            result = job(task)
+            result = job(task, ocr_page_started)
             out_of_memory = result.reason is not None and result.reason.startswith(OUT_OF_MEMORY)
         except MemoryError:
             result = ParsedFile(path=task.path)
@@ -180,6 +189,7 @@ class _Worker:
     connection: Any
     task: ParseTask | None = None
     started: float = 0.0
+    extra_s: float = 0.0  # time granted beyond timeout_s (pages OCR'd so far)
 
 
 class ParsePool:
@@ -190,15 +200,18 @@ class ParsePool:
         workers: int | None = None,
         timeout_s: float | None = defaults.PARSE_TIMEOUT_S,
         memory_mb: int | None = defaults.PARSE_MEMORY_MB,
-        job: Callable[[Any], ParsedFile] = parse_file,
+        job: Callable[[Any, Callable[[], None]], ParsedFile] = parse_file,
         max_ready: int | None = None,
+        ocr_page_s: float = defaults.PARSE_OCR_PAGE_S,
     ):
         """
         :param workers: parser processes (default: the CPUs, 1 to 4).
         :param timeout_s: seconds one file may take; None for no limit.
         :param memory_mb: address space of each parser process in MiB; None for no cap.
-        :param job: what a worker runs per task (a module-level function; tests swap it).
+        :param job: what a worker runs per task, given the task and a callable to call before it
+            OCRs a page (a module-level function; tests swap it).
         :param max_ready: parsed files kept waiting for the consumer before parsing pauses.
+        :param ocr_page_s: seconds added to a file's `timeout_s` for each page it OCRs.
         """
         workers = default_workers() if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -211,6 +224,7 @@ class ParsePool:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.job = job
+        self.ocr_page_s = ocr_page_s
         self.max_ready = max_ready if max_ready is not None else 2 * workers + 2
         self._context = _context()
         self._stop = threading.Event()
@@ -306,6 +320,7 @@ class ParsePool:
                     continue
                 idle.task = task
                 idle.started = time.monotonic()
+                idle.extra_s = 0.0
 
             busy = [w for w in self._pool if w.task is not None]
             if not busy:
@@ -314,7 +329,7 @@ class ParsePool:
             now = time.monotonic()
             wait_s = _POLL_S * 4
             if self.timeout_s is not None:
-                wait_s = min(wait_s, max(0.0, min(w.started + self.timeout_s for w in busy) - now))
+                wait_s = min(wait_s, max(0.0, min(w.started + self.timeout_s + w.extra_s for w in busy) - now))
             handles = {}
             for worker in busy:
                 handles[worker.connection] = worker
@@ -339,6 +354,9 @@ class ParsePool:
                     self._retire(worker, kill=True)
                     results.put(result)
                     continue
+                if isinstance(result, OcrPageStarted):
+                    worker.extra_s += self.ocr_page_s
+                    continue
                 worker.task = None
                 if result.reason is not None and result.reason.startswith(OUT_OF_MEMORY):
                     self._retire(worker, kill=False)
@@ -346,8 +364,9 @@ class ParsePool:
             if self.timeout_s is not None:
                 now = time.monotonic()
                 for worker in [w for w in self._pool if w.task is not None]:
-                    if now - worker.started >= self.timeout_s:
+                    if now - worker.started >= self.timeout_s + worker.extra_s:
                         task = worker.task
                         worker.task = None
                         self._retire(worker, kill=True)
-                        results.put(ParsedFile(path=task.path, reason=f"timed out after {self.timeout_s:g} s"))
+                        budget = self.timeout_s + worker.extra_s
+                        results.put(ParsedFile(path=task.path, reason=f"timed out after {budget:g} s"))

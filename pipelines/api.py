@@ -201,6 +201,7 @@ class DocumentQA:
         memory_mb: int | None = defaults.PARSE_MEMORY_MB,
         max_file_mb: float | None = defaults.MAX_FILE_MB,
         sync: bool = False,
+        ocr: str = defaults.OCR,
     ) -> IndexReport:
         """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
 
@@ -213,6 +214,8 @@ class DocumentQA:
         indexed again. With `sync=True` the index also forgets every indexed file under `paths`
         that is no longer there (`IndexReport.removed`). Progress is committed every
         `SAVE_EVERY_FILES` files and at the end; an interrupted run keeps what was committed.
+        PDF pages without a usable text layer are OCR'd by `ocr` ("auto": the built-in RapidOCR;
+        "rapidocr", "tesseract", "off"); a file OCR'd by another engine before is OCR'd again.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
@@ -241,6 +244,7 @@ class DocumentQA:
             memory_mb=memory_mb,
             max_file_mb=max_file_mb,
             on_file_done=on_file_done,
+            ocr=ocr,
         )
         # The workers start parsing now, while the embedder loads.
         ingest.start(files)

@@ -14,6 +14,7 @@ from pathlib import Path
 from spanqa import defaults
 from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.errors import SpanQAError
+from spanqa.indexing.ocr import OCR_MODES
 from spanqa.pipelines.cli_common import (
     non_negative,
     positive_int,
@@ -111,6 +112,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="memory one parser process may use (default: %(default)s)")
     index.add_argument("--max-file-mb", type=float, default=defaults.MAX_FILE_MB, metavar="MB",
                        help="larger files are reported, not parsed (default: %(default)s)")
+    index.add_argument("--ocr", choices=OCR_MODES, default=defaults.OCR,
+                       help="OCR for PDF pages without a usable text layer: auto (the built-in engine, "
+                       "RapidOCR), rapidocr, tesseract (when installed) or off (default: %(default)s)")
     index.add_argument("--sync", action="store_true",
                        help="also remove from the index the files under PATH that are no longer there")
     index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
@@ -215,9 +219,14 @@ def _print_index_report(report: IndexReport) -> None:
         print(f"skipped {_display_path(skipped.source)}: {skipped.reason}")
     for source in report.removed:
         print(f"removed {_display_path(source)}: no longer there")
+    for indexed in report.indexed:
+        if indexed.ocr_pages:
+            print(f"indexed {_display_path(indexed.source)} with OCR ({indexed.ocr_pages} page(s))")
     removed = f"; removed {len(report.removed)} file(s)" if report.removed else ""
+    ocr_pages = sum(f.ocr_pages for f in report.indexed)
+    ocr = f" ({ocr_pages} by OCR)" if ocr_pages else ""
     print(
-        f"indexed {len(report.indexed)} file(s), {sum(f.pages for f in report.indexed)} page(s), "
+        f"indexed {len(report.indexed)} file(s), {sum(f.pages for f in report.indexed)} page(s){ocr}, "
         f"{report.chunk_count} chunk(s); skipped {len(report.skipped)} file(s){removed}"
     )
 
@@ -266,6 +275,7 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             max_file_mb=args.max_file_mb,
             on_file_done=advance,
             sync=args.sync,
+            ocr=args.ocr,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -63,7 +63,7 @@ def test_every_file_is_indexed_or_reported_with_its_reason(batch):
     assert reasons["truncated.pdf"].startswith("corrupt PDF: ")
     assert reasons["corrupt.pdf"].startswith("corrupt PDF: ")
     assert reasons["fake.pdf"] == "not a PDF (no %PDF header)"
-    assert reasons["scan.pdf"] == "no text layer: needs OCR"
+    assert reasons["scan.pdf"] == "no text found, by OCR either (blank pages?)"
     assert reasons["locked.pdf"] == "encrypted: password needed"
     assert indexed["good.pdf"].pages == 2 and indexed["good.pdf"].chunks >= 2
     assert report.chunk_count == sum(f.chunks for f in report.indexed)

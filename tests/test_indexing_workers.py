@@ -18,7 +18,7 @@ from spanqa.indexing.parsing import ChunkSettings, ParsedFile, ParseTask, parse_
 from spanqa.indexing.workers import ParsePool
 
 
-def misbehaving_parse(task: ParseTask) -> ParsedFile:
+def misbehaving_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
     name = Path(task.path).name
     if name.startswith("hang"):
         time.sleep(60)
@@ -54,7 +54,7 @@ def test_pool_parses_files_and_reports_bad_ones(tmp_path, good_pdf):
     assert good.ok and good.page_count == 2 and len(good.chunks) == 2
     assert good.sha256 is not None and all(chunk.content.strip() for chunk in good.chunks)
     assert bad_corrupt.reason.startswith("corrupt PDF: ")
-    assert bad_scan.reason == "no text layer: needs OCR"
+    assert bad_scan.reason == "no text found, by OCR either (blank pages?)"
     assert bad_locked.reason == "encrypted: password needed"
     assert bad_empty.reason == "empty file (0 bytes)"
 

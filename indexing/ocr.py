@@ -1,0 +1,237 @@
+"""OCR of PDF pages that have no usable text layer: page image in, page text (in reading order) out.
+
+Engines: RapidOCR (`rapidocr`, installed with spanqa: PP-OCR detection and recognition models that
+ship inside the wheel and run on ONNX Runtime; English and Chinese) and Tesseract (Debian's
+`tesseract-ocr`, when installed, through its command line). `auto` is RapidOCR.
+
+An engine returns words with their boxes on the rendered image; they become `layout.Fragment`s, so
+an OCR'd page is put in reading order (columns, lines, word spaces) by the same geometry as a page
+with a text layer. Same engine and version, same rendering: same text, so offsets into an OCR'd
+page are as stable as into any other page.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol
+
+from spanqa.errors import ConfigError
+from spanqa.indexing.layout import ASCENT_HEIGHTS, DESCENT_HEIGHTS, Fragment, page_text
+
+OCR_MODES = ("auto", "off", "rapidocr", "tesseract")
+OCR_MANIFEST_KEY = "ocr"  # the index manifest's record of the engine ("rapidocr 3.10.0"; None: off)
+# Pages are rendered at this resolution for OCR (issue #13's bench: word recall by dpi)...
+OCR_DPI = 200
+# ... unless the image would hold more pixels than this (a poster-sized page): then it is scaled down.
+OCR_MAX_PIXELS = 25_000_000
+# A page whose text layer has fewer non-space characters than this has no usable text (a scan, maybe
+# with a stamped page number): it is OCR'd, and the OCR text is used when it holds more.
+OCR_MIN_TEXT_CHARS = 16
+# Words the engine is less sure of than this are dropped (RapidOCR scores 0..1, Tesseract 0..100).
+OCR_MIN_WORD_SCORE = 0.5
+# A rendered page whose darkest pixel is lighter than this (0 black, 255 white) is blank.
+BLANK_PAGE_DARKEST = 200
+TESSERACT_LANGUAGES = "eng"
+TESSERACT_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class OcrWord:
+    """Recognised text (a word, or a line of words) and its box on the page image, in pixels from
+    the top left."""
+
+    text: str
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+class OcrEngine(Protocol):
+    name: str
+    version: str
+
+    def words(self, image: Any) -> list[OcrWord]:
+        """The words on `image` (a grayscale PIL image)."""
+        ...
+
+
+def check_ocr_mode(mode: object) -> str:
+    if not isinstance(mode, str) or mode not in OCR_MODES:
+        raise ConfigError(f"ocr={mode!r} is not an OCR mode: use one of {', '.join(OCR_MODES)}")
+    return mode
+
+
+def _rapidocr_version() -> str:
+    try:
+        return metadata.version("rapidocr")
+    except metadata.PackageNotFoundError as exc:
+        raise ConfigError(
+            "OCR with RapidOCR needs the rapidocr package (a dependency of spanqa): pip install rapidocr, "
+            "or use --ocr tesseract|off"
+        ) from exc
+
+
+def _tesseract_binary() -> str:
+    binary = shutil.which("tesseract")
+    if binary is None:
+        raise ConfigError(
+            "OCR with Tesseract needs the tesseract program (Debian: apt-get install tesseract-ocr), "
+            "or use --ocr auto for the built-in engine"
+        )
+    return binary
+
+
+@functools.cache
+def _tesseract_version(binary: str) -> str:
+    first_line = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.splitlines()
+    return first_line[0].split()[-1] if first_line else "unknown"
+
+
+class RapidOcrEngine:
+    name = "rapidocr"
+
+    def __init__(self) -> None:
+        self.version = _rapidocr_version()
+        from rapidocr import RapidOCR
+
+        # One thread per engine: parse workers already run one per core.
+        self._engine = RapidOCR(params={"Global.log_level": "error", "EngineConfig.onnxruntime.intra_op_num_threads": 1})
+
+    def words(self, image: Any) -> list[OcrWord]:
+        import numpy as np
+
+        # Whole recognised lines, not RapidOCR's word boxes: a line's text has the spaces the
+        # recogniser read (its word boxes touch, so their gaps lose English word spaces, and split
+        # Chinese into characters with gaps between).
+        result = self._engine(np.asarray(image.convert("RGB")))
+        found = []
+        for text, score, box in zip(result.txts or (), result.scores or (), result.boxes if result.boxes is not None else (), strict=False):
+            if text.strip() == "" or float(score) < OCR_MIN_WORD_SCORE:
+                continue
+            xs = [point[0] for point in box]
+            ys = [point[1] for point in box]
+            found.append(OcrWord(text.strip(), min(xs), min(ys), max(xs), max(ys)))
+        return found
+
+
+class TesseractEngine:
+    name = "tesseract"
+
+    def __init__(self, languages: str = TESSERACT_LANGUAGES) -> None:
+        self._binary = _tesseract_binary()
+        self.languages = languages
+        self.version = _tesseract_version(self._binary)
+
+    def words(self, image: Any) -> list[OcrWord]:
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        done = subprocess.run(
+            [self._binary, "stdin", "stdout", "-l", self.languages, "--psm", "3", "tsv"],
+            input=png.getvalue(), capture_output=True, timeout=TESSERACT_TIMEOUT_S, check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"tesseract failed: {done.stderr.decode(errors='replace').strip()[:200]}")
+        found = []
+        for row in done.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
+            fields = row.split("\t")
+            # level 5 rows are words: left, top, width, height, confidence (0-100), text.
+            if len(fields) < 12 or fields[0] != "5" or fields[11].strip() == "":
+                continue
+            left, top, width, height = (float(value) for value in fields[6:10])
+            if float(fields[10]) < 100 * OCR_MIN_WORD_SCORE:
+                continue
+            found.append(OcrWord(fields[11], left, top, left + width, top + height))
+        return found
+
+
+@functools.cache
+def ocr_engine(mode: str) -> OcrEngine | None:
+    """The engine of `mode` (loaded once per process), None for "off"."""
+    check_ocr_mode(mode)
+    if mode == "off":
+        return None
+    if mode == "tesseract":
+        return TesseractEngine()
+    return RapidOcrEngine()
+
+
+def engine_label(mode: str) -> str | None:
+    """What an index records about the OCR it uses: engine and version ("rapidocr 3.10.0"), None if
+    off. Without loading the engine; ConfigError when it is not installed."""
+    check_ocr_mode(mode)
+    if mode == "off":
+        return None
+    if mode == "tesseract":
+        return f"tesseract {_tesseract_version(_tesseract_binary())}"
+    return f"rapidocr {_rapidocr_version()}"
+
+
+def words_text(words: list[OcrWord], image_height: float) -> str:
+    """The page text of OCR'd `words`, in reading order: columns one after another, lines top to
+    bottom, words separated by a space where their boxes leave a gap."""
+    fragments = []
+    for word in words:
+        # Layout geometry is PDF-like (y grows upwards, boxes from below the baseline to above it).
+        bottom, top = image_height - word.bottom, image_height - word.top
+        height = (top - bottom) / (ASCENT_HEIGHTS + DESCENT_HEIGHTS)
+        if height <= 0:
+            continue
+        fragments.append(Fragment(word.text, word.left, word.right, bottom + DESCENT_HEIGHTS * height, height))
+    return page_text(fragments)
+
+
+def needs_ocr(text: str) -> bool:
+    """Whether a page's text layer is too thin to be the page's text."""
+    return sum(1 for character in text if not character.isspace()) < OCR_MIN_TEXT_CHARS
+
+
+def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> Any:
+    """Page `page_index` of the PDF `data` as a grayscale PIL image at OCR_DPI (or fewer pixels)."""
+    import pypdfium2 as pdfium
+
+    from spanqa.indexing.pdf_pages import PDFIUM_LOCK
+
+    with PDFIUM_LOCK:
+        document = None
+        for password in ["", *passwords]:
+            try:
+                document = pdfium.PdfDocument(data, password=password or None)
+                break
+            except pdfium.PdfiumError:
+                continue
+        if document is None:
+            raise RuntimeError("pdfium cannot open the PDF to render it")
+        try:
+            page = document[page_index]
+            try:
+                width, height = page.get_size()
+                scale = OCR_DPI / 72
+                pixels = width * height * scale * scale
+                if pixels > OCR_MAX_PIXELS:
+                    scale *= (OCR_MAX_PIXELS / pixels) ** 0.5
+                bitmap = page.render(scale=scale, grayscale=True)
+                try:
+                    return bitmap.to_pil().copy()
+                finally:
+                    bitmap.close()
+            finally:
+                page.close()
+        finally:
+            document.close()
+
+
+def ocr_page(mode: str, data: bytes, page_index: int, passwords: list[str]) -> str:
+    """The OCR text of one PDF page, by the engine `mode` names (loaded at the first page with ink)."""
+    image = render_for_ocr(data, page_index, passwords)
+    darkest, _ = image.getextrema()
+    if darkest > BLANK_PAGE_DARKEST:
+        return ""  # a blank page: nothing to read, and no engine to load for it
+    return words_text(ocr_engine(mode).words(image), image.height)
