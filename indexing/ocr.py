@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ class TesseractEngine:
         done = subprocess.run(
             [self._binary, "stdin", "stdout", "-l", self.languages, "--psm", "3", "tsv"],
             input=png.getvalue(), capture_output=True, timeout=TESSERACT_TIMEOUT_S, check=False,
+            # One thread, as RapidOCR: the parse workers already run one per core.
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
         )
         if done.returncode != 0:
             raise RuntimeError(f"tesseract failed: {done.stderr.decode(errors='replace').strip()[:200]}")

@@ -156,3 +156,24 @@ def test_each_ocred_page_adds_to_a_file_s_time_budget(tmp_path):
     results = {Path(r.path).name: r for r in pool.map([ParseTask(str(ocr_file)), ParseTask(str(silent_file))])}
     assert results["ocr.pdf"].ok and results["ocr.pdf"].page_count == 3
     assert results["silent.pdf"].reason == "timed out after 1 s"
+
+
+@needs_rapidocr
+def test_a_chinese_fax_is_found_by_a_chinese_phrase_from_it(tmp_path, shared_data_dir, minilm_dir):
+    """The shared 3-page Chinese fax (image only) is OCR'd and found by keyword search for phrases of
+    its text, two characters and more, from inside longer runs of characters."""
+    from spanqa.pipelines.api import DocumentQA
+
+    fax = shared_data_dir / "pdfs" / "scanned_no_text" / "fax_scan_ccitt_3pages.pdf"
+    if not fax.is_file():
+        pytest.skip(f"shared scan not found at {fax}")
+    qa = DocumentQA(tmp_path / "index", embedder=str(minilm_dir), device="cpu", retrieval="keyword")
+    [indexed] = qa.index([fax]).indexed
+    assert indexed.ocr_pages == 3
+    for phrase, page in (("行政处罚决定书", 1), ("无缝钢管", 1), ("海关", None)):
+        passages = qa.search(phrase, top_k=3)
+        assert passages and Path(passages[0].source) == fax.resolve(), phrase
+        assert phrase in "".join(passages[0].text.split())
+        if page is not None:
+            assert passages[0].page == page
+    assert qa.search("北京烤鸭", top_k=3) == []
