@@ -74,7 +74,6 @@ def run_writer(index_dir: Path, batches: int, size: int, index_type: str) -> Non
 
 def main() -> None:
     index_dir, batches, size, index_type = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    import numpy.random  # noqa: F401 - numpy loads it lazily: a writer importing it would take 0.15 s more
     import spanqa.indexing.store  # noqa: F401 - imported once, before the forks
 
     print("ready", flush=True)
