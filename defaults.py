@@ -67,7 +67,9 @@ CHUNK_OVERLAP_TOKENS = 48  # reader tokens of context on each side of a chunk's 
 PARSE_WORKERS = None  # parser processes; None: the number of CPUs, at least 1, at most 4
 PARSE_TIMEOUT_S = 120.0  # seconds one file may take to parse before its worker is stopped
 PARSE_OCR_PAGE_S = 60.0  # more seconds a file may take for each page it OCRs
-PARSE_MEMORY_MB = 2048  # address space one parser process may use (RLIMIT_AS), in MiB
+# Address space one parser process may use (RLIMIT_AS), in MiB. The OCR engine (ONNX Runtime) reserves
+# much more address space than it touches: 2048 failed on dense 200-dpi pages (bench/ocr.py), 3072 did not.
+PARSE_MEMORY_MB = 4096
 MAX_FILE_MB = 512  # larger files are reported, not parsed
 LAYOUT_READING_ORDER = True  # PDF pages read column by column (False: pypdf's content-stream order)
 # PDF pages without a usable text layer are OCR'd: "auto" (the built-in engine, RapidOCR), "rapidocr",

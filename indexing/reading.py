@@ -287,7 +287,10 @@ def ocr_if_needed(
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - a page the engine cannot read keeps its own text
-        return text, False, short_message(exc)
+        # RapidOCR wraps ONNX Runtime's errors in a message that starts with a traceback: the reason
+        # is its last line.
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return text, False, short_message(RuntimeError(lines[-1])) if lines else short_message(exc)
     if len(recognised.split()) <= len(text.split()):
         return text, False, None
     return recognised, True, None
