@@ -9,8 +9,9 @@ Layout of an index directory:
   source, page, text, meta JSON), `files` (path, SHA-256, pages, chunks, when indexed), `tombstones`
   (ids an HNSW graph still holds but that were deleted) and `state` (the committed generation, its
   vectors file and structure, the next free id, the chunk settings).
-  `chunks_fts` is the FTS5 keyword index of the chunks' text and file paths, kept in step with
-  `chunks` by triggers inside the same transactions (`spanqa.indexing.keyword`).
+  `chunks_fts` is the FTS5 keyword index of the chunks' text and file paths, and `chunks_cjk` that
+  of their Chinese, Japanese and Korean character pairs, both kept in step with `chunks` by
+  triggers inside the same transactions (`spanqa.indexing.keyword`).
 - `vectors.<generation>.faiss`: the vectors of the committed generation, unit length, so the inner
   product FAISS ranks by is the cosine similarity. Structures: `IndexIDMap2(IndexFlatIP)` (exact),
   `IndexIDMap2(IndexHNSWFlat)` or `IndexIVFFlat` with our ids.
@@ -47,7 +48,7 @@ from haystack.document_stores.types import DuplicatePolicy
 from spanqa import defaults
 from spanqa.errors import ConfigError, IndexBusyError, IndexMismatchError, IndexNotFoundError, check_positive_int
 from spanqa.indexing.filters import filter_sql
-from spanqa.indexing.keyword import FTS_COLUMN_WEIGHTS, FTS_SCHEMA, FTS_TABLE, match_expression
+from spanqa.indexing.keyword import CJK_FUNCTION, FTS_SCHEMA, cjk_bigrams, ensure_cjk_index, keyword_ranking
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class FaissDocumentStore:
         try:
             connection.executescript(_SCHEMA + FTS_SCHEMA)
             connection.execute("BEGIN IMMEDIATE")
+            ensure_cjk_index(connection)
             initial = {"generation": "0", "vectors_file": "", "structure": "flat", "next_id": "0", "chunking": "null"}
             connection.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", initial.items())
             connection.execute("COMMIT")
@@ -415,6 +417,7 @@ class FaissDocumentStore:
                 f"{defaults.SQLITE_BUSY_TIMEOUT_S:.0f} s: try again when that indexing run has finished"
             ) from exc
         try:
+            ensure_cjk_index(self._connection)
             self._load_state(writable=True)
             self._remove_stale_files()
         except BaseException:
@@ -720,24 +723,14 @@ class FaissDocumentStore:
 
     def keyword_search(self, query: str, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
         """The `top_k` chunks best matching `query`'s words by BM25 (`spanqa.indexing.keyword`), best
-        first, `score` = minus SQLite's bm25() (higher is better). `filters` as in `search`, applied
-        inside the ranking; a query with no searchable word finds nothing."""
+        first, `score` = minus SQLite's bm25() (higher is better; 0..1 for a query mixing CJK and other
+        words). `filters` as in `search`, applied inside the ranking; a query with no searchable word
+        finds nothing."""
         validate_top_k(top_k)
-        expression = match_expression(query)
-        if expression is None:
-            return []
-        weights = ", ".join(str(weight) for weight in FTS_COLUMN_WEIGHTS)
-        sql = f"SELECT rowid, bm25({FTS_TABLE}, {weights}) AS rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
-        parameters: list[Any] = [expression]
-        if filters is not None:
-            where, where_parameters = filter_sql(filters)
-            sql += f" AND rowid IN (SELECT id FROM chunks WHERE {where})"
-            parameters += where_parameters
-        sql += " ORDER BY rank LIMIT ?"
-        parameters.append(int(top_k))
+        where = None if filters is None else filter_sql(filters)
         with self._reading():
-            ranked = self._connection.execute(sql, parameters).fetchall()
-            return self._scored_documents([row[0] for row in ranked], [-float(row[1]) for row in ranked])
+            ranked = keyword_ranking(self._connection, query, top_k, where)
+            return self._scored_documents([row[0] for row in ranked], [row[1] for row in ranked])
 
     def _ranked_ids(self, query: np.ndarray, top_k: int, allowed: np.ndarray | None) -> tuple[list[int], list[float]]:
         live = self._index.ntotal - len(self._tombstones)
@@ -929,6 +922,8 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is on disk when COMMIT returns, so a saved batch survives a power cut too.
     connection.execute("PRAGMA synchronous=FULL")
+    # The CJK keyword triggers call it (`spanqa.indexing.keyword`): writing chunks needs it.
+    connection.create_function(CJK_FUNCTION, 1, cjk_bigrams, deterministic=True)
     return connection
 
 

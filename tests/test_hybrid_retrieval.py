@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 from haystack import Document
+from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError
 from spanqa.indexing.hybrid import HybridRetriever
-from spanqa.indexing.keyword import match_expression, query_terms
+from spanqa.indexing.keyword import cjk_bigrams, cjk_match_expression, match_expression, query_terms
 from spanqa.indexing.store import FaissDocumentStore
 
 DIMENSION = 4
@@ -17,17 +18,37 @@ TEXTS = {
 }
 
 
-def _store(directory, index_type="flat"):
+CJK_TEXTS = {
+    "fax": ("传真文件内容包括合同编号和付款日期。请在三日内确认收货，并回传签字页。", "/kb/fax/0412.pdf", [0, 0, 0, 1]),
+    # OCR output: spaces and a line break between the characters of one phrase
+    "scan": ("会 议 纪 要\n下周讨论预算", "/kb/fax/0413.pdf", [0, 0, 0, 1]),
+    "mixed": ("Aurora 在 Portland 签订了合同编号 A-17。", "/kb/fax/0414.pdf", [0, 0, 0, 1]),
+    "ja": ("請求書の支払期日は来月末です。", "/kb/jp/督促状.pdf", [0, 0, 0, 1]),
+    "ko": ("계약서를 어제 보냈습니다.", "/kb/kr/memo.md", [0, 0, 0, 1]),
+}
+
+
+def _documents(texts):
+    return [
+        Document(id=name, content=text, meta={"source": source, "page": 1, "start": 0, "end": len(text)},
+                 embedding=vector)
+        for name, (text, source, vector) in texts.items()
+    ]
+
+
+def _store(directory, index_type="flat", texts=TEXTS):
     store = FaissDocumentStore.create(directory, embedder="test/e", dimension=DIMENSION, index_type=index_type)
-    store.write_documents(
-        [
-            Document(id=name, content=text, meta={"source": source, "page": 1, "start": 0, "end": len(text)},
-                     embedding=vector)
-            for name, (text, source, vector) in TEXTS.items()
-        ]
-    )
+    store.write_documents(_documents(texts))
     store.save()
     return store
+
+
+def _ids(store, query, **settings):
+    return [d.id for d in store.keyword_search(query, top_k=10, **settings)]
+
+
+def _cjk_rows(store):
+    return store._connection.execute("SELECT COUNT(*) FROM chunks_cjk").fetchone()[0]
 
 
 def test_query_terms_drop_stop_words_and_repeats():
@@ -77,6 +98,88 @@ def test_keyword_search_applies_filters_inside_the_ranking(tmp_path):
     only_aurora = {"field": "meta.source", "operator": "==", "value": "/kb/aurora/frames.md"}
 
     assert [d.id for d in store.keyword_search("bicycle founded Portland", top_k=5, filters=only_aurora)] == ["frames"]
+
+
+def test_cjk_runs_are_indexed_as_character_pairs():
+    assert cjk_bigrams("传真 合同编号, ok 款") == "传真 真合 合同 同编 编号 号 款"  # white space does not end a run
+    assert cjk_bigrams("English only") == "" and cjk_bigrams(None) is None
+    assert cjk_match_expression("合同编号 and 款 合同编号") == '"合同 同编 编号" OR "款"*'
+    assert cjk_match_expression("English only") is None
+
+
+def test_chinese_japanese_and_korean_phrases_are_found_inside_their_runs(tmp_path):
+    store = _store(tmp_path / "i", texts={**TEXTS, **CJK_TEXTS})
+
+    assert sorted(_ids(store, "合同")) == ["fax", "mixed"]
+    assert _ids(store, "付款日期") == ["fax"]
+    assert _ids(store, "合同编号是多少？") == []  # the whole run is one phrase, and this one is in no chunk
+    assert _ids(store, "编号合同") == []  # its characters are there, not in this order
+    assert _ids(store, "日确") == []  # a pair across punctuation
+    assert _ids(store, "会议纪要") == _ids(store, "纪要") == ["scan"]  # OCR spaces
+    assert _ids(store, "要下周") == ["scan"]  # a line break inside the run
+    assert _ids(store, "页") == ["fax"]  # one character, ending a run
+    assert _ids(store, "支払期日") == ["ja"] and _ids(store, "督促状") == ["ja"]  # the file name counts too
+    assert _ids(store, "계약서") == ["ko"]  # a Korean word before its particle
+    assert all(d.score > 0 for d in store.keyword_search("合同", top_k=5))
+
+
+def test_a_query_mixing_cjk_and_other_words_fuses_both_rankings(tmp_path):
+    store = _store(tmp_path / "i", texts={**TEXTS, **CJK_TEXTS})
+
+    found = store.keyword_search("Portland 合同编号", top_k=10)
+
+    assert found[0].id == "mixed" and found[0].score == pytest.approx(1.0)  # best on both sides
+    assert {"fax", "bikes"} <= {d.id for d in found}
+    assert all(0.0 <= d.score <= 1.0 for d in found)
+
+
+def test_english_keyword_results_do_not_change_with_the_cjk_index(tmp_path):
+    english = _store(tmp_path / "english")
+    both = _store(tmp_path / "both", texts={**TEXTS, **CJK_TEXTS})
+    queries = ("Who welds bicycle frame tubes?", "Portland lighthouse", "garden")
+    with_table = {query: [(d.id, d.score) for d in both.keyword_search(query, top_k=10)] for query in queries}
+
+    assert _cjk_rows(english) == 0  # English chunks add nothing to it
+    assert _cjk_rows(both) == len(CJK_TEXTS)
+    both._connection.execute("DROP TABLE chunks_cjk")  # only read from here on
+    for query in queries:
+        assert with_table[query] == [(d.id, d.score) for d in both.keyword_search(query, top_k=10)]
+        assert [i for i, _ in with_table[query] if i in TEXTS] == _ids(english, query)
+    assert any("mixed" in [i for i, _ in found] for found in with_table.values())
+
+
+def test_filters_apply_to_cjk_keyword_hits(tmp_path):
+    store = _store(tmp_path / "i", texts={**TEXTS, **CJK_TEXTS})
+    fax_folder = {"field": "meta.source", "operator": "under", "value": "/kb/fax"}
+    not_0412 = {"field": "meta.source", "operator": "!=", "value": "/kb/fax/0412.pdf"}
+
+    assert set(_ids(store, "合同", filters=fax_folder)) == {"fax", "mixed"}
+    assert _ids(store, "合同", filters=not_0412) == ["mixed"]
+    assert _ids(store, "付款", filters=not_0412) == []
+    assert sorted(_ids(store, "Portland 付款", filters=not_0412)) == ["bikes", "mixed"]
+
+
+def test_deleting_or_replacing_a_file_removes_its_cjk_words(tmp_path):
+    store = _store(tmp_path / "i", texts={**TEXTS, **CJK_TEXTS})
+    store.delete_by_source("/kb/fax/0412.pdf")
+    store.save()
+    assert _ids(store, "付款日期") == [] and _cjk_rows(store) == len(CJK_TEXTS) - 1
+
+    replaced = Document(id="mixed", content="Aurora 在 Portland 收到了发票。", meta={"source": "/kb/fax/0414.pdf"},
+                        embedding=[0, 0, 0, 1])
+    store.write_documents([replaced], policy=DuplicatePolicy.OVERWRITE)
+    store.write_documents([Document(id="unsaved", content="合同草稿", meta={"source": "/u"}, embedding=[0, 0, 0, 1])])
+    store.rollback()
+    assert _ids(store, "合同") == ["mixed"]  # the rolled back batch took its CJK rows with it
+    store.write_documents([replaced], policy=DuplicatePolicy.OVERWRITE)
+    store.save()
+
+    reopened = FaissDocumentStore.open(tmp_path / "i")
+    assert _ids(reopened, "合同") == [] and _ids(reopened, "发票") == ["mixed"]
+    assert _cjk_rows(reopened) == len(CJK_TEXTS) - 1
+    # any change of a chunk's text keeps the CJK words in step, not only the store's own writes
+    reopened._connection.execute("UPDATE chunks SET content = 'contract sent' WHERE doc_id = 'ko'")
+    assert _ids(reopened, "계약서") == [] and _cjk_rows(reopened) == len(CJK_TEXTS) - 2
 
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -138,6 +139,38 @@ def test_other_format_version_raises_index_mismatch_naming_the_fix(store, versio
     with pytest.raises(IndexMismatchError, match=message) as raised:
         FaissDocumentStore.open(store.index_dir)
     assert "index the files again" in str(raised.value)
+
+
+def test_an_index_made_before_the_cjk_keyword_table_is_read_as_it_is_and_filled_by_its_next_writer(tmp_path):
+    index_dir = tmp_path / "index"
+    store = FaissDocumentStore.create(index_dir, embedder=EMBEDDER, dimension=DIMENSION)
+    fax = Document(id="fax", content="传真文件内容包括合同编号和付款日期。", meta={"source": "/docs/fax.pdf"},
+                   embedding=random_vectors(1, seed=5)[0].tolist())
+    store.write_documents([fax, *make_documents(3)])
+    store.save()
+    store.close()
+    connection = sqlite3.connect(index_dir / "chunks.sqlite")
+    for trigger in ("chunks_cjk_insert", "chunks_cjk_delete", "chunks_cjk_update"):
+        connection.execute(f"DROP TRIGGER {trigger}")
+    connection.execute("DROP TABLE chunks_cjk")
+    connection.commit()
+    connection.close()
+
+    reader = FaissDocumentStore.open(index_dir)
+    assert reader.keyword_search("合同", top_k=5) == []
+    assert len(reader.keyword_search("chunk", top_k=5)) == 3
+
+    writer = FaissDocumentStore.open(index_dir)
+    writer.write_documents(make_documents(1, seed=1, source="/docs/b.pdf"))
+    writer.save()
+    assert [d.id for d in reader.keyword_search("合同", top_k=5)] == ["fax"]
+    assert [d.id for d in reader.keyword_search("付款日期", top_k=5)] == ["fax"]
+    assert reader._connection.execute("SELECT COUNT(*) FROM chunks_cjk").fetchone()[0] == 1  # the CJK chunk only
+
+    writer.delete_by_source("/docs/fax.pdf")
+    writer.save()
+    assert reader.keyword_search("合同", top_k=5) == []
+    assert reader._connection.execute("SELECT COUNT(*) FROM chunks_cjk").fetchone()[0] == 0
 
 
 def test_stale_files_of_an_interrupted_save_are_removed_and_ignored(store):
