@@ -61,23 +61,20 @@ def export_onnx(
         )
 
 
-def weight_products(path: Path) -> list[str]:
-    """Names of the ONNX graph's matrix products by a constant weight (`x @ W`, `W` an initializer)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
+def weight_products(graph: Any) -> list[str]:
+    """Names of an ONNX graph's matrix products by a constant weight (`x @ W`, `W` an initializer)."""
     constants = {initializer.name for initializer in graph.initializer}
     return [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in constants]
 
 
 def smooth_product_inputs(
-    path: Path,
+    model: Any,
     product_names: Sequence[str],
     calibration_feeds: Sequence[dict[str, Any]],
     alpha: float,
 ) -> None:
-    """Move the input outliers of the named matrix products (`x @ W`, `W` a constant) into their
-    weights, in place (SmoothQuant, Xiao et al. 2023): `x` is divided by a per-input-channel scale
+    """Move the input outliers of the named matrix products (`x @ W`, `W` a constant) of the ONNX
+    `model` into their weights, in place (SmoothQuant, Xiao et al. 2023): `x` is divided by a per-input-channel scale
     `s = max|x|^alpha / max|W row|^(1 - alpha)` and `W`'s rows are multiplied by it, which leaves the
     product as it is but lets int8 quantise `x` with one scale per tensor without the few large
     channels that scale would otherwise be sized for. `max|x|` is measured by running the float
@@ -87,7 +84,6 @@ def smooth_product_inputs(
     import onnxruntime
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     nodes = {node.name: node for node in graph.node}
     readers: dict[str, list[Any]] = {}  # input name -> the products reading it
@@ -95,7 +91,8 @@ def smooth_product_inputs(
         readers.setdefault(nodes[name].input[0], []).append(nodes[name])
     inputs = list(readers)
 
-    probe = onnx.load(str(path))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
     probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs)
     session = onnxruntime.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     feed_names = {item.name for item in session.get_inputs()}
@@ -130,7 +127,6 @@ def smooth_product_inputs(
         ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)
-    onnx.save(model, str(path))
 
 
 def quantise_weights_int8(

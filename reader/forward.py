@@ -356,14 +356,11 @@ def check_fast_mode_available() -> None:
     require_onnx_runtime("the reader's fast mode", "fast=False")
 
 
-def feed_forward_outputs(path: Path, config: Any) -> list[str]:
-    """Names of the ONNX graph's feed-forward output products, first layer first: the products whose
+def feed_forward_outputs(graph: Any, config: Any) -> list[str]:
+    """Names of an ONNX graph's feed-forward output products, first layer first: the products whose
     weight maps the intermediate size to the hidden size (DistilBERT's or BERT's config names)."""
-    import onnx
-
     hidden = getattr(config, "dim", None) or getattr(config, "hidden_size", None)
     intermediate = getattr(config, "hidden_dim", None) or getattr(config, "intermediate_size", None)
-    graph = onnx.load(str(path)).graph
     shapes = {weight.name: tuple(weight.dims) for weight in graph.initializer}
     return [
         node.name
@@ -379,6 +376,7 @@ class OnnxInt8Runner:
 
     def __init__(self, model: Any, tokenizer: Any, input_names: tuple[str, ...], threads: int):
         check_fast_mode_available()
+        import onnx
         import onnxruntime
 
         self.model_input_names = input_names
@@ -402,11 +400,14 @@ class OnnxInt8Runner:
             # stay float) and, most, the feed-forward outputs: the GELU outputs they read have a few
             # large channels that coarsen one per-tensor activation scale. Every int8 product's
             # input is smoothed; the first of those outputs, the most sensitive, stays float.
-            kept_float = feed_forward_outputs(exported, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
+            # One load and one save of the graph for naming, smoothing and handing to the quantiser.
+            float_model = onnx.load(str(exported))
+            kept_float = feed_forward_outputs(float_model.graph, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
             smooth_product_inputs(
-                exported, [name for name in weight_products(exported) if name not in kept_float],
+                float_model, [name for name in weight_products(float_model.graph) if name not in kept_float],
                 _calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
             )
+            onnx.save(float_model, str(exported))
             quantise_weights_int8(
                 exported, quantised, weights_only=True, float_lookups=True, float_nodes=kept_float
             )
