@@ -55,6 +55,48 @@ class OcrWord:
     bottom: float
 
 
+@dataclass(frozen=True)
+class PageFrame:
+    """What a page image shows: the page's crop box (x0, y0, x1, y1 in user-space points, origin
+    bottom-left) turned clockwise by `rotation` degrees, as pdfium renders it."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    rotation: int = 0
+
+    @property
+    def shown_size(self) -> tuple[float, float]:
+        """Width and height of the page as shown, in points (a quarter turn swaps the box's)."""
+        width, height = self.x1 - self.x0, self.y1 - self.y0
+        return (height, width) if self.rotation % 180 == 90 else (width, height)
+
+    def to_user(self, fx: float, fy: float) -> tuple[float, float]:
+        """The user-space point at fractions (fx, fy) of the image, from its top-left corner."""
+        width, height = self.x1 - self.x0, self.y1 - self.y0
+        turn = self.rotation % 360
+        if turn == 90:
+            return self.x0 + fy * width, self.y0 + fx * height
+        if turn == 180:
+            return self.x1 - fx * width, self.y0 + fy * height
+        if turn == 270:
+            return self.x1 - fy * width, self.y1 - fx * height
+        return self.x0 + fx * width, self.y1 - fy * height
+
+
+@dataclass(frozen=True)
+class OcrPage:
+    """One page as OCR read it: its text in reading order, and the recognised words on the page
+    image (`width` x `height` pixels) that `frame` places on the page."""
+
+    text: str
+    words: tuple[OcrWord, ...]
+    width: int
+    height: int
+    frame: PageFrame
+
+
 class OcrEngine(Protocol):
     name: str
     version: str
@@ -185,6 +227,14 @@ def engine_label(mode: str) -> str | None:
     return f"rapidocr {_rapidocr_version()}"
 
 
+def recorded_mode(label: str | None) -> str:
+    """The OCR mode that reads pages as an index whose manifest records `label` ("rapidocr 3.10.0",
+    or None when it indexed without OCR) did."""
+    if label is None:
+        return "off"
+    return check_ocr_mode(label.split()[0])
+
+
 def words_text(words: list[OcrWord], image_height: float) -> str:
     """The page text of OCR'd `words`, in reading order: columns one after another, lines top to
     bottom, words separated by a space where their boxes leave a gap."""
@@ -204,8 +254,9 @@ def needs_ocr(text: str) -> bool:
     return sum(1 for character in text if not character.isspace()) < OCR_MIN_TEXT_CHARS
 
 
-def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> Any:
-    """Page `page_index` of the PDF `data` as a grayscale PIL image at OCR_DPI (or fewer pixels)."""
+def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> tuple[Any, PageFrame]:
+    """Page `page_index` of the PDF `data` as a grayscale PIL image at OCR_DPI (or fewer pixels),
+    and where that image lies on the page."""
     import pypdfium2 as pdfium
 
     from spanqa.indexing.pdf_pages import PDFIUM_LOCK
@@ -228,9 +279,10 @@ def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> Any:
                 pixels = width * height * scale * scale
                 if pixels > OCR_MAX_PIXELS:
                     scale *= (OCR_MAX_PIXELS / pixels) ** 0.5
+                frame = PageFrame(*page.get_bbox(), rotation=page.get_rotation())
                 bitmap = page.render(scale=scale, grayscale=True)
                 try:
-                    return bitmap.to_pil().copy()
+                    return bitmap.to_pil().copy(), frame
                 finally:
                     bitmap.close()
             finally:
@@ -239,10 +291,10 @@ def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> Any:
             document.close()
 
 
-def ocr_page(mode: str, data: bytes, page_index: int, passwords: list[str]) -> str:
-    """The OCR text of one PDF page, by the engine `mode` names (loaded at the first page with ink)."""
-    image = render_for_ocr(data, page_index, passwords)
+def ocr_page(mode: str, data: bytes, page_index: int, passwords: list[str]) -> OcrPage:
+    """One PDF page read by the engine `mode` names (loaded at the first page with ink)."""
+    image, frame = render_for_ocr(data, page_index, passwords)
     darkest, _ = image.getextrema()
-    if darkest > BLANK_PAGE_DARKEST:
-        return ""  # a blank page: nothing to read, and no engine to load for it
-    return words_text(ocr_engine(mode).words(image), image.height)
+    # A blank page has nothing to read, and needs no engine loaded for it.
+    words = () if darkest > BLANK_PAGE_DARKEST else tuple(ocr_engine(mode).words(image))
+    return OcrPage(words_text(list(words), image.height), words, image.width, image.height, frame)

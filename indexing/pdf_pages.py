@@ -4,7 +4,8 @@ pdfium is not thread-safe, so every pdfium call in the process goes through the 
 `PDFIUM_LOCK` (highlighting and rendering alike); pypdf (our page text) and the alignment run outside
 it. `PdfPages` keeps the last PDFs open and the last pages' text, glyphs and alignment, keyed by the
 file's path, modification time and size: a file changed on disk is read again, and a second answer
-on a page costs only the boxes.
+on a page costs only the boxes. An OCR'd page (a scan) is read by the engine the index used
+(`ocr`), and its boxes come from the recognised words' boxes (`ocr_glyphs`) instead of pdfium's.
 
 pypdfium2's objects close themselves when garbage-collected, which would call pdfium outside the
 lock: everything opened here is closed explicitly, under the lock (call `close()` when done).
@@ -27,7 +28,9 @@ from spanqa.errors import ConfigError, DocumentError, check_positive_int
 from spanqa.indexing.glyph_alignment import Alignment, align
 from spanqa.indexing.glyphs import PageGlyphs
 from spanqa.indexing.highlight import HighlightBox, read_glyphs, span_boxes
-from spanqa.indexing.reading import PDF_HEADER_WINDOW, os_reason, out_of_range
+from spanqa.indexing.ocr import PageFrame, check_ocr_mode
+from spanqa.indexing.ocr_glyphs import ocr_glyphs, to_user_space
+from spanqa.indexing.reading import PDF_HEADER_WINDOW, PageReading, os_reason, out_of_range
 
 PDFIUM_LOCK = threading.RLock()
 
@@ -75,19 +78,21 @@ class FileStamp:
 
 @dataclass(frozen=True)
 class PageLayout:
-    """One page's text (as indexed), pdfium's glyphs and the alignment between them."""
+    """One page's text (as indexed), its glyphs and the alignment between them. The glyphs are
+    pdfium's, or, on an OCR'd page, its recognised words' placed on the page as shown by `frame`."""
 
     text: str
     glyphs: PageGlyphs
     alignment: Alignment
+    frame: PageFrame | None = None
 
 
 class PdfPages:
     """Highlight boxes, geometry and images of PDF pages, for many threads.
 
     `passwords` are tried, after the empty one and the `password` of a call, on encrypted files.
-    `layout` must be what the index read its PDFs with (its chunk settings' `layout`), since span
-    offsets point into that page text.
+    `layout` and `ocr` must be what the index read its PDFs with (its chunk settings' `layout`, the
+    mode of its OCR engine), since span offsets point into that page text.
     """
 
     def __init__(
@@ -95,17 +100,19 @@ class PdfPages:
         passwords: Sequence[str] = (),
         *,
         layout: bool = defaults.LAYOUT_READING_ORDER,
+        ocr: str = defaults.OCR,
         max_documents: int = defaults.PDF_OPEN_DOCUMENTS,
         max_pages: int = defaults.HIGHLIGHT_CACHED_PAGES,
     ):
         self.passwords = tuple(passwords)
         self.layout = layout
+        self.ocr = check_ocr_mode(ocr)
         self.max_documents = check_positive_int("max_documents", max_documents)
         self.max_pages = check_positive_int("max_pages", max_pages)
         # Open documents and the password each was opened with (None: none needed); under PDFIUM_LOCK.
         self._documents: OrderedDict[FileStamp, tuple[Any, str | None]] = OrderedDict()
         self._pages: OrderedDict[tuple[FileStamp, int], PageLayout] = OrderedDict()
-        self._texts: OrderedDict[tuple[FileStamp, int], str] = OrderedDict()
+        self._texts: OrderedDict[tuple[FileStamp, int], PageReading] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # -- public ------------------------------------------------------------------------------------
@@ -143,7 +150,10 @@ class PdfPages:
             if not same_text(layout.text[start:end], expected_text):
                 where = f"page {page} [{start}:{end}]"
                 raise DocumentError(path, f"changed since it was indexed: {where} no longer reads {expected_text[:60]!r}")
-        return span_boxes(layout.text, layout.glyphs, layout.alignment, start, end, page)
+        boxes = span_boxes(layout.text, layout.glyphs, layout.alignment, start, end, page)
+        if layout.frame is not None:
+            return [to_user_space(box, layout.frame) for box in boxes]
+        return boxes
 
     def page_text(self, path: str | Path, page: int, password: str | None = None) -> str:
         """The page's text as indexed (`read_pages(path)[page - 1]`), reading only that page of a PDF."""
@@ -153,7 +163,7 @@ class PdfPages:
             return self._other_pages(path, page)[page - 1]
         stamp = file_stamp(path)
         self._check_page(stamp, path, page, password)
-        return self._text(stamp, path, page, password)
+        return self._reading(stamp, path, page, password).text
 
     def page_count(self, path: str | Path, password: str | None = None) -> int:
         path = Path(path)
@@ -218,20 +228,25 @@ class PdfPages:
             if cached is not None:
                 self._pages.move_to_end(key)
                 return cached
-        text = self._text(stamp, path, page, password)
-        with self._locked_page(stamp, path, page, password) as pdf_page:
-            textpage = pdf_page.get_textpage()
-            try:
-                glyphs = read_glyphs(textpage)
-            finally:
-                textpage.close()
+        reading = self._reading(stamp, path, page, password)
+        if reading.ocr is not None:
+            glyphs = ocr_glyphs(reading.ocr)  # a scan: its words' boxes, as OCR read them
+        else:
+            with self._locked_page(stamp, path, page, password) as pdf_page:
+                textpage = pdf_page.get_textpage()
+                try:
+                    glyphs = read_glyphs(textpage)
+                finally:
+                    textpage.close()
         # Text objects only serve the alignment: the cached glyphs keep text and boxes.
-        layout = PageLayout(text, PageGlyphs(glyphs.text, glyphs.boxes), align(text, glyphs))
+        text = reading.text
+        frame = None if reading.ocr is None else reading.ocr.frame
+        layout = PageLayout(text, PageGlyphs(glyphs.text, glyphs.boxes), align(text, glyphs), frame)
         self._remember(self._pages, key, layout, stamp, path)
         return layout
 
-    def _text(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> str:
-        from spanqa.indexing.reading import read_bytes, read_pdf_page
+    def _reading(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> PageReading:
+        from spanqa.indexing.reading import read_bytes, read_pdf_page_reading
 
         key = (stamp, page)
         with self._cache_lock:
@@ -242,9 +257,11 @@ class PdfPages:
         data = read_bytes(path)
         if len(data) != stamp.size:
             raise DocumentError(path, "changed while it was being read; try again")
-        text = read_pdf_page(path, page, self._passwords(password), layout=self.layout, data=data)
-        self._remember(self._texts, key, text, stamp, path)
-        return text
+        reading = read_pdf_page_reading(
+            path, page, self._passwords(password), layout=self.layout, data=data, ocr=self.ocr
+        )
+        self._remember(self._texts, key, reading, stamp, path)
+        return reading
 
     def _remember(self, cache: OrderedDict, key: tuple, value: Any, stamp: FileStamp, path: Path) -> None:
         # Only what was read from an unchanged file is kept; stale versions are never looked up again.

@@ -24,6 +24,8 @@ from spanqa.errors import ConfigError, DocumentError
 if TYPE_CHECKING:
     from pypdf import PdfReader
 
+    from spanqa.indexing.ocr import OcrPage
+
 logger = logging.getLogger(__name__)
 
 PDF_SUFFIXES = (".pdf",)
@@ -217,10 +219,11 @@ def read_pdf_pages(
             failures.append(short_message(exc))
             text = ""
         if ocr != "off":
-            text, ocr_used, ocr_error = ocr_if_needed(
+            recognised, ocr_error = ocr_if_needed(
                 ocr, reader.pages[page_index], text, data, page_index, passwords, before_ocr_page
             )
-            if ocr_used:
+            if recognised is not None:
+                text = recognised.text
                 ocr_pages.append(page_index + 1)
             if ocr_error is not None:
                 logger.warning("%s: page %d: OCR failed: %s", path, page_index + 1, ocr_error)
@@ -272,14 +275,14 @@ def ocr_if_needed(
     page_index: int,
     passwords: Sequence[str],
     before_ocr_page: Callable[[], None] | None,
-) -> tuple[str, bool, str | None]:
-    """The text of `page` (a pypdf page, whose text layer reads `text`), OCR'd by the engine `ocr`
-    names when its text layer is too thin and it draws an image: (text, OCR'd, the OCR error if
-    any). The engine loads at the first page that needs it."""
+) -> tuple[OcrPage | None, str | None]:
+    """`page` (a pypdf page, whose text layer reads `text`) OCR'd by the engine `ocr` names when its
+    text layer is too thin and it draws an image: (the OCR'd page if its text is the page's, the
+    OCR error if any). The engine loads at the first page that needs it."""
     from spanqa.indexing.ocr import needs_ocr, ocr_page
 
     if not needs_ocr(text) or not draws_images(page):
-        return text, False, None
+        return None, None
     if before_ocr_page is not None:
         before_ocr_page()
     try:
@@ -290,10 +293,10 @@ def ocr_if_needed(
         # RapidOCR wraps ONNX Runtime's errors in a message that starts with a traceback: the reason
         # is its last line.
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        return text, False, short_message(RuntimeError(lines[-1])) if lines else short_message(exc)
-    if len(recognised.split()) <= len(text.split()):
-        return text, False, None
-    return recognised, True, None
+        return None, short_message(RuntimeError(lines[-1])) if lines else short_message(exc)
+    if len(recognised.text.split()) <= len(text.split()):
+        return None, None
+    return recognised, None
 
 
 def open_pdf_reader(path: Path, data: bytes, passwords: str | None | Sequence[str]) -> PdfReader:
@@ -336,6 +339,27 @@ def read_pdf_page(
     A page whose text cannot be extracted reads as "" (as in read_pages). Raises ConfigError for a page
     number out of range, DocumentError when the file cannot be read as a PDF.
     """
+    return read_pdf_page_reading(path, page, passwords, layout=layout, data=data, ocr=ocr).text
+
+
+@dataclass(frozen=True)
+class PageReading:
+    """One PDF page's text and, when that text is OCR's, the page as OCR read it (words and boxes)."""
+
+    text: str
+    ocr: OcrPage | None = None
+
+
+def read_pdf_page_reading(
+    path: Path,
+    page: int,
+    passwords: Sequence[str] = (),
+    *,
+    layout: bool = True,
+    data: bytes | None = None,
+    ocr: str = defaults.OCR,
+) -> PageReading:
+    """`read_pdf_page`, with the OCR'd words when the page's text is OCR's."""
     path = Path(path)
     if isinstance(page, bool) or not isinstance(page, int):
         raise ConfigError(f"page={page!r} must be a whole number (pages count from 1)")
@@ -355,8 +379,10 @@ def read_pdf_page(
         logger.warning("%s: page %d: text extraction failed: %s", path, page, short_message(exc))
         text = ""
     if ocr != "off":
-        text = ocr_if_needed(ocr, reader.pages[page - 1], text, data, page - 1, passwords, None)[0]
-    return text
+        recognised = ocr_if_needed(ocr, reader.pages[page - 1], text, data, page - 1, passwords, None)[0]
+        if recognised is not None:
+            return PageReading(recognised.text, recognised)
+    return PageReading(text)
 
 
 def out_of_range(path: Path, page: int, page_count: int) -> ConfigError:

@@ -30,7 +30,9 @@ class PageService:
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(defaults.SERVICE_RENDER_WORKERS, thread_name_prefix="spanqa-pages")
         self._pdf: Any = None
-        self.layout = defaults.LAYOUT_READING_ORDER  # how the index read its PDFs: offsets point into that text
+        # How the index read its PDFs (offsets point into that text): set from its manifest.
+        self.layout = defaults.LAYOUT_READING_ORDER
+        self.ocr = defaults.OCR
         self._pdf_lock = threading.Lock()
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._hash_lock = threading.Lock()
@@ -46,7 +48,7 @@ class PageService:
             if self._pdf is None:
                 from spanqa.indexing.pdf_pages import PdfPages
 
-                self._pdf = PdfPages(layout=self.layout)
+                self._pdf = PdfPages(layout=self.layout, ocr=self.ocr)
             return self._pdf
 
     async def _run(self, function, *args):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.indexing.ocr import OCR_MANIFEST_KEY, recorded_mode
 from spanqa.service.catalog import FileCatalog
 from spanqa.service.database import ServiceDatabase
 from spanqa.service.engine import EngineSettings, QAEngine
@@ -103,6 +104,8 @@ class ServiceState:
                 return
             chunking = self.engine.store.chunking or {}
             self.pages.layout = bool(chunking.get("layout", defaults.LAYOUT_READING_ORDER))
+            # An index without a manifest yet gets its first files from this service's writer.
+            self.pages.ocr = recorded_mode(chunking[OCR_MANIFEST_KEY]) if OCR_MANIFEST_KEY in chunking else defaults.OCR
             self.catalog = FileCatalog(self.engine.store, self.database)
             self.writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
             logger.info("spanqa is ready: %s", self.settings.index_dir)

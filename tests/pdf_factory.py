@@ -198,3 +198,22 @@ def write_fake_pdf(path: str | Path) -> Path:
     path = Path(path)
     path.write_bytes(b"PK\x03\x04" + b"this is a zip archive, not a PDF " * 20)
     return path
+
+
+def scan_of(text_pdf: bytes, pages: list[int] | None = None) -> list:
+    """Grayscale images of the pages of `text_pdf` (all, or those listed, 0-based), at 200 dpi."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(text_pdf)
+    try:
+        indexes = range(len(document)) if pages is None else pages
+        return [document[i].render(scale=200 / 72, grayscale=True).to_pil().copy() for i in indexes]
+    finally:
+        document.close()
+
+
+def image_pdf(images: list) -> bytes:
+    """A PDF of `images` (PIL images at 200 dpi), one per page, with no text layer: a scan."""
+    out = io.BytesIO()
+    images[0].save(out, format="PDF", resolution=200, save_all=True, append_images=images[1:])
+    return out.getvalue()

@@ -16,33 +16,17 @@ from pathlib import Path
 import pytest
 
 from spanqa.errors import ConfigError, DocumentError
-from spanqa.indexing.ocr import OcrWord, engine_label, words_text
+from spanqa.indexing.ocr import OcrPage, OcrWord, PageFrame, engine_label, words_text
+from spanqa.indexing.highlight import HighlightBox
+from spanqa.indexing.ocr_glyphs import ocr_glyphs, to_user_space
 from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.indexing.reading import read_document, read_pages
 from spanqa.indexing.workers import ParsePool
-from tests.pdf_factory import build_text_pdf
+from tests.pdf_factory import build_text_pdf, image_pdf, scan_of
 
 needs_rapidocr = pytest.mark.skipif(importlib.util.find_spec("rapidocr") is None, reason="needs rapidocr")
 
 SCANNED_TEXT = "The lighthouse at Skarv Point was built in 1873 and stands 28 metres tall."
-
-
-def scan_of(text_pdf: bytes, pages: list[int] | None = None) -> list:
-    """Grayscale images of the pages of `text_pdf` (all, or those listed, 0-based), at 200 dpi."""
-    import pypdfium2 as pdfium
-
-    document = pdfium.PdfDocument(text_pdf)
-    try:
-        indexes = range(len(document)) if pages is None else pages
-        return [document[i].render(scale=200 / 72, grayscale=True).to_pil().copy() for i in indexes]
-    finally:
-        document.close()
-
-
-def image_pdf(images: list) -> bytes:
-    out = io.BytesIO()
-    images[0].save(out, format="PDF", resolution=200, save_all=True, append_images=images[1:])
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +161,97 @@ def test_a_chinese_fax_is_found_by_a_chinese_phrase_from_it(tmp_path, shared_dat
         if page is not None:
             assert passages[0].page == page, phrase
     assert qa.search("北京烤鸭", top_k=3) == []
+
+
+# -- highlight boxes on OCR'd pages -------------------------------------------------------------------
+
+
+def test_a_word_box_is_shared_among_its_characters_by_advance_width():
+    page = OcrPage("mill", (OcrWord("mill", 100, 50, 200, 70),), width=400, height=200, frame=PageFrame(0, 0, 288, 144))
+    glyphs = ocr_glyphs(page)
+    boxes = glyphs.boxes
+    assert glyphs.text == "mill"
+    # 400 px across 288 points: 0.72 points a pixel; y turns upwards from the page's top.
+    assert boxes[0, 0] == pytest.approx(72.0) and boxes[-1, 2] == pytest.approx(144.0)
+    assert (boxes[0, 1], boxes[0, 3]) == (pytest.approx(144 - 70 * 0.72), pytest.approx(144 - 50 * 0.72))
+    assert all(boxes[i, 2] == pytest.approx(boxes[i + 1, 0]) for i in range(3))  # edge to edge, in order
+    widths = boxes[:, 2] - boxes[:, 0]
+    assert widths[0] > 2.5 * widths[1]  # an 'm' is about three 'i's wide
+
+
+def test_two_words_are_kept_apart_by_a_space_without_area():
+    words = (OcrWord("ab", 0, 0, 10, 10), OcrWord("cd", 20, 0, 30, 10))
+    glyphs = ocr_glyphs(OcrPage("ab cd", words, 100, 100, PageFrame(0, 0, 100, 100)))
+    assert glyphs.text == "ab cd"
+    space = glyphs.boxes[2]
+    assert space[0] == space[2] and space[1] == space[3]
+
+
+def test_boxes_on_a_turned_page_as_shown_move_to_its_user_space():
+    # A page 200 wide, 100 tall, cropped from (10, 20) and shown turned a quarter clockwise: the
+    # shown page is 100 wide, 200 tall; its top-left corner is the crop box's bottom-left.
+    frame = PageFrame(10, 20, 210, 120, rotation=90)
+    assert frame.shown_size == (100, 200)
+    top_left_corner = HighlightBox(1, 0, 190, 10, 200)  # 10 points square at the shown page's top left
+    moved = to_user_space(top_left_corner, frame)
+    assert (moved.page, moved.x0, moved.y0, moved.x1, moved.y1) == pytest.approx((1, 10, 20, 20, 30))
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_image_points_map_to_the_page_as_the_page_viewer_places_them(rotation):
+    from page_overlay import PageGeometry, image_point_to_user_space
+
+    crop = (30.0, 40.0, 530.0, 840.0)
+    frame = PageFrame(*crop, rotation=rotation)
+    for fx, fy in ((0.0, 0.0), (1.0, 0.0), (0.25, 0.75), (0.6, 0.1)):
+        assert frame.to_user(fx, fy) == pytest.approx(image_point_to_user_space(fx, fy, PageGeometry(*crop, rotation)))
+
+
+@pytest.fixture(scope="module")
+def upright_scan(tmp_path_factory) -> tuple[Path, object]:
+    """The text PDF the scans are made from, and its page image at 200 dpi."""
+    text_pdf = tmp_path_factory.mktemp("ocr") / "text.pdf"
+    text_pdf.write_bytes(build_text_pdf([SCANNED_TEXT]))
+    return text_pdf, scan_of(text_pdf.read_bytes())[0]
+
+
+@needs_rapidocr
+@pytest.mark.parametrize("rotation", [0, 90, 270])
+def test_an_answer_on_a_scan_is_boxed_where_its_words_are_printed(tmp_path, upright_scan, rotation):
+    """The scan of a text page, stored turned and shown upright by its /Rotate: the boxes of a span
+    of its OCR'd text lie where pdfium boxes the same words on the text page."""
+    from page_overlay import PageGeometry, image_point_to_user_space
+    from pypdf import PdfReader, PdfWriter
+
+    from spanqa.indexing.pdf_pages import PdfPages
+
+    text_pdf, image = upright_scan
+    writer = PdfWriter()
+    # PIL turns counter-clockwise; the page's /Rotate turns it back clockwise.
+    page = PdfReader(io.BytesIO(image_pdf([image.rotate(rotation, expand=True)]))).pages[0]
+    writer.add_page(page.rotate(rotation))
+    scan = tmp_path / "turned-scan.pdf"
+    with scan.open("wb") as handle:
+        writer.write(handle)
+
+    pages = PdfPages()
+    try:
+        for phrase in ("1873", "28 metres tall"):
+            expected, scan_boxes = [], []
+            for path, boxes in ((text_pdf, expected), (scan, scan_boxes)):
+                text = read_pages(path)[0]
+                start = text.index(phrase)
+                boxes.extend(pages.boxes(path, 1, start, start + len(phrase), expected_text=phrase))
+            assert len(expected) == len(scan_boxes) == 1
+            # Where the text page's box lies as fractions of its page, on the turned scan's page.
+            paper = pages.geometry(text_pdf, 1)
+            turned = pages.geometry(scan, 1)
+            fractions = [((x - paper.x0) / paper.width, (paper.y1 - y) / paper.height)
+                         for x, y in ((expected[0].x0, expected[0].y0), (expected[0].x1, expected[0].y1))]
+            corners = [image_point_to_user_space(fx, fy, PageGeometry(turned.x0, turned.y0, turned.x1, turned.y1, turned.rotation))
+                       for fx, fy in fractions]
+            xs, ys = sorted(c[0] for c in corners), sorted(c[1] for c in corners)
+            got = scan_boxes[0]
+            assert (got.x0, got.y0, got.x1, got.y1) == pytest.approx((xs[0], ys[0], xs[1], ys[1]), abs=4.0), phrase
+    finally:
+        pages.close()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
 import pytest
 
-from pdf_factory import build_text_pdf
+from pdf_factory import build_text_pdf, image_pdf, scan_of
 from service_harness import start_server, wait_for_job
 from spanqa.indexing.store import FaissDocumentStore
 from spanqa.service.engine import EngineSettings
@@ -181,3 +182,27 @@ def test_delete_removes_the_file_its_chunks_and_the_stored_upload(setup):
     assert identifier not in listed
     assert all("parrot" not in passage["text"] for passage in passages)
     assert not stored[0].exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rapidocr") is None, reason="needs rapidocr")
+def test_an_uploaded_scan_is_ocred_and_its_passages_are_boxed_where_the_words_are_printed(setup):
+    import pypdfium2 as pdfium
+
+    live, tokens, _ = setup
+    sentence = "The planetarium dome seats ninety visitors under a painted sky."
+    text_pdf = build_text_pdf([sentence])
+    with live.client(tokens["admin"]) as client:
+        job = wait_for_job(client, upload(client, [("dome-scan.pdf", image_pdf(scan_of(text_pdf)), "application/pdf")]).json()["job"])
+        assert job["files"][0]["status"] == "indexed", job
+        passages = client.post("/v1/search", json={"query": "planetarium dome seats", "top_k": 3}).json()["passages"]
+    passage = next(p for p in passages if "planetarium" in p["text"])
+    assert passage["highlight"], passage
+    # The scan was rendered from the text page at its size: its words lie where pdfium boxes them there.
+    document = pdfium.PdfDocument(text_pdf)
+    try:
+        ink = document[0].get_textpage().get_text_bounded
+        for box in passage["highlight"]:
+            inside = ink(box["x0"] + 1, box["y0"] + 1, box["x1"] - 1, box["y1"] - 1)
+            assert " ".join(inside.split()) in " ".join(passage["text"].split()) and len(inside.split()) >= 3, (box, inside)
+    finally:
+        document.close()
