@@ -39,6 +39,12 @@ OCR_MIN_WORD_SCORE = 0.5
 RAPIDOCR_BOX_MARGIN = 0.2
 # A rendered page whose darkest pixel is lighter than this (0 black, 255 white) is blank.
 BLANK_PAGE_DARKEST = 200
+# A page with ink where the engine finds no words on the whole image is read again in this many
+# rows and columns of tiles (overlapping by TILE_OVERLAP of a tile on each inner edge): the detector
+# misses small text on large, mostly empty pages (a speech bubble in a drawing) that it finds on a
+# tile, which it sees larger.
+TILE_GRID = (2, 2)
+TILE_OVERLAP = 0.1
 TESSERACT_LANGUAGES = "eng"
 TESSERACT_TIMEOUT_S = 300
 
@@ -291,10 +297,41 @@ def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> tuple[
             document.close()
 
 
+def tiled_words(engine: OcrEngine, image: Any) -> list[OcrWord]:
+    """The words `engine` finds on overlapping tiles of `image` (TILE_GRID), in image pixels; a word
+    read on two tiles (in their overlap) is kept once."""
+    rows, columns = TILE_GRID
+    tile_width, tile_height = image.width / columns, image.height / rows
+    found: list[OcrWord] = []
+    for row in range(rows):
+        for column in range(columns):
+            left = max(0, round((column - TILE_OVERLAP) * tile_width))
+            top = max(0, round((row - TILE_OVERLAP) * tile_height))
+            right = min(image.width, round((column + 1 + TILE_OVERLAP) * tile_width))
+            bottom = min(image.height, round((row + 1 + TILE_OVERLAP) * tile_height))
+            for word in engine.words(image.crop((left, top, right, bottom))):
+                placed = OcrWord(word.text, word.left + left, word.top + top, word.right + left, word.bottom + top)
+                if not any(covers(kept, placed) for kept in found):
+                    found.append(placed)
+    return found
+
+
+def covers(kept: OcrWord, word: OcrWord) -> bool:
+    """Whether `word`'s centre lies in `kept`'s box (the same ink read twice)."""
+    x, y = (word.left + word.right) / 2, (word.top + word.bottom) / 2
+    return kept.left <= x <= kept.right and kept.top <= y <= kept.bottom
+
+
 def ocr_page(mode: str, data: bytes, page_index: int, passwords: list[str]) -> OcrPage:
-    """One PDF page read by the engine `mode` names (loaded at the first page with ink)."""
+    """One PDF page read by the engine `mode` names (loaded at the first page with ink); a page with
+    ink but no words found is read again in tiles."""
     image, frame = render_for_ocr(data, page_index, passwords)
     darkest, _ = image.getextrema()
+    words: list[OcrWord] = []
     # A blank page has nothing to read, and needs no engine loaded for it.
-    words = () if darkest > BLANK_PAGE_DARKEST else tuple(ocr_engine(mode).words(image))
-    return OcrPage(words_text(list(words), image.height), words, image.width, image.height, frame)
+    if darkest <= BLANK_PAGE_DARKEST:
+        engine = ocr_engine(mode)
+        words = engine.words(image)
+        if not words:
+            words = tiled_words(engine, image)
+    return OcrPage(words_text(words, image.height), tuple(words), image.width, image.height, frame)

@@ -438,8 +438,6 @@ def test_shared_pdfs_convert_or_are_reported(shared_data_dir):
         category = entry["category"]
         if category == "text":
             assert page_counts.get(name) == entry["pages"], (name, reasons.get(name))
-        elif category == "scanned_no_text" and name == "scanned_no_text/xerox_scan_jbig2.pdf":
-            assert reasons[name] == "no text found, by OCR either (blank pages?)", name  # see test_indexing_shared
         elif category == "scanned_no_text":
             assert page_counts.get(name) == entry["pages"], (name, reasons.get(name))
         elif category == "encrypted" and entry["password"] == "":

@@ -68,6 +68,38 @@ class TestReadingOrder:
         assert text.split() == [f"left{i}" for i in range(4)] + [f"right{i}" for i in range(4)]
 
 
+class FindsInkOnCropsOnly:
+    """A fake engine that, like RapidOCR on a sparse page, finds nothing on the whole page image but
+    reads a word wherever a smaller image (a tile) holds ink: the ink's box, in that image's pixels."""
+
+    name, version = "fake", "1"
+
+    def __init__(self, page_size: tuple[int, int]):
+        self.page_size = page_size
+
+    def words(self, image) -> list[OcrWord]:
+        from PIL import ImageOps
+
+        if image.size == self.page_size:
+            return []
+        ink = ImageOps.invert(image).getbbox()
+        return [] if ink is None else [OcrWord("ink", *ink)]
+
+
+def test_a_page_with_ink_but_no_words_is_read_again_in_tiles():
+    from PIL import Image, ImageDraw
+
+    from spanqa.indexing.ocr import tiled_words
+
+    image = Image.new("L", (1000, 1200), 255)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((470, 100, 529, 139), fill=0)  # inside both top tiles (their overlap): read twice
+    draw.rectangle((800, 1000, 899, 1049), fill=0)  # in the bottom-right tile only
+    words = tiled_words(FindsInkOnCropsOnly(image.size), image)
+    # Placed on the page in page pixels, the twice-read mark kept once.
+    assert [(w.left, w.top, w.right, w.bottom) for w in words] == [(470, 100, 530, 140), (800, 1000, 900, 1050)]
+
+
 def test_an_unknown_ocr_mode_is_refused_with_the_choices():
     with pytest.raises(ConfigError, match="ocr='fast' is not an OCR mode: use one of auto, off, rapidocr, tesseract"):
         engine_label("fast")
