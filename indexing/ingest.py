@@ -222,13 +222,15 @@ class Ingest:
         self._run = self.pool.start(tasks)
 
     def _ocr_stale(self, source: str) -> bool:
-        """Whether `source` has pages OCR'd by another engine (or version) than this run's."""
+        """Whether `source` has pages OCR'd by another engine (or version) than this run's. Without
+        OCR nothing is stale: "off" runs no OCR, it does not drop the text earlier runs OCR'd."""
+        if self.ocr_label is None:
+            return False
         conditions = [
             {"field": "meta.source", "operator": "==", "value": source},
             {"field": "meta.ocr", "operator": "!=", "value": None},
+            {"field": "meta.ocr", "operator": "!=", "value": self.ocr_label},
         ]
-        if self.ocr_label is not None:
-            conditions.append({"field": "meta.ocr", "operator": "!=", "value": self.ocr_label})
         return bool(self.store.filter_documents({"operator": "AND", "conditions": conditions}))
 
     def abort(self) -> None:
@@ -263,7 +265,9 @@ class Ingest:
                 self._flush(pending, result)
         finally:
             self._run.close()
-        self.store.chunking = {**self.chunking.manifest(), OCR_MANIFEST_KEY: self.ocr_label}
+        # The manifest names the engine the index's OCR'd text is from: a run without OCR keeps it.
+        label = self.ocr_label if self.ocr_label is not None else (self.store.chunking or {}).get(OCR_MANIFEST_KEY)
+        self.store.chunking = {**self.chunking.manifest(), OCR_MANIFEST_KEY: label}
 
         order = {str(path): index for index, path in enumerate(self._files)}
         result.indexed.sort(key=lambda f: order.get(f.source, len(order)))

@@ -157,6 +157,23 @@ def test_a_file_ocred_by_another_engine_version_is_ocred_again(tmp_path, mixed_p
     assert qa.index([mixed_pdf]).indexed[0].ocr_pages == 1
 
 
+def test_indexing_without_ocr_keeps_what_earlier_runs_ocred(tmp_path, mixed_pdf, minilm_dir):
+    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.pipelines.api import DocumentQA
+
+    index = tmp_path / "index"
+    qa = DocumentQA(index, embedder=str(minilm_dir), device="cpu")
+    first = qa.index([mixed_pdf]).indexed[0]
+    again = qa.index([mixed_pdf], ocr="off")
+    # Unchanged: not read again (which, without OCR, would drop the scanned page's chunks).
+    assert [(f.chunks, f.ocr_pages) for f in again.indexed] == [(first.chunks, 0)] and not again.skipped
+    store = FaissDocumentStore.open(index)
+    label = engine_label("auto")
+    assert store.chunking["ocr"] == label  # still says what the OCR'd text is from
+    scanned = [doc.content for doc in store.filter_documents() if doc.meta.get("ocr") == label]
+    assert "Skarv Point" in " ".join(scanned)
+
+
 def ocr_pages_job(task: ParseTask, ocr_page_started=None) -> ParsedFile:
     """A file of three 'OCR pages' of 0.6 s each: 1.8 s in all, over a 1 s budget without OCR time."""
     for _ in range(3):
