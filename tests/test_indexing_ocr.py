@@ -191,6 +191,45 @@ def test_each_ocred_page_adds_to_a_file_s_time_budget(tmp_path):
     assert results["silent.pdf"].reason == "timed out after 1 s"
 
 
+class StuckEngine:
+    name, version = "stuck", "1"
+
+    def words(self, image):
+        time.sleep(3600)
+
+
+class CrashingEngine:
+    name, version = "crashing", "1"
+
+    def words(self, image):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def misbehaving_ocr_job(task: ParseTask, ocr_page_started=None) -> ParsedFile:
+    """The real parser, with an OCR engine that hangs (files named stuck*) or crashes (crash*)."""
+    from spanqa.indexing import ocr
+
+    name = Path(task.path).name
+    ocr.ocr_engine = lambda mode: StuckEngine() if name.startswith("stuck") else CrashingEngine()
+    return parse_file(task, ocr_page_started)
+
+
+def test_a_hanging_or_crashing_ocr_costs_its_file_only(tmp_path, scanned_pdf):
+    stuck, crash = tmp_path / "stuck.pdf", tmp_path / "crash.pdf"
+    stuck.write_bytes(scanned_pdf.read_bytes())
+    crash.write_bytes(scanned_pdf.read_bytes() + b"\n% another file\n")
+    text = tmp_path / "text.pdf"
+    text.write_bytes(build_text_pdf(["A page with its own text layer needs no OCR at all."]))
+    pool = ParsePool(workers=2, timeout_s=2.0, ocr_page_s=1.0, job=misbehaving_ocr_job)
+    results = {Path(r.path).name: r for r in pool.map([ParseTask(str(p)) for p in (stuck, crash, text)])}
+    assert results["stuck.pdf"].reason == "timed out after 3 s"  # 2 s, and 1 s for its one OCR page
+    assert results["crash.pdf"].reason == "parser crashed (SIGSEGV)"
+    assert results["text.pdf"].ok and results["text.pdf"].chunks
+
+
 @needs_rapidocr
 def test_a_chinese_fax_is_found_by_a_chinese_phrase_from_it(tmp_path, shared_data_dir, minilm_dir):
     """The shared 3-page Chinese fax (image only) is OCR'd and found by keyword search for phrases of
