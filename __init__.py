@@ -12,6 +12,7 @@ os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 from spanqa.answers import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
 from spanqa.errors import (  # noqa: E402
+    ChunkNotFoundError,
     ConfigError,
     DocumentError,
     IndexBusyError,
@@ -37,6 +38,7 @@ __all__ = [
     "Answer",
     "AnswerEvidence",
     "AnswerSource",
+    "ChunkNotFoundError",
     "ConfigError",
     "DocumentError",
     "DocumentQA",

@@ -41,8 +41,6 @@ SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); No
 AUTO_THRESHOLD = "auto"  # the threshold value that defers to the index's answer calibration (`spanqa calibrate`)
 
 # Indexing.
-CHUNK_WORDS = 200  # words per chunk (about 260 reader tokens: a question plus a chunk fit one window)
-CHUNK_OVERLAP_WORDS = 40  # words shared by consecutive chunks of a page, so no answer is cut in two
 EMBEDDER_BATCH_SIZE = 32
 # The fast (int8 ONNX Runtime) embedder batches texts of similar length by tokens, not by count.
 EMBEDDER_BATCH_TOKENS = 2048  # tokens per forward pass, padding included (1024-8192 measured: smaller was faster)

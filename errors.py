@@ -32,6 +32,20 @@ class IndexBusyError(SpanQAError):
     """Another process is writing to the index (one writer at a time; readers are never blocked)."""
 
 
+class ChunkNotFoundError(SpanQAError, LookupError):
+    """A passage names an indexed chunk that is no longer in the index (its file was indexed again,
+    changed or removed since the passage was found)."""
+
+    def __init__(self, chunk_ids: list[str], index_dir: str | Path):
+        self.chunk_ids = list(chunk_ids)
+        self.index_dir = Path(index_dir)
+        more = f" (and {len(self.chunk_ids) - 1} more)" if len(self.chunk_ids) > 1 else ""
+        super().__init__(
+            f"chunk {self.chunk_ids[0]}{more} is no longer in the index at '{self.index_dir}' (its file was "
+            "indexed again, changed or removed since the passage was found): search again and read the new passages"
+        )
+
+
 class ModelLoadError(SpanQAError):
     """A model could not be loaded from the hub id or local directory given."""
 

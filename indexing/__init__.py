@@ -1,4 +1,6 @@
-"""Indexing: files to page Documents, page Documents to chunks, chunks to a persistent FAISS index.
+"""Indexing: files to pages, pages to chunks, chunks to a persistent FAISS index; as Haystack
+components (PageConverter -> PageChunker -> a document embedder -> ChunkEmbeddings) over the same
+steps the `spanqa index` workers run.
 
 Names are imported on first use: the parse worker processes import the plain-Python modules of this
 package (reading, layout, cleaning, spans, parsing) and must not pay for Haystack, torch and FAISS.
@@ -11,8 +13,11 @@ import importlib
 _HOMES = {
     "FaissDocumentStore": "spanqa.indexing.store",
     "FaissEmbeddingRetriever": "spanqa.indexing.retriever",
+    "ChunkEmbeddings": "spanqa.indexing.chunking",
+    "ChunkMeta": "spanqa.indexing.chunk_meta",
     "PageChunker": "spanqa.indexing.chunking",
     "PageConverter": "spanqa.indexing.converters",
+    "ReadSettings": "spanqa.indexing.converters",
     "chunk_spans": "spanqa.indexing.spans",
     "sentence_spans": "spanqa.indexing.spans",
     "discover_files": "spanqa.indexing.reading",

@@ -8,6 +8,7 @@ from haystack import Document, component, default_to_dict
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.indexing.chunk_meta import SIMILARITY_KEY
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings
 from spanqa.indexing.retriever import check_retriever_settings, retriever_from_dict, run_settings
 from spanqa.indexing.store import FaissDocumentStore, validate_top_k
@@ -105,5 +106,5 @@ def with_similarity(document: Document, similarity: float | None) -> Document:
         return document
     return Document(
         id=document.id, content=document.content, score=document.score,
-        meta={**document.meta, "similarity": float(similarity)},
+        meta={**document.meta, SIMILARITY_KEY: float(similarity)},
     )

@@ -4,7 +4,7 @@
 
 1. every file is hashed (SHA-256) first, in discovery order: a file whose content another file of
    the batch has, or a file still indexed under another path, is reported as a duplicate and not
-   parsed; a file indexed before with the same content and chunk settings is kept as it is;
+   parsed; a file indexed before with the same content, chunk settings and metadata is kept as it is;
 2. the others are parsed, cleaned and chunked by `ParsePool` workers (time and memory budget each);
 3. chunks are embedded as files come in, in batches of up to `embed_batch` chunks, or earlier
    whenever no parsed file is waiting, so the embedder works while the workers parse;
@@ -25,9 +25,11 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa import defaults
 from spanqa.answers import IndexedFile, SkippedFile
+from spanqa.indexing.chunk_meta import ChunkMeta, file_type_of
+from spanqa.indexing.chunking import chunk_document, unique_by_id
+from spanqa.indexing.file_meta import FileMeta, meta_for
 from spanqa.indexing.ocr import OCR_MANIFEST_KEY, check_ocr_mode, engine_label
-from spanqa.indexing.parsing import ChunkSettings, ParsedFile, ParseTask
-from spanqa.indexing.spans import chunk_id
+from spanqa.indexing.parsing import ChunkSettings, ParsedFile, ParseTask, password_candidates
 from spanqa.indexing.workers import ParsePool
 
 logger = logging.getLogger(__name__)
@@ -48,64 +50,11 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def resolve_tokenizer_file(model: str | None) -> str | None:
-    """tokenizer.json of a reader model (local directory, or hub id in the local cache / downloadable).
-
-    None when it cannot be had: chunk sizes are then estimated from words.
-    """
-    if not model:
-        return None
-    directory = Path(model).expanduser()
-    if directory.is_dir():
-        candidate = directory / "tokenizer.json"
-        return str(candidate) if candidate.is_file() else None
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:
-        return None
-    for local_only in (True, False):
-        try:
-            return str(hf_hub_download(model, "tokenizer.json", local_files_only=local_only))
-        except Exception:  # noqa: BLE001 - offline, unknown id, no tokenizer.json: estimate instead
-            continue
-    logger.warning("cannot load the tokenizer of '%s': chunk sizes are estimated from words", model)
-    return None
-
-
 def chunk_settings_for(recorded: Mapping[str, Any] | None, reader_model: str | None) -> ChunkSettings:
     """The settings an index keeps using once recorded; for a new index, the reader's tokenizer."""
     if recorded:
-        tokenizer = recorded.get("tokenizer")
-        return ChunkSettings(
-            max_tokens=int(recorded.get("max_tokens", defaults.CHUNK_TOKENS)),
-            overlap_tokens=int(recorded.get("overlap_tokens", defaults.CHUNK_OVERLAP_TOKENS)),
-            tokenizer=tokenizer,
-            tokenizer_file=resolve_tokenizer_file(tokenizer),
-            clean=bool(recorded.get("clean", defaults.CLEAN_TEXT)),
-            layout=bool(recorded.get("layout", defaults.LAYOUT_READING_ORDER)),
-            mode=str(recorded.get("mode", defaults.CHUNK_MODE)),
-        )
-    return ChunkSettings(tokenizer=reader_model, tokenizer_file=resolve_tokenizer_file(reader_model))
-
-
-def password_candidates(path: Path, password: str | None, passwords: Mapping[str, str] | None) -> tuple[str, ...]:
-    """Passwords to try for `path`: its entry in `passwords` (by absolute path, path relative to the
-    working directory, trailing path, or file name), then `password`."""
-    found: list[str] = []
-    if passwords:
-        resolved = path.resolve()
-        for key, value in passwords.items():
-            key_path = Path(key).expanduser()
-            if key_path.is_absolute():
-                matches = key_path.resolve() == resolved
-            else:
-                key_posix = key_path.as_posix()
-                matches = key_posix == path.name or resolved.as_posix().endswith("/" + key_posix)
-            if matches and isinstance(value, str):
-                found.append(value)
-    if password is not None:
-        found.append(password)
-    return tuple(dict.fromkeys(found))
+        return ChunkSettings.from_manifest(recorded)
+    return ChunkSettings.for_reader(reader_model)
 
 
 @dataclass
@@ -142,6 +91,7 @@ class Ingest:
         on_file_done: Callable[[str], None] | None = None,
         pool: ParsePool | None = None,
         ocr: str = defaults.OCR,
+        meta: FileMeta | None = None,
     ):
         self.store = store
         self.embedder = embedder
@@ -156,6 +106,7 @@ class Ingest:
         self.ocr = check_ocr_mode(ocr)
         # Recorded in the manifest and on each OCR'd chunk, so another engine re-OCRs those files.
         self.ocr_label = engine_label(self.ocr)
+        self.meta_of = meta_for(meta)
         self._files_done = 0
 
     def _done(self, source: str) -> None:
@@ -176,6 +127,9 @@ class Ingest:
         then embeds and stores. The store may be None here (a new index): nothing is then known.
         """
         self._files = [Path(f) for f in files]
+        # Every file's metadata is checked before any file is parsed: a bad value stops the run
+        # before it writes anything.
+        self._extras = {str(path): self.meta_of(path) for path in self._files}
         self._result = result = IngestResult()
         known = self.store.source_files() if self.store is not None else {}
         recorded = dict(self.store.chunking or {}) if self.store is not None else {}
@@ -197,7 +151,7 @@ class Ingest:
                     previous is not None
                     and previous.get("sha256") == digest
                     and settings_unchanged
-                    and not self._ocr_stale(source)
+                    and self._stored_as_wanted(source)
                 ):
                     batch_hashes[digest] = source
                     result.indexed.append(IndexedFile(source, int(previous["pages"]), int(previous["chunks"])))
@@ -221,17 +175,19 @@ class Ingest:
             )
         self._run = self.pool.start(tasks)
 
-    def _ocr_stale(self, source: str) -> bool:
-        """Whether `source` has pages OCR'd by another engine (or version) than this run's. Without
-        OCR nothing is stale: "off" runs no OCR, it does not drop the text earlier runs OCR'd."""
-        if self.ocr_label is None:
-            return False
-        conditions = [
-            {"field": "meta.source", "operator": "==", "value": source},
-            {"field": "meta.ocr", "operator": "!=", "value": None},
-            {"field": "meta.ocr", "operator": "!=", "value": self.ocr_label},
-        ]
-        return bool(self.store.filter_documents({"operator": "AND", "conditions": conditions}))
+    def _stored_as_wanted(self, source: str) -> bool:
+        """Whether the stored chunks of an unchanged `source` carry this run's metadata for it, and
+        no page OCR'd by another engine (or version) than this run's. Without OCR nothing is stale:
+        "off" runs no OCR, it does not drop the text earlier runs OCR'd."""
+        wanted = self._extras[source]
+        of_source = {"field": "meta.source", "operator": "==", "value": source}
+        for document in self.store.filter_documents(of_source):
+            meta = ChunkMeta.from_meta(document.meta)
+            if meta.extra != wanted:
+                return False
+            if self.ocr_label is not None and meta.ocr is not None and meta.ocr != self.ocr_label:
+                return False
+        return True
 
     def abort(self) -> None:
         """Stop the workers of a started run without storing anything."""
@@ -276,22 +232,21 @@ class Ingest:
 
     def _documents(self, parsed: ParsedFile) -> tuple[list[Document], list[str]]:
         documents, embed_texts = [], []
+        ocr_pages = set(parsed.ocr_pages)
         for chunk in parsed.chunks:
-            meta: dict[str, Any] = {
-                "source": parsed.path,
-                "file_type": Path(parsed.path).suffix.lower().lstrip("."),  # for filters: "pdf", "md", ...
-                "page": chunk.page,
-                "page_count": parsed.page_count,
-                "start": chunk.start,
-                "end": chunk.end,
-                "sha256": parsed.sha256,
-            }
-            if chunk.pieces is not None:
-                meta["pieces"] = chunk.pieces
-            if chunk.page in parsed.ocr_pages:
-                meta["ocr"] = self.ocr_label
-            identifier = chunk_id(parsed.path, chunk.page, chunk.start, chunk.end, chunk.content)
-            documents.append(Document(id=identifier, content=chunk.content, meta=meta))
+            meta = ChunkMeta(
+                source=parsed.path,
+                file_type=file_type_of(parsed.path),
+                page=chunk.page,
+                page_count=parsed.page_count,
+                start=chunk.start,
+                end=chunk.end,
+                sha256=parsed.sha256,
+                pieces=chunk.pieces,
+                ocr=self.ocr_label if chunk.page in ocr_pages else None,
+                extra=self._extras[parsed.path],
+            )
+            documents.append(chunk_document(chunk.content, meta))
             embed_texts.append(chunk.embed_text)
         return documents, embed_texts
 
@@ -307,8 +262,7 @@ class Ingest:
             of_source = {"field": "meta.source", "operator": "==", "value": source}
             stale = [doc.id for doc in self.store.filter_documents(of_source) if doc.id not in kept]
             self.store.delete_documents(stale)
-            # Duplicate ids within a file (the same text at the same place) collapse into one chunk.
-            unique = list({document.id: document for document in item.documents}.values())
+            unique = unique_by_id(item.documents)
             self.store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
             result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique), len(item.parsed.ocr_pages)))
             result.chunk_count += len(unique)

@@ -1,5 +1,8 @@
-"""One file in, its chunks out: what a parse worker does (read, clean, chunk), in plain Python.
+"""One file in, its chunks out, in plain Python: the steps of indexing a file (`read_file`, then
+`chunk_pages`: clean and chunk) and `parse_file`, what a parse worker does with them.
 
+The same steps are the Haystack components' (`converters.PageConverter` reads, `chunking.PageChunker`
+cleans and chunks), so a pipeline of those yields the chunks `spanqa index` yields.
 `parse_file(task)` never raises for a bad file: the returned ParsedFile holds either chunks or the
 reason the file cannot be indexed. It runs inside a worker process (see `workers.py`), so a parser
 that hangs, crashes or eats memory costs that file only.
@@ -12,20 +15,24 @@ text that `read_pages` returns, and `pieces` maps offsets inside the content bac
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.indexing.chunk_meta import file_type_of
 from spanqa.indexing.cleaning import CleanPage, clean_pages
 from spanqa.indexing.reading import PDF_SUFFIXES, read_bytes, read_document, short_message
 from spanqa.indexing.spans import chunk_spans, context_chunk_spans, word_spans
+
+logger = logging.getLogger(__name__)
 
 # Words-based token estimate (used without the reader's tokenizer): a word costs one token, plus one
 # per punctuation mark, plus one per ESTIMATE_CHARS_PER_PIECE letters beyond the first piece.
@@ -65,6 +72,26 @@ class ChunkSettings:
             raise ConfigError(
                 f"overlap_tokens ({self.overlap_tokens}) must be smaller than max_tokens ({self.max_tokens})"
             )
+
+    @classmethod
+    def for_reader(cls, reader_model: str | None) -> ChunkSettings:
+        """The settings of a new index: sizes in tokens of the reader's tokenizer (estimated from
+        words when it cannot be loaded), everything else the defaults."""
+        return cls(tokenizer=reader_model, tokenizer_file=resolve_tokenizer_file(reader_model))
+
+    @classmethod
+    def from_manifest(cls, recorded: Mapping[str, Any]) -> ChunkSettings:
+        """The settings an index recorded (`manifest()`), kept by every later run into it."""
+        tokenizer = recorded.get("tokenizer")
+        return cls(
+            max_tokens=int(recorded.get("max_tokens", defaults.CHUNK_TOKENS)),
+            overlap_tokens=int(recorded.get("overlap_tokens", defaults.CHUNK_OVERLAP_TOKENS)),
+            tokenizer=tokenizer,
+            tokenizer_file=resolve_tokenizer_file(tokenizer),
+            clean=bool(recorded.get("clean", defaults.CLEAN_TEXT)),
+            layout=bool(recorded.get("layout", defaults.LAYOUT_READING_ORDER)),
+            mode=str(recorded.get("mode", defaults.CHUNK_MODE)),
+        )
 
     def manifest(self) -> dict[str, Any]:
         """What the index records about how its chunks were cut."""
@@ -127,6 +154,30 @@ class ParsedFile:
 
 
 _TOKENIZERS: dict[str, Any] = {}
+
+
+def resolve_tokenizer_file(model: str | None) -> str | None:
+    """tokenizer.json of a reader model (local directory, or hub id in the local cache / downloadable).
+
+    None when it cannot be had: chunk sizes are then estimated from words.
+    """
+    if not model:
+        return None
+    directory = Path(model).expanduser()
+    if directory.is_dir():
+        candidate = directory / "tokenizer.json"
+        return str(candidate) if candidate.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    for local_only in (True, False):
+        try:
+            return str(hf_hub_download(model, "tokenizer.json", local_files_only=local_only))
+        except Exception:  # noqa: BLE001 - offline, unknown id, no tokenizer.json: estimate instead
+            continue
+    logger.warning("cannot load the tokenizer of '%s': chunk sizes are estimated from words", model)
+    return None
 
 
 def load_tokenizer(tokenizer_file: str) -> Any:
@@ -193,10 +244,88 @@ def chunk_page(page: CleanPage, page_number: int, settings: ChunkSettings) -> li
     return records
 
 
-def clean_document(path: Path, pages: list[str], clean: bool) -> list[CleanPage]:
-    if clean and path.suffix.lower() in PDF_SUFFIXES:
-        return clean_pages(pages)
-    return [CleanPage.identity(page) for page in pages]
+def password_candidates(path: Path, password: str | None, passwords: Mapping[str, str] | None) -> tuple[str, ...]:
+    """Passwords to try for `path`: its entry in `passwords` (by absolute path, path relative to the
+    working directory, trailing path, or file name), then `password`."""
+    found: list[str] = []
+    if passwords:
+        resolved = path.resolve()
+        for key, value in passwords.items():
+            key_path = Path(key).expanduser()
+            if key_path.is_absolute():
+                matches = key_path.resolve() == resolved
+            else:
+                key_posix = key_path.as_posix()
+                matches = key_posix == path.name or resolved.as_posix().endswith("/" + key_posix)
+            if matches and isinstance(value, str):
+                found.append(value)
+    if password is not None:
+        found.append(password)
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class FileText:
+    """A file read: its page texts (item i is page i+1), the pages (1-based) whose text was OCR'd, its SHA-256."""
+
+    pages: list[str]
+    ocr_pages: tuple[int, ...]
+    sha256: str
+
+
+def read_file(
+    path: Path,
+    *,
+    passwords: tuple[str, ...] = (),
+    layout: bool = defaults.LAYOUT_READING_ORDER,
+    ocr: str = defaults.OCR,
+    max_file_bytes: int | None = defaults.MAX_FILE_MB * 1024 * 1024,
+    before_ocr_page: Callable[[], None] | None = None,
+) -> FileText:
+    """Step 1 of indexing a file: its page texts. Raises DocumentError with the reason it cannot be read."""
+    if max_file_bytes is not None:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0  # read_bytes reports it
+        if size > max_file_bytes:
+            limit_mb = max_file_bytes / (1024 * 1024)
+            raise DocumentError(
+                path, f"too large: {size / (1024 * 1024):.0f} MB (limit {limit_mb:.0f} MB; raise it with --max-file-mb)"
+            )
+    if path.is_dir():
+        raise DocumentError(path, "is a directory (list its files with discover_files)")
+    data = read_bytes(path)
+    document = read_document(
+        path, passwords=passwords, layout=layout, data=data, ocr=ocr, before_ocr_page=before_ocr_page
+    )
+    return FileText(document.pages, document.ocr_pages, hashlib.sha256(data).hexdigest())
+
+
+def chunk_pages(file_type: str, pages: Sequence[tuple[int, str]], settings: ChunkSettings) -> list[ChunkRecord]:
+    """Steps 2 and 3 of indexing a file: its (page number, page text) pairs cleaned together (running
+    headers are found across them; PDF only) and cut into chunks. Blank pages may be left out: they
+    change nothing."""
+    texts = [text for _, text in pages]
+    if settings.clean and "." + file_type in PDF_SUFFIXES:
+        cleaned = clean_pages(texts)
+    else:
+        cleaned = [CleanPage.identity(text) for text in texts]
+    chunks: list[ChunkRecord] = []
+    for (number, _), page in zip(pages, cleaned):
+        chunks.extend(chunk_page(page, number, settings))
+    return chunks
+
+
+def failure_reason(exc: Exception) -> str:
+    """Why a file cannot be indexed, from what reading or chunking it raised, in words a user can act on."""
+    if isinstance(exc, DocumentError):
+        return exc.reason
+    if isinstance(exc, MemoryError):
+        return "out of memory while parsing"
+    if isinstance(exc, RecursionError):
+        return "corrupt file: structure nested too deeply"
+    return f"cannot parse: {short_message(exc)}"
 
 
 def parse_file(task: ParseTask, before_ocr_page: Callable[[], None] | None = None) -> ParsedFile:
@@ -206,44 +335,19 @@ def parse_file(task: ParseTask, before_ocr_page: Callable[[], None] | None = Non
     path = Path(task.path)
     result = ParsedFile(path=task.path)
     try:
-        if task.max_file_bytes is not None:
-            try:
-                size = path.stat().st_size
-            except OSError:
-                size = 0  # read_bytes reports it
-            if size > task.max_file_bytes:
-                limit_mb = task.max_file_bytes / (1024 * 1024)
-                raise DocumentError(
-                    path, f"too large: {size / (1024 * 1024):.0f} MB (limit {limit_mb:.0f} MB; raise it with --max-file-mb)"
-                )
-        if path.is_dir():
-            raise DocumentError(path, "is a directory (list its files with discover_files)")
-        data = read_bytes(path)
-        result.sha256 = hashlib.sha256(data).hexdigest()
-        document = read_document(
-            path, passwords=task.passwords, layout=task.chunking.layout, data=data, ocr=task.ocr,
-            before_ocr_page=before_ocr_page,
+        text = read_file(
+            path, passwords=task.passwords, layout=task.chunking.layout, ocr=task.ocr,
+            max_file_bytes=task.max_file_bytes, before_ocr_page=before_ocr_page,
         )
-        pages = document.pages
-        result.ocr_pages = document.ocr_pages
-        result.page_count = len(pages)
-        result.pages_with_text = sum(1 for page in pages if page.strip() != "")
-        cleaned = clean_document(path, pages, task.chunking.clean)
-        for number, page in enumerate(cleaned, start=1):
-            result.chunks.extend(chunk_page(page, number, task.chunking))
+        result.sha256 = text.sha256
+        result.ocr_pages = text.ocr_pages
+        result.page_count = len(text.pages)
+        result.pages_with_text = sum(1 for page in text.pages if page.strip() != "")
+        result.chunks = chunk_pages(file_type_of(path), list(enumerate(text.pages, start=1)), task.chunking)
         if not result.chunks:
             raise DocumentError(path, "no text")
-    except DocumentError as exc:
-        result.reason = exc.reason
-        result.chunks = []
-    except MemoryError:
-        result.reason = "out of memory while parsing"
-        result.chunks = []
-    except RecursionError:
-        result.reason = "corrupt file: structure nested too deeply"
-        result.chunks = []
     except Exception as exc:  # noqa: BLE001 - a parser bug on one file must not stop the batch
-        result.reason = f"cannot parse: {short_message(exc)}"
+        result.reason = failure_reason(exc)
         result.chunks = []
     result.seconds = time.perf_counter() - began
     return result

@@ -11,9 +11,18 @@ from haystack import Document, Pipeline
 from spanqa import defaults
 from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError, check_positive_int
+from spanqa.errors import (
+    ChunkNotFoundError,
+    ConfigError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    ModelLoadError,
+    check_positive_int,
+)
 from spanqa.indexing import FaissDocumentStore, discover_files
+from spanqa.indexing.chunk_meta import ChunkMeta, file_type_of
 from spanqa.indexing.embedding import EmbeddingSettings, check_precision, choose_precision
+from spanqa.indexing.file_meta import FileMeta
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.indexing.hybrid import with_similarity
@@ -202,6 +211,7 @@ class DocumentQA:
         max_file_mb: float | None = defaults.MAX_FILE_MB,
         sync: bool = False,
         ocr: str = defaults.OCR,
+        meta: FileMeta | None = None,
     ) -> IndexReport:
         """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
 
@@ -216,6 +226,12 @@ class DocumentQA:
         `SAVE_EVERY_FILES` files and at the end; an interrupted run keeps what was committed.
         PDF pages without a usable text layer are OCR'd by `ocr` ("auto": the built-in RapidOCR;
         "rapidocr", "tesseract", "off"); a file OCR'd by another engine before is OCR'd again.
+
+        `meta` is metadata attached to every chunk of a file, filterable as `meta.KEY` in `search`
+        and `ask`: one dict for every file of the run (`{"department": "hr", "tag": ["policy"]}`),
+        or a function of the file's path returning its dict. Keys are names (letters, digits, `_`,
+        `-`) other than spanqa's own chunk keys, values JSON scalars or lists of them. An unchanged
+        file whose metadata changed is indexed again.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
@@ -245,6 +261,7 @@ class DocumentQA:
             max_file_mb=max_file_mb,
             on_file_done=on_file_done,
             ocr=ocr,
+            meta=meta,
         )
         # The workers start parsing now, while the embedder loads.
         ingest.start(files)
@@ -392,8 +409,10 @@ class DocumentQA:
         """Answer spans quoted from the given passages only, best first (at most `top_k`).
 
         Passages from `search` keep their place in the index, so answers carry exact page offsets;
-        a Passage of your own (no `chunk_id`) is read as it is, and an answer's offsets are its
-        `start` plus the answer's position in its text. No index is needed for passages of your own.
+        a passage whose chunk is no longer in the index (its file was indexed again, changed or
+        removed since) is a ChunkNotFoundError: search again. A Passage of your own (no `chunk_id`)
+        is read as it is, and an answer's offsets are its `start` plus the answer's position in its
+        text. No index is needed for passages of your own.
         """
         _check_text(question, "question")
         check_positive_int("top_k", top_k)
@@ -423,12 +442,21 @@ class DocumentQA:
         if chunk_ids:
             stored = self._open_store().filter_documents({"field": "id", "operator": "in", "value": chunk_ids})
             indexed = {document.id: document for document in stored}
+            # A chunk's offsets hold for its own text only: a passage whose chunk is gone cannot be
+            # placed on its page, and reading its text as if it were the page text would misplace answers.
+            gone = [identifier for identifier in dict.fromkeys(chunk_ids) if identifier not in indexed]
+            if gone:
+                raise ChunkNotFoundError(gone, self.index_dir)
         documents = []
         for passage in passages:
-            document = indexed.get(passage.chunk_id) if passage.chunk_id is not None else None
-            if document is None:
-                meta = {"source": passage.source, "page": passage.page, "start": passage.start, "end": passage.end}
-                document = Document(content=passage.text, meta=meta)
+            if passage.chunk_id is not None:
+                document = indexed[passage.chunk_id]
+            else:
+                meta = ChunkMeta(
+                    source=passage.source, file_type=file_type_of(passage.source), page=passage.page, page_count=0,
+                    start=passage.start, end=passage.end,
+                )
+                document = Document(content=passage.text, meta=meta.to_meta())
             # what the retriever measured, for the answer calibration
             documents.append(with_similarity(document, passage.similarity))
         return documents

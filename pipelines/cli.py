@@ -16,6 +16,7 @@ from spanqa.answers import Answer, IndexReport, Passage
 from spanqa.errors import SpanQAError
 from spanqa.indexing.ocr import OCR_MODES
 from spanqa.pipelines.cli_common import (
+    meta_option,
     non_negative,
     positive_int,
     progress,
@@ -115,6 +116,18 @@ def _build_parser() -> argparse.ArgumentParser:
     index.add_argument("--ocr", choices=OCR_MODES, default=defaults.OCR,
                        help="OCR for PDF pages without a usable text layer: auto (the built-in engine, "
                        "RapidOCR), rapidocr, tesseract (when installed) or off (default: %(default)s)")
+    index.add_argument(
+        "--meta", action="append", type=meta_option, metavar="KEY=VALUE",
+        help="metadata for every chunk of every file of this run, filterable as meta.KEY (repeatable; a key "
+        "given twice is a list, e.g. two tags); VALUE is a number, true, false or null when it reads as one, "
+        "else text. KEY: letters, digits, _ and -",
+    )
+    index.add_argument(
+        "--meta-file", metavar="FILE",
+        help='JSON object of per-file metadata keyed by file path, folder or glob pattern (relative to FILE\'s '
+        'folder; ** for any depth), e.g. {"reports/**/*.pdf": {"department": "finance", "tag": ["q3"]}}; '
+        "its keys override --meta's",
+    )
     index.add_argument("--sync", action="store_true",
                        help="also remove from the index the files under PATH that are no longer there")
     index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
@@ -259,9 +272,17 @@ def _read_passwords(path: str | None) -> dict[str, str] | None:
     return mapping
 
 
+def _index_meta(args: argparse.Namespace):
+    """--meta and --meta-file as the `meta` of DocumentQA.index."""
+    from spanqa.indexing.file_meta import MetaFile, combined, gathered
+
+    return combined(gathered(args.meta), None if args.meta_file is None else MetaFile(args.meta_file))
+
+
 def _run_index(args: argparse.Namespace, qa) -> int:
     from spanqa.indexing import discover_files
 
+    meta = _index_meta(args)
     shown = shows_progress(args)
     total = len(discover_files(args.paths)[0]) if shown else 0
     with progress(total, "file", "indexing", shown) as advance:
@@ -276,6 +297,7 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             on_file_done=advance,
             sync=args.sync,
             ocr=args.ocr,
+            meta=meta,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

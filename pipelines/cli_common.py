@@ -6,12 +6,24 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from spanqa import defaults
 
 
 def tokens_or_all(text: str) -> int | None:
     return None if text.strip().lower() == "all" else positive_int(text)
+
+
+def meta_option(text: str) -> tuple[str, Any]:
+    """A --meta KEY=VALUE of `spanqa index` (see spanqa.indexing.file_meta)."""
+    from spanqa.errors import ConfigError
+    from spanqa.indexing.file_meta import parse_meta_option
+
+    try:
+        return parse_meta_option(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:

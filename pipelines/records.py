@@ -6,34 +6,35 @@ from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
 from spanqa.answers import Answer, AnswerEvidence, AnswerSource, Passage
+from spanqa.indexing.chunk_meta import SIMILARITY_KEY, ChunkMeta
 from spanqa.indexing.cleaning import raw_span_of
 
 
 def passage_from_document(document: Document) -> Passage:
     """A retrieved chunk as a Passage; its offsets are the chunk's span in the page text."""
-    meta = document.meta
+    meta = ChunkMeta.from_meta(document.meta)
+    similarity = document.meta.get(SIMILARITY_KEY)
     return Passage(
         text=document.content if document.content is not None else "",
         score=float(document.score) if document.score is not None else 0.0,
-        source=str(meta["source"]),
-        page=int(meta["page"]),
-        start=int(meta["start"]),
-        end=int(meta["end"]),
+        source=meta.source,
+        page=meta.page,
+        start=meta.start,
+        end=meta.end,
         chunk_id=document.id,
-        similarity=None if meta.get("similarity") is None else float(meta["similarity"]),
+        similarity=None if similarity is None else float(similarity),
     )
 
 
 def _page_place(chunk_meta: dict, start_in_chunk: int, end_in_chunk: int) -> AnswerSource:
     """Chunk offsets to page offsets. A chunk of cleaned text carries `pieces`, its map back to the
     page text (see spanqa.indexing.cleaning); without it the chunk is the page text verbatim."""
-    pieces = chunk_meta.get("pieces")
-    if pieces:
-        start, end = raw_span_of(pieces, start_in_chunk, end_in_chunk)
+    meta = ChunkMeta.from_meta(chunk_meta)
+    if meta.pieces is not None:
+        start, end = raw_span_of(meta.pieces, start_in_chunk, end_in_chunk)
     else:
-        chunk_start = int(chunk_meta["start"])
-        start, end = chunk_start + start_in_chunk, chunk_start + end_in_chunk
-    return AnswerSource(source=str(chunk_meta["source"]), page=int(chunk_meta["page"]), start=start, end=end)
+        start, end = meta.start + start_in_chunk, meta.start + end_in_chunk
+    return AnswerSource(source=meta.source, page=meta.page, start=start, end=end)
 
 
 def answer_from_extracted(extracted: ExtractedAnswer) -> Answer:

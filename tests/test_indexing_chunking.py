@@ -1,4 +1,5 @@
-"""Sentence splitting and chunking: pure span arithmetic, then the PageChunker component."""
+"""Sentence splitting and chunking: pure span arithmetic (`spanqa.indexing.spans`). The PageChunker
+component is tested with the converter in test_indexing_components.py."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import random
 import re
 
 import pytest
-from haystack import Document
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.chunking import PageChunker, chunk_spans, sentence_spans
+from spanqa.indexing.spans import chunk_spans, sentence_spans
 
 
 def sentences(text: str) -> list[str]:
@@ -220,65 +220,6 @@ def test_chunk_spans_is_deterministic():
 def test_bad_chunk_settings_raise_config_error(max_words, overlap_words):
     with pytest.raises(ConfigError):
         chunk_spans("Some text.", max_words, overlap_words)
-    with pytest.raises(ConfigError):
-        PageChunker(max_words=max_words, overlap_words=overlap_words)
-
-
-# PageChunker
-
-
-def page(content: str, source: str = "/docs/a.pdf", page_number: int = 2) -> Document:
-    return Document(content=content, meta={"source": source, "page": page_number, "page_count": 3})
-
-
-def test_page_chunker_meta_offsets_and_content():
-    text = "  " + random_prose(5, 40)
-    chunks = PageChunker(max_words=40, overlap_words=8).run(documents=[page(text)])["documents"]
-    assert len(chunks) > 2
-    for chunk in chunks:
-        assert chunk.content == text[chunk.meta["start"] : chunk.meta["end"]]
-        assert chunk.meta == {
-            "source": "/docs/a.pdf",
-            "page": 2,
-            "page_count": 3,
-            "start": chunk.meta["start"],
-            "end": chunk.meta["end"],
-        }
-
-
-def test_page_chunker_ids_are_stable_and_distinct():
-    text = random_prose(9, 60)
-    documents = [page(text), page(text, page_number=3), page(text, source="/docs/b.pdf")]
-    first = PageChunker(max_words=50, overlap_words=10).run(documents=documents)["documents"]
-    second = PageChunker(max_words=50, overlap_words=10).run(documents=documents)["documents"]
-    assert [chunk.id for chunk in first] == [chunk.id for chunk in second]
-    assert len({chunk.id for chunk in first}) == len(first)
-
-
-def test_page_chunker_skips_pages_without_text():
-    chunks = PageChunker().run(documents=[page("   \n"), Document(content=None, meta={}), page("Text.")])["documents"]
-    assert [chunk.content for chunk in chunks] == ["Text."]
-
-
-def test_page_chunker_serialization_round_trip():
-    chunker = PageChunker(max_words=120, overlap_words=20)
-    data = chunker.to_dict()
-    assert data == {
-        "type": "spanqa.indexing.chunking.PageChunker",
-        "init_parameters": {"max_words": 120, "overlap_words": 20},
-    }
-    restored = PageChunker.from_dict(data)
-    assert (restored.max_words, restored.overlap_words) == (120, 20)
-
-
-def test_default_chunks_of_sample_pages_fit_the_settings(sample_data_dir):
-    from spanqa.indexing.converters import PageConverter
-
-    pages = PageConverter().run(sources=[str(sample_data_dir / "aurora_bicycle_works_handbook.pdf")])["documents"]
-    chunks = PageChunker().run(documents=pages)["documents"]
-    assert {chunk.meta["page"] for chunk in chunks} == {1, 2, 3}
-    founded = [chunk for chunk in chunks if "founded in 1984" in chunk.content]
-    assert len(founded) == 1 and founded[0].meta["page"] == 1
 
 
 # Token-weighted chunks and context chunks

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pypdf
@@ -19,7 +21,8 @@ from pdf_factory import (
 from spanqa.answers import SkippedFile
 from spanqa.errors import DocumentError
 from spanqa.indexing import reading
-from spanqa.indexing.converters import PageConverter, discover_files, html_to_text, read_pages
+from spanqa.indexing.converters import PageConverter, ReadSettings
+from spanqa.indexing.reading import discover_files, html_to_text, read_pages
 
 
 def words(text: str) -> list[str]:
@@ -329,15 +332,19 @@ def test_page_converter_one_document_per_page_with_text(tmp_path):
     with (tmp_path / "gap.pdf").open("wb") as handle:
         writer.write(handle)
 
-    result = PageConverter().run(sources=[str(tmp_path / "gap.pdf")])
+    result = PageConverter().run(sources=[str(tmp_path / "gap.pdf")], meta={"tag": ["a", "b"]})
 
     assert result["skipped"] == []
-    source = str((tmp_path / "gap.pdf").resolve())
-    assert [doc.meta for doc in result["documents"]] == [
-        {"source": source, "page": 1, "page_count": 3},
-        {"source": source, "page": 3, "page_count": 3},
+    path = (tmp_path / "gap.pdf").resolve()
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    documents = result["documents"]
+    # Each page is a ChunkMeta spanning the whole page: the chunker cuts chunks from it.
+    assert [doc.meta for doc in documents] == [
+        {"source": str(path), "file_type": "pdf", "page": number, "page_count": 3, "start": 0,
+         "end": len(doc.content), "sha256": sha256, "tag": ["a", "b"]}
+        for number, doc in zip((1, 3), documents)
     ]
-    assert words(result["documents"][1].content) == ["Third", "page."]
+    assert words(documents[1].content) == ["Third", "page."]
 
 
 def test_page_converter_content_is_the_exact_page_text(tmp_path):
@@ -371,18 +378,47 @@ def test_page_converter_batch_reports_bad_files_and_converts_good_ones(tmp_path)
 def test_page_converter_uses_its_password(tmp_path):
     path = write_encrypted_pdf(tmp_path / "locked.pdf", ["Secret page."], user_password="sesame")
     assert PageConverter().run(sources=[str(path)])["skipped"][0].reason == "encrypted: password needed"
-    [document] = PageConverter(password="sesame").run(sources=[str(path)])["documents"]
+    [document] = PageConverter(ReadSettings(password="sesame")).run(sources=[str(path)])["documents"]
+    assert words(document.content) == ["Secret", "page."]
+    # Per-file passwords, as `spanqa index --passwords` takes them.
+    [document] = PageConverter(ReadSettings(passwords={"locked.pdf": "sesame"})).run(sources=[str(path)])["documents"]
     assert words(document.content) == ["Secret", "page."]
 
 
+def test_page_converter_reports_a_file_over_the_size_limit(tmp_path):
+    path = write_text_pdf(tmp_path / "big.pdf", ["Some text."])
+    [skipped] = PageConverter(ReadSettings(max_file_mb=1e-6)).run(sources=[str(path)])["skipped"]
+    assert skipped.reason.startswith("too large: ")
+
+
 def test_page_converter_serialization_round_trip():
-    converter = PageConverter(password="sesame")
-    data = converter.to_dict()
+    settings = ReadSettings(layout=False, ocr="off", max_file_mb=5.0, password="sesame", passwords={"a.pdf": "x"})
+    data = PageConverter(settings).to_dict()
     assert data == {
         "type": "spanqa.indexing.converters.PageConverter",
-        "init_parameters": {"password": "sesame"},
+        "init_parameters": {"settings": {"layout": False, "ocr": "off", "max_file_mb": 5.0,
+                                         "password": "sesame", "passwords": {"a.pdf": "x"}}},
     }
-    assert PageConverter.from_dict(data).password == "sesame"
+    assert PageConverter.from_dict(data).settings == settings
+
+
+@pytest.mark.parametrize(
+    ("settings", "meta", "message"),
+    [
+        ({"ocr": "sometimes"}, None, "ocr='sometimes'"),
+        ({"max_file_mb": 0}, None, "max_file_mb=0"),
+        ({}, {"page": 3}, "'page' is spanqa's own"),
+        ({}, {"dept.name": "hr"}, "'dept.name' is not a name"),
+        ({}, [{}, {}], "2 meta dicts for 1 sources"),
+    ],
+)
+def test_page_converter_bad_settings_or_meta_are_config_errors(tmp_path, settings, meta, message):
+    from spanqa.errors import ConfigError
+
+    path = tmp_path / "a.txt"
+    path.write_text("Text.", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        PageConverter(ReadSettings(**settings)).run(sources=[str(path)], meta=meta)
 
 
 def test_sample_data_converts(sample_data_dir):

@@ -21,8 +21,7 @@ from pdf_factory import (
 from spanqa import DocumentQA
 from spanqa.indexing import read_pages
 from spanqa.indexing.cleaning import clean_pages, same_text
-from spanqa.indexing.ingest import password_candidates
-from spanqa.indexing.parsing import load_tokenizer
+from spanqa.indexing.parsing import load_tokenizer, password_candidates
 
 FACTS = [
     "Skarv Point lighthouse was first lit in 1872. Its tower is 28 metres tall and made of granite. "

@@ -132,6 +132,20 @@ class TestBuiltInEngine:
         answer_start = page_two.index("1873")
         assert page_two[answer_start : answer_start + 4] == "1873"
 
+    def test_the_page_converter_reads_scans_as_indexing_does_and_records_the_engine(self, mixed_pdf):
+        from spanqa.indexing.chunking import PageChunker
+        from spanqa.indexing.converters import PageConverter, ReadSettings
+        from spanqa.indexing.parsing import ChunkSettings
+
+        pages = PageConverter(ReadSettings(ocr="auto")).run(sources=[str(mixed_pdf)])["documents"]
+        assert [(page.meta["page"], page.meta.get("ocr")) for page in pages] == [(1, None), (2, engine_label("auto"))]
+        chunks = PageChunker(ChunkSettings()).run(documents=pages)["documents"]
+        parsed = parse_file(ParseTask(str(mixed_pdf), ocr="auto"))
+        assert [(c.content, c.meta["page"], c.meta["start"], c.meta["end"]) for c in chunks] == [
+            (c.content, c.page, c.start, c.end) for c in parsed.chunks
+        ]
+        assert {c.meta.get("ocr") for c in chunks if c.meta["page"] == 2} == {engine_label("auto")}
+
     def test_indexing_reports_the_ocred_pages_and_finds_their_text(self, tmp_path, mixed_pdf, minilm_dir):
         from spanqa.pipelines.api import DocumentQA
 

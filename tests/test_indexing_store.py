@@ -451,7 +451,7 @@ def test_minilm_paraphrased_question_retrieves_the_right_chunk(tmp_path, minilm_
         SentenceTransformersTextEmbedder,
     )
 
-    from spanqa.indexing import PageChunker, PageConverter
+    from spanqa.indexing import ChunkSettings, PageChunker, PageConverter
 
     settings = {"model": str(minilm_dir), "local_files_only": True, "normalize_embeddings": True, "progress_bar": False}
     document_embedder = SentenceTransformersDocumentEmbedder(**settings)
@@ -462,7 +462,7 @@ def test_minilm_paraphrased_question_retrieves_the_right_chunk(tmp_path, minilm_
     names = ("aurora_bicycle_works_handbook.pdf", "harbor_lighthouse_report.pdf", "greenhouse_notes.md")
     sources = [str(sample_data_dir / name) for name in names]
     pages = PageConverter().run(sources=sources)["documents"]
-    chunks = PageChunker(max_words=60, overlap_words=10).run(documents=pages)["documents"]
+    chunks = PageChunker(ChunkSettings(max_tokens=60, overlap_tokens=10, mode="overlap")).run(documents=pages)["documents"]
     embedded = document_embedder.run(documents=chunks)["documents"]
     dimension = len(embedded[0].embedding)
     assert dimension == 384

@@ -173,6 +173,26 @@ def test_read_quotes_searched_passages_with_page_offsets(sample_index):
         assert same_text(_page_text(answer.source, answer.page)[answer.start : answer.end], answer.text)
 
 
+def test_read_of_a_passage_whose_chunk_is_gone_is_an_error_naming_it(tmp_path, minilm_dir, tiny_qa_model_dir):
+    from spanqa import ChunkNotFoundError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("The lamp was replaced in 2003 by the harbor board.\n", encoding="utf-8")
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu",
+                    embedder_precision="float32")
+    qa.index(path)
+    [old] = qa.search("When was the lamp replaced?", top_k=1)
+    # The file changes: its chunk is replaced by one with other text and other offsets.
+    path.write_text("Harbor notes.\n\nThe lamp was replaced in 2011 by the town.\n", encoding="utf-8")
+    qa.index(path)
+
+    with pytest.raises(ChunkNotFoundError, match=f"chunk {old.chunk_id} is no longer in the index.*search again"):
+        qa.read("When was the lamp replaced?", [old])
+    [new] = qa.search("When was the lamp replaced?", top_k=1)
+    for answer in qa.read("When was the lamp replaced?", [new], top_k=3):
+        assert path.read_text(encoding="utf-8")[answer.start : answer.end] == answer.text
+
+
 def test_read_takes_passages_of_ones_own_without_an_index(tmp_path, tiny_qa_model_dir):
     from spanqa import Passage
 
