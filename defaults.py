@@ -88,14 +88,20 @@ AUTO_APPROXIMATE_MIN_VECTORS = 50_000
 HNSW_M = 32  # graph neighbours per vector
 HNSW_EF_CONSTRUCTION = 40  # candidate list while building the graph (FAISS's default)
 HNSW_EF_SEARCH = 64  # candidate list per query (raised to top_k when that is larger)
-IVF_MIN_TRAIN_VECTORS = 10_000  # an "ivf" index stays exact (flat) until it holds this many vectors
 IVF_MAX_LISTS = 2048  # inverted lists: about 4·sqrt(vectors), at most this many
 IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (FAISS wants at least 39)
 IVF_TRAIN_ITERATIONS = 10  # k-means iterations
 IVF_NPROBE = 16  # inverted lists scanned per query
-TOMBSTONE_REBUILD_FRACTION = 0.2  # HNSW cannot delete: rebuild once this share of its vectors is deleted
 FILTER_EXACT_MAX = 20_000  # a filter matching at most this many chunks ranks them exactly
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long a second writer waits for the one writing
+# Vectors live in append-only segments (issue #14): a commit writes its new vectors as one segment.
+APPROXIMATE_MIN_VECTORS = 10_000  # an "ivf"/"hnsw" index keeps segments smaller than this exact (flat)
+# Segments of one size tier (sizes within a factor of SEGMENT_MERGE_FACTOR, all those below the floor
+# in one tier) are merged once there are SEGMENT_MERGE_FACTOR of them: each vector is rewritten about
+# log_8(n / floor) times in all, and a search visits a few segments per tier.
+SEGMENT_MERGE_FACTOR = 8
+SEGMENT_MERGE_FLOOR_VECTORS = 1_000
+SEGMENT_MAX_DELETED_SHARE = 0.3  # a segment with this share of its vectors deleted is rewritten without them
 
 # Service (issue #11): `spanqa serve`, one process serving the HTTP API and the web page.
 SERVICE_HOST = "127.0.0.1"  # loopback: another host needs --tokens (or --insecure-no-auth)

@@ -8,7 +8,15 @@ Fields: `id`, `content`, `meta.KEY` (nested: `meta.a.b`). Operators: `==`, `!=`,
 field equals None, `!=` and `not in` match it, ordering comparisons never do; strings are ordered
 only as ISO dates (compared as instants, via SQLite's julianday()).
 
-One operator is spanqa's own: `under` (value: a path, or a list of paths) matches a string field
+Metadata values are indexed (`chunk_database.chunk_meta`: one row per value, by key and value, and
+by key and number for ordering), so a comparison on a top-level key (`meta.department`,
+`meta.year`, `meta.tags`) with a value reads that index instead of every chunk's JSON; comparisons
+with None, nested keys and positional keys (`chunk_database.UNINDEXED_META`) read the JSON.
+
+Two operators are spanqa's own. `contains` (value: a scalar, or a list meaning any of them) matches
+a list field holding that value (`{"field": "meta.tags", "operator": "contains", "value": "hr"}`),
+or a scalar field equal to it: tags are lists, and Haystack's `==` compares a list as a whole.
+And `under` (value: a path, or a list of paths) matches a string field
 that is one of those paths or lies below one of them as a folder (`/kb/hr` matches `/kb/hr` and
 `/kb/hr/a.pdf`, not `/kb/hrx.pdf`). On `meta.source` it reads the indexed column by range, so
 a server can confine a user to folders inside every search (spanqa.service scopes).
@@ -21,8 +29,9 @@ from datetime import datetime
 from typing import Any
 
 from spanqa.errors import ConfigError
+from spanqa.indexing.chunk_database import UNINDEXED_META
 
-COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in", "not in", "under")
+COMPARISONS = ("==", "!=", ">", ">=", "<", "<=", "in", "not in", "under", "contains")
 LOGICAL = ("AND", "OR", "NOT")
 
 
@@ -63,6 +72,11 @@ def _node(node: Any, params: list[Any]) -> str:
         # The indexed `source` column holds meta.source whenever it is a string (else NULL), so
         # string comparisons on it match the same rows without reading every row's JSON.
         expression = "source"
+    key = _indexed_key(node["field"])
+    if operator == "contains":
+        return _contains(key, expression, value, params)
+    if key is not None and _indexable(operator, value):
+        return _indexed_comparison(key, operator, value, params)
     whole = isinstance(value, int) and not isinstance(value, bool)
     whole = whole or (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
     if node["field"] == "meta.page" and whole:
@@ -70,6 +84,77 @@ def _node(node: Any, params: list[Any]) -> str:
         # have one): a page filter reads the index, not 1M JSON objects (seconds at that size).
         expression = "page"
     return _comparison(expression, operator, value, params)
+
+
+def _indexed_key(field: Any) -> str | None:
+    """The `chunk_meta` key a field reads, or None when the field is not indexed there."""
+    if not isinstance(field, str) or not field.startswith("meta."):
+        return None
+    key = field[len("meta.") :]
+    if key == "" or "." in key or key in UNINDEXED_META:
+        return None
+    return key
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float))  # bool is an int
+
+
+def _indexable(operator: str, value: Any) -> bool:
+    if operator in ("in", "not in"):
+        return isinstance(value, list) and len(value) > 0 and all(_is_scalar(item) for item in value)
+    if operator in ("==", "!="):
+        return _is_scalar(value)
+    if operator in (">", ">=", "<", "<="):
+        return _is_scalar(value) and not isinstance(value, bool)
+    return False
+
+
+def _contains(key: str | None, expression: str, value: Any, params: list[Any]) -> str:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(_is_scalar(item) for item in values):
+        raise ConfigError(
+            f"filter operator 'contains' needs a value or a list of values (strings or numbers), got {value!r}: "
+            'e.g. {"field": "meta.tags", "operator": "contains", "value": "finance"}'
+        )
+    holes = ", ".join("?" * len(values))
+    if key is not None:
+        params.append(key)
+        params.extend(values)
+        return f"(chunks.id IN (SELECT id FROM chunk_meta WHERE key = ? AND value IN ({holes})))"
+    params.extend(values)
+    if not expression.startswith("json_extract(meta, "):
+        return f"({expression} IN ({holes}))"  # a column (id, content, source, page): a scalar
+    # Not indexed (a nested key): the field's items, or the field itself when it is a scalar.
+    path = expression[len("json_extract(meta, ") : -1]
+    return f"(EXISTS (SELECT 1 FROM json_each(meta, {path}) WHERE json_each.value IN ({holes})))"
+
+
+def _indexed_comparison(key: str, operator: str, value: Any, params: list[Any]) -> str:
+    """A comparison as a set of chunk ids read from the `chunk_meta` index (an uncorrelated subquery:
+    SQLite runs it once). A list-valued field matches as a whole, as in Haystack: its items (rows
+    with `listed` = 1) never equal a scalar."""
+    if operator in ("==", "!=", "in", "not in"):
+        values = value if isinstance(value, list) else [value]
+        params.append(key)
+        params.extend(values)
+        holes = ", ".join("?" * len(values))
+        matching = f"(SELECT id FROM chunk_meta WHERE key = ? AND listed = 0 AND value IN ({holes}))"
+        # A missing field equals None: it is "!=" any value and "not in" any list without None.
+        return f"(chunks.id {'IN' if operator in ('==', 'in') else 'NOT IN'} {matching})"
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"filter operator '{operator}' compares strings only as ISO dates, got {value!r}: "
+                "write the date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM]"
+            ) from None
+        kind, bound = "typeof(value) = 'text'", "julianday(?)"
+    else:
+        kind, bound = "typeof(value) IN ('integer', 'real')", "?"
+    params.extend([key, value])
+    return f"(chunks.id IN (SELECT id FROM chunk_meta WHERE key = ? AND listed = 0 AND {kind} AND number {operator} {bound}))"
 
 
 def _field(field: Any) -> str:

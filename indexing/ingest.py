@@ -8,14 +8,15 @@
 2. the others are parsed, cleaned and chunked by `ParsePool` workers (time and memory budget each);
 3. chunks are embedded as files come in, in batches of up to `embed_batch` chunks, or earlier
    whenever no parsed file is waiting, so the embedder works while the workers parse;
-4. each file's chunks replace its old ones in the store; every `save_every` files the store is saved.
+4. each embedded batch of files replaces those files' old chunks in the store in one commit (a
+   commit costs what it changes: `commits`), so an interrupted run keeps every batch stored before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from spanqa.indexing.workers import ParsePool
 
 logger = logging.getLogger(__name__)
 
-SAVE_EVERY_FILES = 50
 _HASH_BLOCK = 1 << 20
 
 
@@ -87,7 +87,6 @@ class Ingest:
         memory_mb: int | None = defaults.PARSE_MEMORY_MB,
         max_file_mb: float | None = defaults.MAX_FILE_MB,
         embed_batch: int = defaults.EMBED_BATCH_CHUNKS,
-        save_every: int = SAVE_EVERY_FILES,
         on_file_done: Callable[[str], None] | None = None,
         pool: ParsePool | None = None,
         ocr: str = defaults.OCR,
@@ -101,18 +100,13 @@ class Ingest:
         self.pool = pool if pool is not None else ParsePool(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)
         self.max_file_bytes = None if max_file_mb is None else int(max_file_mb * 1024 * 1024)
         self.embed_batch = embed_batch
-        self.save_every = save_every
         self.on_file_done = on_file_done
         self.ocr = check_ocr_mode(ocr)
         # Recorded in the manifest and on each OCR'd chunk, so another engine re-OCRs those files.
         self.ocr_label = engine_label(self.ocr)
         self.meta_of = meta_for(meta)
-        self._files_done = 0
 
     def _done(self, source: str) -> None:
-        self._files_done += 1
-        if self.store is not None and self._files_done % self.save_every == 0:
-            self.store.save()
         if self.on_file_done is not None:
             self.on_file_done(source)
 
@@ -255,15 +249,23 @@ class Ingest:
         # The embedder sees what each chunk is found by (its core); the stored chunk keeps its context.
         embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
         vectors = iter(document.embedding for document in embedded)
-        for item in pending:
-            item.documents = [replace(document, embedding=next(vectors)) for document in item.documents]
-            source = item.parsed.path
-            kept = {document.id for document in item.documents}
-            of_source = {"field": "meta.source", "operator": "==", "value": source}
-            stale = [doc.id for doc in self.store.filter_documents(of_source) if doc.id not in kept]
-            self.store.delete_documents(stale)
-            unique = unique_by_id(item.documents)
-            self.store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
-            result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique), len(item.parsed.ocr_pages)))
-            result.chunk_count += len(unique)
+        stored: list[str] = []
+        with self.store.writer():
+            for item in pending:
+                stored.append(self._store(item, vectors, result))
+        for source in stored:
             self._done(source)
+
+    def _store(self, item: _Pending, vectors: Iterator[list[float]], result: IngestResult) -> str:
+        """Replaces the stored chunks of one embedded file with its new ones; returns its source."""
+        item.documents = [replace(document, embedding=next(vectors)) for document in item.documents]
+        source = item.parsed.path
+        kept = {document.id for document in item.documents}
+        of_source = {"field": "meta.source", "operator": "==", "value": source}
+        stale = [doc.id for doc in self.store.filter_documents(of_source) if doc.id not in kept]
+        self.store.delete_documents(stale)
+        unique = unique_by_id(item.documents)
+        self.store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
+        result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique), len(item.parsed.ocr_pages)))
+        result.chunk_count += len(unique)
+        return source

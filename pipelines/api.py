@@ -26,6 +26,7 @@ from spanqa.indexing.file_meta import FileMeta
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.indexing.hybrid import with_similarity
+from spanqa.indexing.commits import CommitReport
 from spanqa.indexing.store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
@@ -222,8 +223,8 @@ class DocumentQA:
 
         Files are tracked by path and SHA-256: an unchanged file is kept as it is, a changed one is
         indexed again. With `sync=True` the index also forgets every indexed file under `paths`
-        that is no longer there (`IndexReport.removed`). Progress is committed every
-        `SAVE_EVERY_FILES` files and at the end; an interrupted run keeps what was committed.
+        that is no longer there (`IndexReport.removed`). Each embedded batch of files is committed as
+        it is stored (one commit costs what it changes); an interrupted run keeps what was committed.
         PDF pages without a usable text layer are OCR'd by `ocr` ("auto": the built-in RapidOCR;
         "rapidocr", "tesseract", "off"); a file OCR'd by another engine before is OCR'd again.
 
@@ -279,14 +280,11 @@ class DocumentQA:
         except BaseException:
             ingest.abort()
             raise
-        try:
-            result = ingest.finish(store, embedder)
-            if sync:
+        # Each embedded batch commits as it is stored: an interrupted run keeps those before it.
+        result = ingest.finish(store, embedder)
+        if sync:
+            with store.writer():
                 report.removed = self._forget_missing(store, paths, {str(file) for file in files})
-            store.save()
-        except BaseException:
-            store.rollback()  # what was committed before stays; the rest is dropped
-            raise
         report.indexed.extend(result.indexed)
         report.skipped.extend(result.skipped)
         report.chunk_count += result.chunk_count
@@ -306,14 +304,16 @@ class DocumentQA:
             paths = [paths]
         store = self._open_store()
         removed = _stored_under(store, list(paths))
-        try:
+        with store.writer():
             for stored in removed:
                 store.delete_by_source(stored.source)
-            store.save()
-        except BaseException:
-            store.rollback()
-            raise
         return removed
+
+    def compact(self) -> CommitReport:
+        """Rewrites the index's vectors as one segment without the deleted ones (as a fresh build
+        lays them out), in one crash-safe commit; returns what it wrote. Commits merge segments by
+        size on their own: this is for after large removals, or before copying an index."""
+        return self._open_store().compact()
 
     def files(self) -> list[StoredFile]:
         """The indexed files with their pages, chunks, SHA-256 and when they were indexed (UTC)."""

@@ -171,6 +171,11 @@ def _build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the indexed files with pages, chunks and when indexed")
     common(listing, models=False)
 
+    compact = commands.add_parser(
+        "compact", help="rewrite the index's vectors as one segment, without deleted ones (commits merge on their own)"
+    )
+    common(compact, models=False)
+
     from spanqa.pipelines.measure_cli import add_commands as add_measure_commands
 
     add_measure_commands(commands, reader_options, retrieval, embedding_options)
@@ -370,6 +375,15 @@ def _run_list(args: argparse.Namespace, qa) -> int:
     return 0
 
 
+def _run_compact(args: argparse.Namespace, qa) -> int:
+    report = qa.compact()
+    if args.json:
+        print(json.dumps({"bytes_written": report.bytes_written, "segments_merged": report.segments_merged}, indent=2))
+    else:
+        print(f"compacted: {report.segments_merged} segment(s) into one, {report.bytes_written / 2**20:.1f} MiB written")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_libraries()
@@ -398,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.update(retriever_top_k=args.passages, score_threshold=args.threshold, **reader_settings(args))
         qa = DocumentQA(Path(args.index), **options)
         runner = {
-            "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list,
+            "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list, "compact": _run_compact,
         }[args.command]
         return runner(args, qa)
     except SpanQAError as exc:

@@ -1,7 +1,7 @@
 """The index's one writer inside the server: upload jobs and deletions, one at a time, on one thread.
 
 Questions keep being answered meanwhile: they read the store's last committed snapshot (the
-writer commits every `SAVE_EVERY_FILES` files and at the end of a job, atomically), so an answer
+writer commits each embedded batch of files, atomically), so an answer
 never sees half a batch. Jobs are remembered in memory (the last `SERVICE_JOBS_KEPT` finished ones).
 """
 

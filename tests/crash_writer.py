@@ -1,8 +1,8 @@
 """The indexer the crash tests kill: writes numbered batches into a store, one commit per batch.
 
 Run as `python crash_writer.py INDEX_DIR BATCHES BATCH_SIZE INDEX_TYPE`, it imports everything once
-and prints "ready"; then each "go" line on stdin forks a writer (printing its pid, later
-"exit STATUS"), so a test can kill writers many times without paying for imports each time. A
+and prints "ready"; then each "go" line on stdin forks a writer (printing its pid, "committed B"
+after each batch's commit, "compacted B" after each compaction, and "exit STATUS" at the end), so a test can kill writers many times without paying for imports each time. A
 writer resumes after the last committed batch, so running it again after a kill finishes the job.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 DIMENSION = 64
+COMPACT_EVERY = 7  # a compaction (its own commit) after every 7th batch
 
 
 def expected_contents(batches: int, size: int) -> dict[str, str]:
@@ -47,29 +48,36 @@ def run_writer(index_dir: Path, batches: int, size: int, index_type: str) -> Non
     from haystack import Document
     from haystack.document_stores.types import DuplicatePolicy
 
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+
+    # Small tiers, so commits merge segments often (a kill lands in merges too).
+    settings = StoreSettings(merge_factor=3, merge_floor_vectors=1000)
 
     if FaissDocumentStore.exists(index_dir):
-        store = FaissDocumentStore.open(index_dir)
+        store = FaissDocumentStore.open(index_dir, settings=settings)
     else:
-        store = FaissDocumentStore.create(index_dir, embedder="test/e", dimension=DIMENSION, index_type=index_type)
+        store = FaissDocumentStore.create(index_dir, embedder="test/e", dimension=DIMENSION, index_type=index_type, settings=settings)
     start = committed_batches(store, size)
     for batch in range(start, batches):
         vectors = batch_vectors(batch, size)
-        store.write_documents([
-            Document(id=f"b{batch}-{item}", content=f"b{batch}-{item} v0",
-                     meta={"source": f"/src{batch % 3}", "page": item % 5 + 1}, embedding=vectors[item].tolist())
-            for item in range(size)
-        ])
-        if batch > 0:
-            store.delete_documents([f"b{batch - 1}-0"])
-            replacement = np.random.default_rng(1000 + batch).normal(size=DIMENSION).tolist()
-            store.write_documents(
-                [Document(id=f"b{batch - 1}-1", content=f"b{batch - 1}-1 v{batch}",
-                          meta={"source": f"/src{(batch - 1) % 3}", "page": 2}, embedding=replacement)],
-                policy=DuplicatePolicy.OVERWRITE,
-            )
-        store.save()
+        with store.writer():
+            store.write_documents([
+                Document(id=f"b{batch}-{item}", content=f"b{batch}-{item} v0",
+                         meta={"source": f"/src{batch % 3}", "page": item % 5 + 1}, embedding=vectors[item].tolist())
+                for item in range(size)
+            ])
+            if batch > 0:
+                store.delete_documents([f"b{batch - 1}-0"])
+                replacement = np.random.default_rng(1000 + batch).normal(size=DIMENSION).tolist()
+                store.write_documents(
+                    [Document(id=f"b{batch - 1}-1", content=f"b{batch - 1}-1 v{batch}",
+                              meta={"source": f"/src{(batch - 1) % 3}", "page": 2}, embedding=replacement)],
+                    policy=DuplicatePolicy.OVERWRITE,
+                )
+        print(f"committed {batch}", flush=True)
+        if batch % COMPACT_EVERY == COMPACT_EVERY - 1:
+            store.compact()
+            print(f"compacted {batch}", flush=True)
 
 
 def main() -> None:

@@ -191,3 +191,21 @@ def test_fast_mode_and_retrieval_options_reach_the_pipeline(cli_index, tiny_qa_m
     assert scores["keyword"] and scores["dense"] and scores["keyword"] != scores["dense"]
     with pytest.raises(SystemExit):
         main(["search", "x", "--index", str(cli_index), "--dense-weight", "2"])
+
+
+def test_compact_rewrites_the_segments_as_one_and_answers_stay(tmp_path, sample_data_dir, minilm_dir, capsys):
+    index_dir = tmp_path / "kb"
+    files = [path for path in sorted(sample_data_dir.iterdir()) if path.suffix in (".pdf", ".md")]
+    for file in files:  # one run, one commit, one segment per file
+        assert main(["index", str(file), "--index", str(index_dir), "--embedder", str(minilm_dir), "--device", "cpu"]) == 0
+    assert main(["remove", str(files[0]), "--index", str(index_dir)]) == 0
+    # All of that file's segment deleted: the removal's commit dropped it (max_deleted_share).
+    assert len([p for p in index_dir.iterdir() if p.name.startswith("segment.")]) == len(files) - 1
+    capsys.readouterr()
+    assert main(["search", "greenhouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)["passages"]
+    assert main(["compact", "--index", str(index_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["segments_merged"] == len(files) - 1
+    assert len([p for p in index_dir.iterdir() if p.name.startswith("segment.")]) == 1
+    assert main(["search", "greenhouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passages"] == before

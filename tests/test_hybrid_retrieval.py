@@ -39,7 +39,6 @@ def _documents(texts):
 def _store(directory, index_type="flat", texts=TEXTS):
     store = FaissDocumentStore.create(directory, embedder="test/e", dimension=DIMENSION, index_type=index_type)
     store.write_documents(_documents(texts))
-    store.save()
     return store
 
 
@@ -76,7 +75,6 @@ def test_file_names_and_folders_are_searchable_words(tmp_path):
 def test_keyword_index_follows_deletes_and_survives_reopening(tmp_path):
     store = _store(tmp_path / "i")
     store.delete_by_source("/kb/aurora/frames.md")
-    store.save()
 
     reopened = FaissDocumentStore.open(tmp_path / "i")
 
@@ -85,12 +83,14 @@ def test_keyword_index_follows_deletes_and_survives_reopening(tmp_path):
 
 def test_an_unsaved_batch_is_not_seen_by_keyword_search_elsewhere(tmp_path):
     store = _store(tmp_path / "i")
-    store.write_documents([Document(id="new", content="bicycle bicycle", meta={"source": "/n", "page": 1},
-                                    embedding=[1, 0, 0, 0])])
     other = FaissDocumentStore.open(tmp_path / "i")
-
-    assert "new" not in [d.id for d in other.keyword_search("bicycle", top_k=5)]
-    store.rollback()
+    with pytest.raises(RuntimeError), store.writer():
+        store.write_documents([Document(id="new", content="bicycle bicycle", meta={"source": "/n", "page": 1},
+                                        embedding=[1, 0, 0, 0])])
+        assert "new" in [d.id for d in store.keyword_search("bicycle", top_k=5)]
+        assert "new" not in [d.id for d in other.keyword_search("bicycle", top_k=5)]
+        raise RuntimeError("the batch fails")
+    assert "new" not in [d.id for d in store.keyword_search("bicycle", top_k=5)]
 
 
 def test_keyword_search_applies_filters_inside_the_ranking(tmp_path):
@@ -162,17 +162,16 @@ def test_filters_apply_to_cjk_keyword_hits(tmp_path):
 def test_deleting_or_replacing_a_file_removes_its_cjk_words(tmp_path):
     store = _store(tmp_path / "i", texts={**TEXTS, **CJK_TEXTS})
     store.delete_by_source("/kb/fax/0412.pdf")
-    store.save()
     assert _ids(store, "付款日期") == [] and _cjk_rows(store) == len(CJK_TEXTS) - 1
 
     replaced = Document(id="mixed", content="Aurora 在 Portland 收到了发票。", meta={"source": "/kb/fax/0414.pdf"},
                         embedding=[0, 0, 0, 1])
-    store.write_documents([replaced], policy=DuplicatePolicy.OVERWRITE)
-    store.write_documents([Document(id="unsaved", content="合同草稿", meta={"source": "/u"}, embedding=[0, 0, 0, 1])])
-    store.rollback()
+    with pytest.raises(RuntimeError), store.writer():
+        store.write_documents([replaced], policy=DuplicatePolicy.OVERWRITE)
+        store.write_documents([Document(id="unsaved", content="合同草稿", meta={"source": "/u"}, embedding=[0, 0, 0, 1])])
+        raise RuntimeError("the batch fails")
     assert _ids(store, "合同") == ["mixed"]  # the rolled back batch took its CJK rows with it
     store.write_documents([replaced], policy=DuplicatePolicy.OVERWRITE)
-    store.save()
 
     reopened = FaissDocumentStore.open(tmp_path / "i")
     assert _ids(reopened, "合同") == [] and _ids(reopened, "发票") == ["mixed"]

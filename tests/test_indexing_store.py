@@ -44,20 +44,35 @@ def store(tmp_path) -> FaissDocumentStore:
 # Creating and opening
 
 
-def test_create_writes_an_empty_index_and_save_commits_writes(tmp_path):
+def test_create_writes_an_empty_index_and_a_writer_block_commits_its_writes_together(tmp_path):
     index_dir = tmp_path / "nested" / "index"
     store = FaissDocumentStore.create(index_dir, embedder=EMBEDDER, dimension=DIMENSION)
     assert FaissDocumentStore.exists(index_dir)
     assert FaissDocumentStore.open(index_dir).count_documents() == 0
-    store.write_documents(make_documents(3))
-    assert store.count_documents() == 3
-    assert FaissDocumentStore.open(index_dir).count_documents() == 0  # other readers see the last commit
-    store.save()
+    with store.writer():
+        store.write_documents(make_documents(3))
+        assert store.count_documents() == 3
+        assert FaissDocumentStore.open(index_dir).count_documents() == 0  # other readers see the last commit
     assert sorted(path.name for path in index_dir.iterdir() if not path.name.startswith("chunks.sqlite")) == [
-        "manifest.json", "vectors.1.faiss"
+        "manifest.json", "segment.1.0.faiss"
     ]
     reopened = FaissDocumentStore.open(index_dir)
     assert (reopened.embedder, reopened.dimension, reopened.count_documents()) == (EMBEDDER, DIMENSION, 3)
+
+
+def test_a_write_outside_a_writer_block_commits_at_once(store):
+    store.write_documents(make_documents(2))
+    assert FaissDocumentStore.open(store.index_dir).count_documents() == 2
+
+
+def test_a_writer_block_that_raises_commits_nothing(store):
+    store.write_documents(make_documents(2))
+    with pytest.raises(RuntimeError), store.writer():
+        store.write_documents(make_documents(3, seed=4, source="/docs/b.pdf"))
+        store.delete_documents(["/docs/a.pdf#0"])
+        raise RuntimeError("the indexing run failed")
+    assert store.count_documents() == 2 and store.sources() == {"/docs/a.pdf": 2}
+    assert FaissDocumentStore.open(store.index_dir).count_documents() == 2
 
 
 def test_open_without_an_index_raises_index_not_found(tmp_path):
@@ -69,11 +84,9 @@ def test_open_without_an_index_raises_index_not_found(tmp_path):
 
 
 def test_create_refuses_to_replace_an_index_unless_told(store):
-    store.save()
     with pytest.raises(ConfigError):
         FaissDocumentStore.create(store.index_dir, embedder=EMBEDDER, dimension=DIMENSION)
     store.write_documents(make_documents(2))
-    store.save()
     fresh = FaissDocumentStore.create(store.index_dir, embedder="other/model", dimension=4, overwrite=True)
     assert fresh.count_documents() == 0
     reopened = FaissDocumentStore.open(store.index_dir)
@@ -82,7 +95,6 @@ def test_create_refuses_to_replace_an_index_unless_told(store):
 
 def test_manifest_describes_the_index(store):
     store.write_documents(make_documents(2))
-    store.save()
     manifest = json.loads((store.index_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["format_version"] == FORMAT_VERSION
     assert manifest["embedder"] == EMBEDDER
@@ -95,7 +107,6 @@ def test_manifest_describes_the_index(store):
 def test_save_then_open_gives_the_same_store(store):
     store.write_documents(make_documents(20))
     store.delete_documents(["/docs/a.pdf#3"])
-    store.save()
     reopened = FaissDocumentStore.open(store.index_dir)
     assert reopened.count_documents() == 19
     assert [doc.id for doc in reopened.filter_documents()] == [doc.id for doc in store.filter_documents()]
@@ -109,14 +120,18 @@ def test_save_then_open_gives_the_same_store(store):
     assert reopened.count_documents() == 21
 
 
-def test_no_temporary_or_old_vector_files_are_left_after_save(store):
+def test_each_commit_adds_one_segment_file_and_compaction_leaves_one(store):
     store.write_documents(make_documents(4))
-    store.save()
     store.write_documents(make_documents(2, seed=3, source="/docs/b.pdf"))
-    store.save()
-    store.save()  # nothing to commit
+    with store.writer():
+        pass  # nothing to commit
     names = sorted(path.name for path in store.index_dir.iterdir() if not path.name.startswith("chunks.sqlite"))
-    assert names == ["manifest.json", "vectors.2.faiss"]
+    assert names == ["manifest.json", "segment.1.0.faiss", "segment.2.0.faiss"]
+    store.delete_documents(["/docs/a.pdf#0"])
+    assert store.compact().segments_merged == 2
+    names = sorted(path.name for path in store.index_dir.iterdir() if not path.name.startswith("chunks.sqlite"))
+    assert names == ["manifest.json", "segment.4.1.0.faiss"]
+    assert store.segments == [("segment.4.1.0.faiss", "flat", 5, 5)] and store.verify() == []
 
 
 def test_content_with_unusual_line_separators_survives_a_round_trip(store):
@@ -125,7 +140,6 @@ def test_content_with_unusual_line_separators_survives_a_round_trip(store):
         id="odd", content="a\u2028b\u0085c\nd\re", meta={"source": "/x", "note": "\u2029"}, embedding=document.embedding
     )
     store.write_documents([odd])
-    store.save()
     assert FaissDocumentStore.open(store.index_dir).filter_documents()[0].content == "a\u2028b\u0085c\nd\re"
 
 
@@ -147,7 +161,6 @@ def test_an_index_made_before_the_cjk_keyword_table_is_read_as_it_is_and_filled_
     fax = Document(id="fax", content="传真文件内容包括合同编号和付款日期。", meta={"source": "/docs/fax.pdf"},
                    embedding=random_vectors(1, seed=5)[0].tolist())
     store.write_documents([fax, *make_documents(3)])
-    store.save()
     store.close()
     connection = sqlite3.connect(index_dir / "chunks.sqlite")
     for trigger in ("chunks_cjk_insert", "chunks_cjk_delete", "chunks_cjk_update"):
@@ -162,32 +175,27 @@ def test_an_index_made_before_the_cjk_keyword_table_is_read_as_it_is_and_filled_
 
     writer = FaissDocumentStore.open(index_dir)
     writer.write_documents(make_documents(1, seed=1, source="/docs/b.pdf"))
-    writer.save()
     assert [d.id for d in reader.keyword_search("合同", top_k=5)] == ["fax"]
     assert [d.id for d in reader.keyword_search("付款日期", top_k=5)] == ["fax"]
     assert reader._connection.execute("SELECT COUNT(*) FROM chunks_cjk").fetchone()[0] == 1  # the CJK chunk only
 
     writer.delete_by_source("/docs/fax.pdf")
-    writer.save()
     assert reader.keyword_search("合同", top_k=5) == []
     assert reader._connection.execute("SELECT COUNT(*) FROM chunks_cjk").fetchone()[0] == 0
 
 
 def test_stale_files_of_an_interrupted_save_are_removed_and_ignored(store):
     store.write_documents(make_documents(3))
-    store.save()
-    (store.index_dir / "vectors.2.faiss").write_bytes(b"half a file")
-    (store.index_dir / ".vectors.2.faiss.abc.tmp").write_bytes(b"partial")
+    (store.index_dir / "segment.2.0.faiss").write_bytes(b"half a file")
+    (store.index_dir / ".segment.2.0.faiss.abc.tmp").write_bytes(b"partial")
     reopened = FaissDocumentStore.open(store.index_dir)
     assert reopened.count_documents() == 3 and reopened.verify() == []
     reopened.write_documents(make_documents(1, source="/docs/c.pdf"))
-    reopened.save()
-    assert not (store.index_dir / ".vectors.2.faiss.abc.tmp").exists()
+    assert not (store.index_dir / ".segment.2.0.faiss.abc.tmp").exists()
     assert FaissDocumentStore.open(store.index_dir).count_documents() == 4
 
 
 def test_opening_with_another_embedder_or_dimension_raises_index_mismatch(store):
-    store.save()
     with pytest.raises(IndexMismatchError, match="test/random-embedder"):
         FaissDocumentStore(store.index_dir, embedder="other/model", dimension=DIMENSION)
     with pytest.raises(IndexMismatchError, match="8-dimensional"):
@@ -363,7 +371,6 @@ def test_search_with_bad_top_k_raises_config_error(store, top_k):
 
 def test_store_to_dict_from_dict_round_trip(store):
     store.write_documents(make_documents(4))
-    store.save()
     data = store.to_dict()
     assert data == {
         "type": "spanqa.indexing.store.FaissDocumentStore",
@@ -413,7 +420,6 @@ def test_retriever_rejects_bad_settings(store):
 
 def test_retriever_to_dict_from_dict_round_trip(store):
     store.write_documents(make_documents(5))
-    store.save()
     retriever = FaissEmbeddingRetriever(document_store=store, top_k=3)
     data = retriever.to_dict()
     assert data == {
@@ -432,7 +438,6 @@ def test_retriever_in_a_pipeline_round_trip(store):
     from haystack import Pipeline
 
     store.write_documents(make_documents(5))
-    store.save()
     pipeline = Pipeline()
     pipeline.add_component("retriever", FaissEmbeddingRetriever(document_store=store, top_k=2))
     # Haystack only loads classes from modules on its allowlist; spanqa's own must be named.
@@ -469,7 +474,6 @@ def test_minilm_paraphrased_question_retrieves_the_right_chunk(tmp_path, minilm_
 
     store = FaissDocumentStore.create(tmp_path / "index", embedder=str(minilm_dir), dimension=dimension)
     store.write_documents(embedded)
-    store.save()
     retriever = FaissEmbeddingRetriever(document_store=FaissDocumentStore.open(tmp_path / "index"), top_k=3)
 
     questions = {

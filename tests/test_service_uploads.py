@@ -137,16 +137,16 @@ def test_questions_are_answered_from_the_last_commit_while_an_upload_is_being_wr
     live, tokens, _ = setup
     writing = threading.Event()
     release = threading.Event()
-    original_save = FaissDocumentStore.save
+    original_commit = FaissDocumentStore._commit
 
-    def held_save(store):
+    def held_commit(store, compact=False):
         # The writer has written the new chunks in its open transaction; hold the commit there.
-        if threading.current_thread().name == "spanqa-index-writer" and store._writing:
+        if threading.current_thread().name == "spanqa-index-writer" and store._commits.writing:
             writing.set()
             release.wait(120)
-        return original_save(store)
+        return original_commit(store, compact)
 
-    monkeypatch.setattr(FaissDocumentStore, "save", held_save)
+    monkeypatch.setattr(FaissDocumentStore, "_commit", held_commit)
     unique = "The zeppelin hangar is four hundred metres long."
     with live.client(tokens["admin"]) as client:
         job_id = upload(client, [("hangar.txt", unique.encode(), "text/plain")]).json()["job"]

@@ -7,10 +7,10 @@ import pytest
 from haystack import Document
 from haystack.utils.filters import document_matches_filter
 
-from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing.retriever import FaissEmbeddingRetriever
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.store import FaissDocumentStore, StoreSettings
 
 DIMENSION = 8
 
@@ -67,14 +67,20 @@ FILTERS = [
 ]
 
 
+# HNSW from 100 vectors a segment, so the 300 chunks make an HNSW segment on the "hnsw" index.
+SETTINGS = StoreSettings(approximate_min_vectors=100)
+
+
 @pytest.fixture(scope="module", params=["flat", "hnsw"])
 def store(request, tmp_path_factory):
     store = FaissDocumentStore.create(
-        tmp_path_factory.mktemp("filters"), embedder="test/e", dimension=DIMENSION, index_type=request.param
+        tmp_path_factory.mktemp("filters"), embedder="test/e", dimension=DIMENSION, index_type=request.param,
+        settings=SETTINGS,
     )
     store.write_documents(corpus())
-    store.save()
-    return FaissDocumentStore.open(store.index_dir)
+    opened = FaissDocumentStore.open(store.index_dir, settings=SETTINGS)
+    assert opened.structure == request.param
+    return opened
 
 
 @pytest.mark.parametrize("filters", FILTERS)
@@ -98,9 +104,9 @@ def test_filtered_search_is_the_exact_ranking_of_the_matching_chunks(store, filt
 
 
 @pytest.mark.parametrize("exact_max", [0, 100_000])
-def test_a_selective_filter_still_fills_top_k(store, monkeypatch, exact_max):
+def test_a_selective_filter_still_fills_top_k(store, exact_max):
     # exact_max 0 forces the FAISS ID-selector path, 100000 the exact ranking of the subset.
-    monkeypatch.setattr(defaults, "FILTER_EXACT_MAX", exact_max)
+    store = FaissDocumentStore.open(store.index_dir, settings=StoreSettings(approximate_min_vectors=100, filter_exact_max=exact_max))
     rare = {"field": "meta.page", "operator": "==", "value": 7}  # 42 of 300 chunks
     query = np.asarray(corpus()[0].embedding, dtype=np.float32)
     results = store.search(query.tolist(), top_k=25, filters=rare)
@@ -133,7 +139,6 @@ def under_corpus() -> list[Document]:
 def test_under_matches_a_path_and_what_lies_below_it_as_a_folder(tmp_path, folders, expected):
     store = FaissDocumentStore.create(tmp_path / "under", embedder="test/e", dimension=DIMENSION)
     store.write_documents(under_corpus())
-    store.save()
     under = {"field": "meta.source", "operator": "under", "value": folders}
     found = {doc.meta["source"] for doc in store.filter_documents(under)}
     assert found == expected
@@ -183,3 +188,29 @@ def test_retriever_applies_init_and_run_filters_and_round_trips(store):
     assert restored.filters == pdf_only
     with pytest.raises(ConfigError):
         FaissEmbeddingRetriever(document_store=store, filters={"operator": "??"})
+
+
+@pytest.mark.parametrize(("filters", "expected"), [
+    ({"field": "meta.tags", "operator": "contains", "value": "a"}, lambda i: i % 10 == 0),
+    ({"field": "meta.tags", "operator": "contains", "value": ["zzz", "b"]}, lambda i: i % 10 == 0),
+    ({"field": "meta.team", "operator": "contains", "value": "legal"}, lambda i: i % 3 == 0),  # a scalar: equal
+    ({"field": "meta.tags", "operator": "==", "value": "a"}, lambda i: False),  # Haystack's ==: the whole list
+])
+def test_contains_finds_a_tag_in_a_list_field(store, filters, expected):
+    assert [doc.id for doc in store.filter_documents(filters)] == [f"d{i}" for i in range(300) if expected(i)]
+    query = np.asarray(corpus()[0].embedding, dtype=np.float32)
+    hits = store.search(query.tolist(), top_k=5, filters=filters)
+    assert len(hits) == min(5, sum(1 for i in range(300) if expected(i)))
+
+
+@pytest.mark.parametrize(("filters", "index"), [
+    ({"field": "meta.team", "operator": "==", "value": "legal"}, "chunk_meta_value"),
+    ({"field": "meta.tags", "operator": "contains", "value": "a"}, "chunk_meta_value"),
+    ({"field": "meta.date", "operator": ">=", "value": "2024-06-01"}, "chunk_meta_number"),
+    ({"field": "meta.file_type", "operator": "in", "value": ["pdf", "txt"]}, "chunk_meta_value"),
+])
+def test_metadata_filters_read_the_value_index_not_each_chunk_s_json(store, filters, index):
+    clause, params = filter_sql(filters)
+    assert "json" not in clause
+    plan = store._connection.execute(f"EXPLAIN QUERY PLAN SELECT id FROM chunks WHERE {clause}", params).fetchall()
+    assert index in " ".join(str(row[-1]) for row in plan)
