@@ -1,6 +1,7 @@
 """The index store at scale: spanqa's FaissDocumentStore (flat and approximate) against faiss-haystack.
 
     .venv/bin/python bench/store.py --size 1000000 --haystack-size 100000 --work /tmp/store-bench
+    .venv/bin/python bench/store.py changes --size 1000000   # commits, filters, segments (bench/store_changes.py)
 
 For each side, in fresh processes (so memory figures are the side's own):
 
@@ -167,17 +168,22 @@ def phase_build(side: str, index_type: str, size: int, directory: Path) -> dict:
         from spanqa.indexing.store import FaissDocumentStore
 
         store = FaissDocumentStore.create(directory, embedder="bench/random", dimension=DIMENSION, index_type=index_type)
-    for start in range(0, size, BATCH):
-        block = vectors[start : start + BATCH]
-        store.write_documents([
-            Document(id=f"doc-{start + row}", content=content_for(start + row), meta=meta_for(start + row),
-                     embedding=block[row].tolist())
-            for row in range(len(block))
-        ])
+
+    def write_all() -> None:
+        for start in range(0, size, BATCH):
+            block = vectors[start : start + BATCH]
+            store.write_documents([
+                Document(id=f"doc-{start + row}", content=content_for(start + row), meta=meta_for(start + row),
+                         embedding=block[row].tolist())
+                for row in range(len(block))
+            ])
+
     if side == "haystack":
+        write_all()
         store.save(str(directory / "store"))
     else:
-        store.save()
+        with store.writer():  # one commit, as one indexing run of the whole collection
+            write_all()
     seconds = time.perf_counter() - started
     current, peak = rss_mb()
     disk = sum(path.stat().st_size for path in directory.iterdir() if path.is_file()) / 2**20
@@ -216,15 +222,15 @@ def phase_query(side: str, size: int, directory: Path, queries_path: Path, truth
 
     sweep = {}
     if side == "spanqa" and store.structure == "hnsw":
-        from spanqa import defaults
+        from spanqa.indexing.store import FaissDocumentStore, StoreSettings
 
-        chosen = defaults.HNSW_EF_SEARCH
+        chosen = store
         for ef_search in (32, 48, 64, 96, 128):
-            defaults.HNSW_EF_SEARCH = ef_search
+            store = FaissDocumentStore.open(directory, settings=StoreSettings(hnsw_ef_search=ef_search))
             latencies, hits = measure()
             sweep[ef_search] = {"ms_per_query_median": 1000 * float(np.median(latencies)),
                                 "recall_at_10": hits / (10 * len(queries))}
-        defaults.HNSW_EF_SEARCH = chosen
+        store = chosen
     latencies, hits = measure()
     after_queries, peak = rss_mb()
     anonymous = anonymous_rss_mb()
@@ -258,6 +264,14 @@ def exact_truth(size: int, queries: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["changes"]:
+        # What a change costs and how search holds up with segments (issue #14): bench/store_changes.py.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import store_changes
+
+        sys.argv = [store_changes.__file__, *sys.argv[2:]]
+        store_changes.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     phase = sub.add_parser("phase")

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from haystack import Document
-
 from spanqa.indexing.keyword import CJK_FUNCTION, FTS_SCHEMA, cjk_bigrams
 
 DATABASE_FILE = "chunks.sqlite"
@@ -119,7 +118,7 @@ def meta_rows(chunk_id: int, meta: dict[str, Any]) -> list[tuple[int, str, Any, 
             rows.extend(
                 (chunk_id, key, item, julian_day(item), 1)
                 for item in value
-                if isinstance(item, (str, int, float)) or isinstance(item, bool)
+                if isinstance(item, (str, int, float))  # bool is an int
             )
         elif isinstance(value, (str, int, float)):
             rows.append((chunk_id, key, value, julian_day(value), 0))

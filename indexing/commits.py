@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from spanqa.errors import IndexBusyError, IndexMismatchError
 from spanqa.indexing.atomic_files import is_leftover
 from spanqa.indexing.chunk_database import ChunkDatabase
@@ -49,6 +48,7 @@ from spanqa.indexing.vector_segments import (
     read_quantizer,
     read_segment,
     segment_structure,
+    stack_shared,
     train_quantizer,
     write_segment,
 )
@@ -117,6 +117,7 @@ class CommitLog:
         self.snapshot = Snapshot(-1, 0, None, [])
         self.pending: PendingVectors | None = None
         self._open: dict[str, Segment] = {}
+        self._stacks: dict[tuple[str, ...], Any] = {}  # the stacked view of the live IVF segments
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -179,10 +180,12 @@ class CommitLog:
         self.snapshot = Snapshot(generation, int(state["next_id"]), chunking, segments, quantizer)
 
     def live_segments(self) -> list[LiveSegment]:
-        """The snapshot's segments, and in a write the pending vectors as one more."""
+        """The snapshot's segments as searches see them (those on the index's quantizer stacked
+        into one), and in a write the pending vectors as one more."""
+        segments = stack_shared(self.snapshot.segments, self.snapshot.quantizer, self._stacks)
         if self.writing and self.pending is not None and self.pending.index.ntotal > 0:
-            return [*self.snapshot.segments, LiveSegment(self.pending.as_segment(), EMPTY_IDS)]
-        return self.snapshot.segments
+            return [*segments, LiveSegment(self.pending.as_segment(), EMPTY_IDS)]
+        return segments
 
     # -- writing -----------------------------------------------------------------------------------
 

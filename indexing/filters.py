@@ -86,6 +86,16 @@ def _node(node: Any, params: list[Any]) -> str:
     return _comparison(expression, operator, value, params)
 
 
+def check_iso_date(operator: str, value: str) -> None:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"filter operator '{operator}' compares strings only as ISO dates, got {value!r}: "
+            "write the date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM]"
+        ) from None
+
+
 def _indexed_key(field: Any) -> str | None:
     """The `chunk_meta` key a field reads, or None when the field is not indexed there."""
     if not isinstance(field, str) or not field.startswith("meta."):
@@ -143,13 +153,7 @@ def _indexed_comparison(key: str, operator: str, value: Any, params: list[Any]) 
         # A missing field equals None: it is "!=" any value and "not in" any list without None.
         return f"(chunks.id {'IN' if operator in ('==', 'in') else 'NOT IN'} {matching})"
     if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise ConfigError(
-                f"filter operator '{operator}' compares strings only as ISO dates, got {value!r}: "
-                "write the date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM]"
-            ) from None
+        check_iso_date(operator, value)
         kind, bound = "typeof(value) = 'text'", "julianday(?)"
     else:
         kind, bound = "typeof(value) IN ('integer', 'real')", "?"
@@ -228,13 +232,7 @@ def _comparison(expression: str, operator: str, value: Any, params: list[Any]) -
         raise ConfigError(f"filter operator '{operator}' cannot compare with a list or dict, got {value!r}")
     symbol = operator
     if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            raise ConfigError(
-                f"filter operator '{operator}' compares strings only as ISO dates, got {value!r}: "
-                "write the date as YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM]"
-            ) from None
+        check_iso_date(operator, value)
         params.append(value)
         return f"(julianday({expression}) {symbol} julianday(?))"
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -28,11 +28,21 @@ import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
-
 from spanqa import defaults
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, check_positive_int
+from spanqa.errors import (
+    ConfigError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    check_positive_int,
+)
 from spanqa.indexing.atomic_files import is_leftover
-from spanqa.indexing.chunk_database import DATABASE_FILE, ChunkDatabase, StoredFile, connect, create_schema
+from spanqa.indexing.chunk_database import (
+    DATABASE_FILE,
+    ChunkDatabase,
+    StoredFile,
+    connect,
+    create_schema,
+)
 from spanqa.indexing.commits import CommitLog, CommitReport
 from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.index_manifest import (
@@ -45,9 +55,14 @@ from spanqa.indexing.index_manifest import (
 )
 from spanqa.indexing.keyword import ensure_cjk_index, keyword_ranking
 from spanqa.indexing.store_settings import StoreSettings
-from spanqa.indexing.vector_segments import INDEX_TYPES, is_segment_file, normalized_rows, search_segments
+from spanqa.indexing.vector_segments import (
+    INDEX_TYPES,
+    is_segment_file,
+    normalized_rows,
+    search_segments,
+)
 
-__all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoredFile", "StoreSettings", "validate_index_type", "validate_top_k"]
+__all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoreSettings", "StoredFile", "validate_index_type", "validate_top_k"]
 
 logger = logging.getLogger(__name__)
 
@@ -403,9 +418,7 @@ class FaissDocumentStore:
         where = None if filters is None else filter_sql(filters)
         with self._reading():
             allowed = None if where is None else self._database.matching_ids(where)
-            ids, scores = search_segments(
-                self._commits.live_segments(), query, top_k, allowed, self.settings, self._commits.snapshot.quantizer
-            )
+            ids, scores = search_segments(self._commits.live_segments(), query, top_k, allowed, self.settings)
             return self._scored_documents(ids, scores)
 
     def similarities(self, query_embedding: list[float] | np.ndarray, document_ids: list[str]) -> dict[str, float]:

@@ -9,9 +9,10 @@ or `IndexIVFFlat`.
 
 IVF segments share the index's coarse quantizer (its centroids, trained once on the whole index,
 `train_quantizer`, and again when the index outgrows it): every segment written while the index has
-one is an IVF segment over those centroids, however small. A query then finds its nearest
-centroids once and scans the same lists of every such segment (`search_preassigned`), so a search
-over many segments scans about as many vectors as one over the compacted index.
+one is an IVF segment over those centroids, however small. The small ones are searched as one
+(`StackedSegment`: an IVF index whose list l is list l of each, FAISS's HStackInvertedLists), so a
+query finds its nearest centroids once for all of them and scans as many vectors as it would in the
+compacted index; a large one is searched alone.
 
 `search_segments` ranks the live vectors of all segments (and of the open write's pending ones):
 each segment answers its own top k among the allowed ids, and the lists merge by score, which is
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
 from spanqa.errors import ConfigError, IndexMismatchError
 from spanqa.indexing.atomic_files import write_with
 from spanqa.indexing.store_settings import StoreSettings
@@ -38,6 +38,10 @@ STRUCTURES = ("flat", "hnsw", "ivf")
 SEGMENT_PREFIX = "segment."
 QUANTIZER_PREFIX = "quantizer."
 SEGMENT_SUFFIX = ".faiss"
+# Segments on the index's quantizer smaller than this are searched stacked; larger ones alone. A
+# stacked list is read by copying its parts together (HStackInvertedLists), which costs little for
+# small segments but would copy ~12 MB per query of a 1M-vector segment's probed lists.
+STACK_MAX_VECTORS = 65_536
 # Vectors reconstructed and scored per block when ranking a subset exactly.
 EXACT_BLOCK = 65_536
 
@@ -148,11 +152,6 @@ class Quantizer:
     @property
     def lists(self) -> int:
         return self.template.nlist
-
-    def probe(self, query: np.ndarray, settings: StoreSettings) -> tuple[np.ndarray, np.ndarray]:
-        """The query's nearest lists: (their scores, their numbers), as search_preassigned takes them."""
-        scores, lists = self.template.quantizer.search(query, min(settings.ivf_nprobe, self.lists))
-        return np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(lists, dtype=np.int64)
 
 
 def train_quantizer(vectors: np.ndarray, settings: StoreSettings) -> faiss.Index:
@@ -297,15 +296,76 @@ class LiveSegment:
         return np.setdiff1d(self.segment.ids, self.deleted, assume_unique=True)
 
 
+class StackedSegment:
+    """Segments on one quantizer, searched as one IVF index whose list l is list l of each of them.
+    Reconstruction and membership go to the segment holding an id."""
+
+    structure = "ivf"
+
+    def __init__(self, members: list[Segment], quantizer: Quantizer):
+        self.members = members
+        self.quantizer = quantizer.name
+        self.name = "+".join(member.name for member in members)
+        self._lists = faiss.InvertedListsPtrVector()
+        for member in members:
+            self._lists.push_back(member.index.invlists)
+        self._stack = faiss.HStackInvertedLists(self._lists.size(), self._lists.data())
+        dimension = members[0].index.d
+        self.index = faiss.IndexIVFFlat(quantizer.template.quantizer, dimension, quantizer.lists, faiss.METRIC_INNER_PRODUCT)
+        self.index.replace_invlists(self._stack, False)
+        self.index.ntotal = sum(member.size for member in members)
+        self._shared = quantizer  # the centroids, alive as long as this view
+
+    @property
+    def ids(self) -> np.ndarray:
+        return np.sort(np.concatenate([member.ids for member in self.members]))
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        held = np.zeros(len(ids), dtype=bool)
+        for member in self.members:
+            held |= member.holds(ids)
+        return held
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        vectors = np.zeros((len(ids), self.index.d), dtype=np.float32)
+        for member in self.members:
+            held = member.holds(ids)
+            if held.any():
+                vectors[held] = member.reconstruct(ids[held])
+        return vectors
+
+
+def stack_shared(segments: list[LiveSegment], quantizer: Quantizer | None, cache: dict) -> list[LiveSegment]:
+    """`segments` with those on `quantizer` as one `StackedSegment` (kept in `cache` while the same
+    segments are live: building the view costs a few microseconds per list)."""
+    shared = [
+        live for live in segments
+        if quantizer is not None and live.segment.quantizer == quantizer.name and live.segment.size < STACK_MAX_VECTORS
+    ]
+    if len(shared) < 2:
+        return segments
+    key = tuple(live.segment.name for live in shared)
+    stacked = cache.get(key)
+    if stacked is None:
+        cache.clear()
+        stacked = cache[key] = StackedSegment([live.segment for live in shared], quantizer)
+    deleted = [live.deleted for live in shared if len(live.deleted) > 0]
+    merged = np.sort(np.concatenate(deleted)) if deleted else np.zeros(0, dtype=np.int64)
+    stacked_ids = {id(live) for live in shared}
+    return [live for live in segments if id(live) not in stacked_ids] + [LiveSegment(stacked, merged)]
+
+
 def search_segments(
-    segments: list[LiveSegment], query: np.ndarray, k: int, allowed: np.ndarray | None, settings: StoreSettings,
-    quantizer: Quantizer | None = None,
+    segments: list[LiveSegment], query: np.ndarray, k: int, allowed: np.ndarray | None, settings: StoreSettings
 ) -> tuple[list[int], list[float]]:
     """The ids and scores of the `k` live vectors (among `allowed`, sorted, when given) most similar
-    to `query` (one row), best first. IVF segments built on `quantizer` share one probe of its lists."""
+    to `query` (one row), best first."""
     found_ids: list[np.ndarray] = []
     found_scores: list[np.ndarray] = []
-    probe = None
     for live in segments:
         segment = live.segment
         if live.live == 0:
@@ -317,10 +377,7 @@ def search_segments(
         if candidates is not None and len(candidates) <= settings.filter_exact_max:
             ids, scores = exact_top(segment, query, wanted, candidates)
         else:
-            shared = quantizer is not None and segment.quantizer == quantizer.name
-            if shared and probe is None:
-                probe = quantizer.probe(query, settings)
-            ids, scores = approximate_top(live, query, wanted, candidates, settings, probe if shared else None)
+            ids, scores = approximate_top(live, query, wanted, candidates, settings)
         found_ids.append(ids)
         found_scores.append(scores)
     if not found_ids:
@@ -332,8 +389,7 @@ def search_segments(
 
 
 def approximate_top(
-    live: LiveSegment, query: np.ndarray, k: int, candidates: np.ndarray | None, settings: StoreSettings,
-    probe: tuple[np.ndarray, np.ndarray] | None = None,
+    live: LiveSegment, query: np.ndarray, k: int, candidates: np.ndarray | None, settings: StoreSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     segment = live.segment
     selector = None
@@ -341,33 +397,13 @@ def approximate_top(
         selector = faiss.IDSelectorBatch(candidates)
     elif len(live.deleted) > 0:
         selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(live.deleted))
-    parameters = search_parameters(segment.structure, k, selector, settings)
-    if probe is not None:
-        scores, ids = search_preassigned(segment.index, query, k, probe, selector)
-    else:
-        scores, ids = segment.index.search(query, k, params=parameters)
+    scores, ids = segment.index.search(query, k, params=search_parameters(segment.structure, k, selector, settings))
     keep = ids[0] != -1
     if keep.sum() < k:
         # An approximate search that stopped short of k matches (a selective filter on a graph or
         # few probed lists): rank the matching vectors exactly instead.
         return exact_top(segment, query, k, live.live_ids() if candidates is None else candidates)
     return ids[0][keep], scores[0][keep]
-
-
-def search_preassigned(
-    index: faiss.Index, query: np.ndarray, k: int, probe: tuple[np.ndarray, np.ndarray], selector: faiss.IDSelector | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """An IVF search of the lists `probe` names (FAISS's Python wrapper of search_preassigned takes no
-    selector: the C++ call does)."""
-    centroid_scores, lists = probe
-    scores = np.empty((1, k), dtype=np.float32)
-    ids = np.empty((1, k), dtype=np.int64)
-    parameters = faiss.SearchParametersIVF(sel=selector, nprobe=lists.shape[1])
-    index.search_preassigned_c(
-        1, faiss.swig_ptr(query), k, faiss.swig_ptr(lists), faiss.swig_ptr(centroid_scores),
-        faiss.swig_ptr(scores), faiss.swig_ptr(ids), False, parameters,
-    )
-    return scores, ids
 
 
 def exact_top(segment: Segment, query: np.ndarray, k: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

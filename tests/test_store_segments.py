@@ -229,6 +229,9 @@ def test_ivf_segments_share_the_quantizer_and_search_as_the_compacted_index(tmp_
     quantizer = reopened._commits.snapshot.quantizer.name
     assert len(reopened.segments) == 6
     assert {live.segment.quantizer for live in reopened._commits.snapshot.segments} == {quantizer}
+    [stacked] = reopened._commits.live_segments()  # searched as one IVF index over all six
+    assert stacked.live == 1098 and reopened.verify() == []
+    assert reopened.similarities(documents(1000)[7].embedding, ["d7", "d2011"])["d7"] == pytest.approx(1.0, abs=1e-5)
     queries = np.random.default_rng(3).normal(size=(10, DIMENSION)).astype(np.float32)
     before = [[d.id for d in reopened.search(q.tolist(), top_k=10)] for q in queries]
     reopened.compact()
@@ -236,21 +239,6 @@ def test_ivf_segments_share_the_quantizer_and_search_as_the_compacted_index(tmp_
     # The same vectors in the same lists, the same lists probed: the same answers.
     assert [[d.id for d in reopened.search(q.tolist(), top_k=10)] for q in queries] == before
     assert all("d5" not in found and "d2010" not in found for found in before)
-
-
-def test_deleting_and_overwriting_in_an_ivf_segment(tmp_path):
-    store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf", settings=SMALL)
-    docs = documents(500)
-    store.write_documents(docs)
-    assert store.structure == "ivf"
-    store.delete_documents(["d1", "d2"])
-    store.write_documents([Document(id="d3", content="new", meta={"source": "/f3"}, embedding=docs[1].embedding)],
-                          policy=DuplicatePolicy.OVERWRITE)
-    reopened = FaissDocumentStore.open(tmp_path / "i", settings=SMALL)
-    assert reopened.count_documents() == 498 and reopened.verify() == []
-    best = reopened.search(docs[1].embedding, top_k=1)[0]
-    assert (best.id, best.content) == ("d3", "new")
-    assert "d2" not in {d.id for d in reopened.search(docs[2].embedding, top_k=20)}
 
 
 def test_an_index_of_format_3_is_upgraded_in_place_when_opened(tmp_path):
