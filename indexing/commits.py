@@ -33,6 +33,7 @@ from spanqa.errors import IndexBusyError, IndexMismatchError
 from spanqa.indexing.atomic_files import is_leftover
 from spanqa.indexing.chunk_database import ChunkDatabase
 from spanqa.indexing.keyword import ensure_cjk_index
+from spanqa.indexing.segment_search import stack_shared
 from spanqa.indexing.store_settings import StoreSettings
 from spanqa.indexing.vector_segments import (
     QUANTIZER_PREFIX,
@@ -48,7 +49,6 @@ from spanqa.indexing.vector_segments import (
     read_quantizer,
     read_segment,
     segment_structure,
-    stack_shared,
     train_quantizer,
     write_segment,
 )

@@ -5,7 +5,8 @@ Its parts, each with one job:
 
 - `index_manifest`: what the index is (`manifest.json`: embedder, dimension, index type, format);
 - `chunk_database`: chunks, files, indexed metadata and commit state in SQLite (`chunks.sqlite`);
-- `vector_segments`: the vectors, in immutable FAISS segment files (`segment.*.faiss`), searched as one;
+- `vector_segments`: the vectors, in immutable FAISS segment files (`segment.*.faiss`);
+- `segment_search`: searching those segments as one;
 - `commits`: snapshots for readers, one atomic commit per write, merging segments by size;
 - `filters` and `keyword`: Haystack filters as SQL, BM25 keyword ranking.
 
@@ -55,12 +56,8 @@ from spanqa.indexing.index_manifest import (
 )
 from spanqa.indexing.keyword import ensure_cjk_index, keyword_ranking
 from spanqa.indexing.store_settings import StoreSettings
-from spanqa.indexing.vector_segments import (
-    INDEX_TYPES,
-    is_segment_file,
-    normalized_rows,
-    search_segments,
-)
+from spanqa.indexing.segment_search import search_segments
+from spanqa.indexing.vector_segments import INDEX_TYPES, is_segment_file, normalized_rows
 
 __all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoreSettings", "StoredFile", "validate_index_type", "validate_top_k"]
 
