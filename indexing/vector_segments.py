@@ -169,10 +169,11 @@ def read_quantizer(path: Path) -> Quantizer:
 
 def attach_quantizer(index: faiss.Index, quantizer: Quantizer) -> None:
     """Points an IVF segment read from its file at the index's centroids (its file holds none)."""
-    placeholder = index.quantizer
+    # The file's empty stand-in quantizer (a few hundred bytes) is left allocated: handing it to a
+    # Python proxy to free (`.this.own(True)`) corrupted SWIG's type table within a few loads (seen
+    # here: read_index then returned bare SwigPyObjects), and a segment is loaded once per process.
     index.own_fields = False
     index.quantizer = quantizer.template.quantizer
-    placeholder.this.own(True)  # freed with its Python proxy: nothing refers to it any more
 
 
 def read_segment(path: Path, structure: str, settings: StoreSettings, quantizer: Quantizer | None = None) -> Segment:

@@ -278,3 +278,17 @@ def test_an_index_of_format_3_is_upgraded_in_place_when_opened(tmp_path):
     }
     store.write_documents(documents(2, start=100, seed=4))
     assert [name for name, _, _, _ in FaissDocumentStore.open(index_dir).segments] == ["vectors.1.faiss", "segment.2.0.faiss"]
+
+
+def test_segments_on_the_shared_quantizer_can_be_opened_again_and_again(tmp_path):
+    """Each open points the segments read from files at the quantizer's centroids; freeing their
+    stand-in quantizers through SWIG once broke FAISS's Python objects after a few opens."""
+    settings = StoreSettings(approximate_min_vectors=400, merge_factor=100)
+    store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf", settings=settings)
+    store.write_documents(documents(500))
+    store.write_documents(documents(20, start=1000, seed=1))
+    query = documents(500)[3].embedding
+    for _ in range(25):
+        reopened = FaissDocumentStore.open(tmp_path / "i", settings=settings)
+        assert reopened.search(query, top_k=1)[0].id == "d3"
+        reopened.close()
