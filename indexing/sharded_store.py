@@ -29,8 +29,12 @@ from typing import Any
 import numpy as np
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
-
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, check_positive_int
+from spanqa.errors import (
+    ConfigError,
+    IndexMismatchError,
+    IndexNotFoundError,
+    check_positive_int,
+)
 from spanqa.indexing.atomic_files import write_json_atomically
 from spanqa.indexing.chunk_database import StoredFile
 from spanqa.indexing.store import FaissDocumentStore

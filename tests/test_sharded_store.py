@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pytest
 from haystack import Document
-
 from spanqa.errors import ConfigError, IndexMismatchError
 from spanqa.indexing.sharded_store import SHARDS_FILE, ShardedStore, shard_of
 from spanqa.indexing.store import FaissDocumentStore
 
 DIMENSION = 16
-WORDS = "harbour lantern copper meadow violin glacier orchard saddle beacon timber".split()
+WORDS = ["harbour", "lantern", "copper", "meadow", "violin", "glacier", "orchard", "saddle", "beacon", "timber"]
 
 
 def corpus(count: int = 240) -> list[Document]:
