@@ -10,6 +10,9 @@
    whenever no parsed file is waiting, so the embedder works while the workers parse;
 4. each embedded batch of files replaces those files' old chunks in the store in one commit (a
    commit costs what it changes: `commits`), so an interrupted run keeps every batch stored before.
+
+On a Ray cluster (`ray_ingest`) steps 2 and 3 run there: `plan` does step 1 alone and
+`store_embedded` does step 4 with the vectors the cluster made.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
@@ -120,6 +124,11 @@ class Ingest:
         The workers parse while the caller loads the embedder (and creates the store); `finish`
         then embeds and stores. The store may be None here (a new index): nothing is then known.
         """
+        self._run = self.pool.start(self.plan(files))
+
+    def plan(self, files: Iterable[Path]) -> list[ParseTask]:
+        """Hash the files and settle duplicates and unchanged files (reported at once); the files
+        left to parse, as tasks."""
         self._files = [Path(f) for f in files]
         # Every file's metadata is checked before any file is parsed: a bad value stops the run
         # before it writes anything.
@@ -167,7 +176,7 @@ class Ingest:
                     ocr=self.ocr,
                 )
             )
-        self._run = self.pool.start(tasks)
+        return tasks
 
     def _stored_as_wanted(self, source: str) -> bool:
         """Whether the stored chunks of an unchanged `source` carry this run's metadata for it, and
@@ -215,14 +224,52 @@ class Ingest:
                 self._flush(pending, result)
         finally:
             self._run.close()
-        # The manifest names the engine the index's OCR'd text is from: a run without OCR keeps it.
-        label = self.ocr_label if self.ocr_label is not None else (self.store.chunking or {}).get(OCR_MANIFEST_KEY)
-        self.store.chunking = {**self.chunking.manifest(), OCR_MANIFEST_KEY: label}
+        return self._conclude()
 
+    def store_embedded(
+        self,
+        batches: Iterable[list[tuple[ParsedFile, np.ndarray | None]]],
+        store: Any = None,
+        create_store: Callable[[int | None], Any] | None = None,
+    ) -> IngestResult:
+        """Step 4 for files parsed and embedded elsewhere: each batch of (ParsedFile, its chunks'
+        vectors) is one commit, as a batch `finish` embeds. Without a store, `create_store(dimension)`
+        makes one before the first commit (dimension None when no file of the run had chunks)."""
+        if store is not None:
+            self.store = store
+        result = self._result
+        for batch in batches:
+            pending: list[_Pending] = []
+            vectors: list[np.ndarray] = []
+            for parsed, file_vectors in batch:
+                if not parsed.ok:
+                    result.skipped.append(SkippedFile(parsed.path, str(parsed.reason)))
+                    self._done(parsed.path)
+                    continue
+                documents, _ = self._documents(parsed)
+                pending.append(_Pending(parsed, documents, []))
+                vectors.append(file_vectors)
+            if pending:
+                if self.store is None:
+                    self.store = create_store(int(vectors[0].shape[1]))
+                self._commit(pending, (row.tolist() for array in vectors for row in array), result)
+        if self.store is None:
+            self.store = create_store(None)
+        return self._conclude()
+
+    def _conclude(self) -> IngestResult:
+        result = self._result
+        self.store.chunking = self._settings_record()
         order = {str(path): index for index, path in enumerate(self._files)}
         result.indexed.sort(key=lambda f: order.get(f.source, len(order)))
         result.skipped.sort(key=lambda f: order.get(f.source, len(order)))
         return result
+
+    def _settings_record(self) -> dict[str, Any]:
+        """The manifest's "chunking": how this run cuts chunks, and the OCR engine of the index's
+        OCR'd text (a run without OCR keeps the one recorded)."""
+        label = self.ocr_label if self.ocr_label is not None else (self.store.chunking or {}).get(OCR_MANIFEST_KEY)
+        return {**self.chunking.manifest(), OCR_MANIFEST_KEY: label}
 
     def _documents(self, parsed: ParsedFile) -> tuple[list[Document], list[str]]:
         documents, embed_texts = [], []
@@ -248,9 +295,15 @@ class Ingest:
         texts = [text for item in pending for text in item.embed_texts]
         # The embedder sees what each chunk is found by (its core); the stored chunk keeps its context.
         embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
-        vectors = iter(document.embedding for document in embedded)
+        self._commit(pending, iter(document.embedding for document in embedded), result)
+
+    def _commit(self, pending: list[_Pending], vectors: Iterator[list[float]], result: IngestResult) -> None:
+        """Stores the embedded files of `pending` (their vectors in order) in one commit."""
         stored: list[str] = []
         with self.store.writer():
+            # Recorded with the first batch, not only at the end: a run that stops after it leaves an
+            # index whose settings the next run finds unchanged, so it skips the files committed.
+            self.store.chunking = self._settings_record()
             for item in pending:
                 stored.append(self._store(item, vectors, result))
         for source in stored:

@@ -115,6 +115,46 @@ def test_reindexing_keeps_unchanged_files_and_replaces_changed_ones(tmp_path, mi
     assert third.skipped[0].reason == f"duplicate of {folder / 'a.pdf'} (same content, already indexed)"
 
 
+def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp_path, minilm_dir, monkeypatch):
+    from spanqa.indexing import ingest
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    names = [f"note{n}.md" for n in range(4)]
+    for n, name in enumerate(names):
+        (folder / name).write_text(f"# Note {n}\n\n{FACTS[n % 2]}\n", encoding="utf-8")
+
+    def stop(source: str) -> None:
+        raise KeyboardInterrupt
+
+    flush = ingest.Ingest._flush
+
+    def one_commit_per_file(self, pending, result):
+        for item in pending:
+            flush(self, [item], result)
+
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu")
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(ingest.Ingest, "_flush", one_commit_per_file)
+        qa.index([folder], on_file_done=stop)
+    committed = {Path(f.source).name for f in DocumentQA(tmp_path / "kb").files()}
+    assert len(committed) == 1
+
+    parsed: list[str] = []
+    start = ingest.ParsePool.start
+
+    def counting_start(self, tasks):
+        tasks = list(tasks)
+        parsed.extend(Path(task.path).name for task in tasks)
+        return start(self, tasks)
+
+    monkeypatch.setattr(ingest.ParsePool, "start", counting_start)
+    report = qa.index([folder])
+    assert sorted(Path(f.source).name for f in report.indexed) == names
+    # The first commit recorded how the index cuts chunks: the files it holds are unchanged, kept.
+    assert sorted(parsed) == sorted(set(names) - committed)
+
+
 def test_cleaned_chunks_map_back_through_hyphens_and_running_headers(tmp_path, minilm_dir):
     pages = [
         f"Harbour Handbook  Page {n}\n\nThe harbour of Skarv Point has a deep-water quay built in 18{n}0. The "
