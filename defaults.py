@@ -77,6 +77,15 @@ CLEAN_TEXT = True  # join hyphenated words and wrapped lines, drop running heade
 EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call
 CHUNK_MODE = "context"  # "context": embedded cores widened by CHUNK_OVERLAP_TOKENS each side; "overlap": classic overlap
 
+# Indexing on Ray (issue 15, `spanqa index --ray`): files parse in Ray tasks (one CPU each), parsed
+# files are embedded by an autoscaling pool of actors, one per GPU where the cluster has GPUs.
+RAY_EMBED_BATCH_FILES = 16  # parsed files per embedder call on the cluster; each batch is one commit
+RAY_EMBED_ACTOR_CPUS = 2  # CPUs (and threads) of one embedder actor on a cluster without GPUs
+RAY_EMBED_CPU_SHARE = 0.5  # share of the cluster's CPUs the embedder actors may take; the rest parse
+# Embedder actors that may die while loading, one after another, before the run stops (a node lost
+# while its actor loads is replaced; an embedder that cannot load fails the run after these).
+RAY_ACTOR_INIT_DEATHS = 3
+
 # Index store (issue #5). Vectors in FAISS (cosine = inner product of unit vectors), chunk text,
 # metadata and the file list in SQLite (WAL). Index types: "flat" (exact), "hnsw", "ivf", or "auto":
 # flat below AUTO_APPROXIMATE_MIN_VECTORS vectors, IVF from there on. bench/store.py at 1M vectors

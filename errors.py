@@ -32,6 +32,11 @@ class IndexBusyError(SpanQAError):
     """Another process is writing to the index (one writer at a time; readers are never blocked)."""
 
 
+class ClusterError(SpanQAError):
+    """Indexing on a Ray cluster could not start or stopped (no connection, the pipeline failed).
+    What was committed before stays in the index; running the same command again resumes."""
+
+
 class ChunkNotFoundError(SpanQAError, LookupError):
     """A passage names an indexed chunk that is no longer in the index (its file was indexed again,
     changed or removed since the passage was found)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document, Pipeline
 
@@ -38,6 +38,10 @@ from spanqa.pipelines.records import answer_from_extracted, passage_from_documen
 from spanqa.reader import ExtractiveReader
 from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration, index_calibration
 
+if TYPE_CHECKING:  # Ray's module is imported only by a run on Ray
+    from spanqa.indexing.ingest import Ingest, IngestResult
+    from spanqa.indexing.ray_ingest import RaySettings
+
 
 def model_reference(model: str) -> str:
     """A hub id stays as it is; a local directory becomes its absolute path, so the index can name it."""
@@ -67,6 +71,11 @@ def indexed_under(source: str, path: str | Path) -> bool:
 
 def _stored_under(store: FaissDocumentStore, paths: list) -> list[StoredFile]:
     return [stored for stored in store.files() if any(indexed_under(stored.source, path) for path in paths)]
+
+
+def _probe_dimension(embedder) -> int:
+    # The store needs the vector size before the first write; the model tells it by example.
+    return len(embedder.run([Document(content="dimension probe")])["documents"][0].embedding)
 
 
 def warm_up_embedder(component, model: str) -> None:
@@ -213,6 +222,7 @@ class DocumentQA:
         sync: bool = False,
         ocr: str = defaults.OCR,
         meta: FileMeta | None = None,
+        ray: bool | str | RaySettings | None = None,
     ) -> IndexReport:
         """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
 
@@ -233,13 +243,26 @@ class DocumentQA:
         or a function of the file's path returning its dict. Keys are names (letters, digits, `_`,
         `-`) other than spanqa's own chunk keys, values JSON scalars or lists of them. An unchanged
         file whose metadata changed is indexed again.
+
+        `ray` indexes on a Ray cluster (needs `pip install 'spanqa[ray]'`): True or "local" for
+        the local Ray instance (started for the run when none runs), an address ("HOST:6379") for
+        a cluster, or `spanqa.indexing.ray_ingest.RaySettings`. Files are listed and hashed here,
+        parsed by Ray tasks (same limits and statuses), embedded by Ray actors (one per GPU where
+        the cluster has GPUs) and committed here in the same atomic batches; `device` then names
+        where the actors embed. None (the default) indexes on this machine and never imports Ray.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
+        ray_settings = None
+        if ray is not None and ray is not False:
+            from spanqa.indexing.ray_ingest import RaySettings
+
+            ray_settings = RaySettings.from_option(ray)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         files, skipped = discover_files(paths)
         report = IndexReport(skipped=list(skipped))
-        torch_device = resolve_device(self.device)
+        # On Ray the cluster's devices embed: the driver needs no GPU.
+        torch_device = None if ray_settings is not None else resolve_device(self.device)
 
         if FaissDocumentStore.exists(self.index_dir):
             store = self._open_store()
@@ -248,8 +271,7 @@ class DocumentQA:
         else:
             embedder_model = self._embedder_for(None)
             store = None
-            precision = choose_precision(self.embedder_precision, embedder_model, torch_device)
-            embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)
+            embedding = None
         ingest = Ingest(
             store,
             None,
@@ -264,24 +286,25 @@ class DocumentQA:
             ocr=ocr,
             meta=meta,
         )
-        # The workers start parsing now, while the embedder loads.
-        ingest.start(files)
-        try:
-            embedder = make_document_embedder(embedder_model, torch_device, embedding)
-            warm_up_embedder(embedder, embedder_model)
-            if store is None:
-                # The store needs the vector size before the first write; the model tells it by example.
-                probe = embedder.run([Document(content="dimension probe")])["documents"][0]
-                store = FaissDocumentStore.create(
-                    self.index_dir, embedder=embedder_model, dimension=len(probe.embedding),
-                    index_type=self.index_type, embedding=embedding.to_dict(),
-                )
-                self._store = store
-        except BaseException:
-            ingest.abort()
-            raise
-        # Each embedded batch commits as it is stored: an interrupted run keeps those before it.
-        result = ingest.finish(store, embedder)
+        if ray_settings is not None:
+            result = self._index_on_ray(ingest, files, ray_settings, store, embedder_model, embedding)
+            store = self._store
+        else:
+            if embedding is None:
+                precision = choose_precision(self.embedder_precision, embedder_model, torch_device)
+                embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)
+            # The workers start parsing now, while the embedder loads.
+            ingest.start(files)
+            try:
+                embedder = make_document_embedder(embedder_model, torch_device, embedding)
+                warm_up_embedder(embedder, embedder_model)
+                if store is None:
+                    store = self._create_store(embedder_model, embedding, _probe_dimension(embedder))
+            except BaseException:
+                ingest.abort()
+                raise
+            # Each embedded batch commits as it is stored: an interrupted run keeps those before it.
+            result = ingest.finish(store, embedder)
         if sync:
             with store.writer():
                 report.removed = self._forget_missing(store, paths, {str(file) for file in files})
@@ -289,6 +312,48 @@ class DocumentQA:
         report.skipped.extend(result.skipped)
         report.chunk_count += result.chunk_count
         return report
+
+    def _create_store(self, model: str, embedding: EmbeddingSettings, dimension: int | None) -> FaissDocumentStore:
+        """The new index, for vectors of `dimension` (None: asked of the model, loaded here on the CPU)."""
+        if dimension is None:
+            embedder = make_document_embedder(model, "cpu", embedding)
+            warm_up_embedder(embedder, model)
+            dimension = _probe_dimension(embedder)
+        self._store = FaissDocumentStore.create(
+            self.index_dir, embedder=model, dimension=dimension, index_type=self.index_type,
+            embedding=embedding.to_dict(),
+        )
+        return self._store
+
+    def _index_on_ray(
+        self,
+        ingest: Ingest,
+        files: list[Path],
+        settings: RaySettings,
+        store: FaissDocumentStore | None,
+        model: str,
+        embedding: EmbeddingSettings | None,
+    ) -> IngestResult:
+        """Steps 2 and 3 of `Ingest` on the Ray cluster, step 4 here (spanqa.indexing.ray_ingest)."""
+        from spanqa.indexing.ray_ingest import (
+            EmbedderPlan,
+            ParseLimits,
+            embedded_batches,
+            embeds_on_gpus,
+            ray_connection,
+        )
+
+        with ray_connection(settings) as ray_module:
+            resources = ray_module.cluster_resources()
+            gpus = embeds_on_gpus(self.device, resources)
+            if embedding is None:
+                precision = choose_precision(self.embedder_precision, model, "cuda" if gpus else "cpu")
+                embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)
+            plan = EmbedderPlan.sized(model, embedding, resources, gpus, settings)
+            batches = embedded_batches(ingest.plan(files), ParseLimits.of(ingest.pool), plan, settings)
+            return ingest.store_embedded(
+                batches, store, lambda dimension: self._create_store(model, embedding, dimension)
+            )
 
     @staticmethod
     def _forget_missing(store: FaissDocumentStore, paths: list, present: set[str]) -> list[str]:

@@ -133,6 +133,11 @@ def _build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
                        help=f"vector index of a new index (default: {defaults.INDEX_TYPE}; "
                        "an existing index keeps its own)")
+    index.add_argument(
+        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+        help="parse and embed on a Ray cluster (needs pip install 'spanqa[ray]'): alone, the local Ray instance "
+        "(started for the run when none runs); with ADDRESS (HOST:6379), that cluster. Give it after the paths",
+    )
     embedding_options(index)
     common(index)
 
@@ -285,8 +290,15 @@ def _index_meta(args: argparse.Namespace):
 
 
 def _run_index(args: argparse.Namespace, qa) -> int:
+    from spanqa.errors import ConfigError
     from spanqa.indexing import discover_files
 
+    if args.ray is not None and args.ray != "local" and Path(args.ray).exists():
+        # `--ray PATH...` reads the first path as the cluster's address.
+        raise ConfigError(
+            f"--ray took '{args.ray}' for a cluster address, but it is a path: give --ray after the paths, "
+            "or --ray=ADDRESS"
+        )
     meta = _index_meta(args)
     shown = shows_progress(args)
     total = len(discover_files(args.paths)[0]) if shown else 0
@@ -303,6 +315,7 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             sync=args.sync,
             ocr=args.ocr,
             meta=meta,
+            ray=args.ray,
         )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -9,6 +9,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
+# Ray (tests/test_ray_indexing.py) binds its nodes to the loopback address only; Ray reads this when
+# it is first imported.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # The int8 embedder caches its exported model; tests share one cache per run, never the user's.
 _CREATED_CACHE = None
 if "SPANQA_TEST_CACHE_DIR" not in os.environ:

@@ -1,0 +1,309 @@
+"""Indexing on a Ray cluster (`spanqa index --ray`): the files of a run parsed by Ray tasks and
+embedded by a pool of Ray actors, handed back to the driver to commit.
+
+The driver plans the run as a local run does (`Ingest.plan`: files listed and hashed, unchanged
+files kept, duplicates reported) and commits what comes back (`Ingest.store_embedded`: one commit
+per batch, as locally). In between, one Ray Data pipeline runs on the cluster:
+
+- each file is a Ray task that runs `parse_file` in a `ParsePool` of one capped worker process, so
+  a file has the time and memory budget it has locally and gets the same status (timed out, out of
+  memory, parser crashed, or the parser's own reason);
+- parsed files go in batches of `embed_batch_files` to an autoscaling pool of embedder actors
+  (`ActorPoolStrategy`): one per GPU on a cluster with GPUs (float32), else CPU actors running the
+  embedder the index records (int8 with ONNX Runtime, as locally);
+- Ray retries the tasks of a node that dies and restarts its actors; if the pipeline stops anyway
+  the run ends with a ClusterError, and every batch committed before stays (a re-run resumes).
+
+Paths (the files, the models, the reader's tokenizer) must name the same things on every node (a
+shared file system): the driver hashes the files where it runs, the tasks read them where they run.
+Ray is imported by the functions here only, and only when a run asks for it. Written for Ray 2.60:
+`map_batches(compute=ActorPoolStrategy(...))` (2.60 deprecates `concurrency=` again) and no
+`**ray_remote_args` (deprecated, to be removed in 2.64), so Ray's own retry defaults apply.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spanqa import defaults
+from spanqa.errors import ClusterError, ConfigError, SpanQAError, check_positive_int
+from spanqa.indexing.embedding import EmbeddingSettings
+from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
+from spanqa.indexing.workers import ParsePool
+
+# The Ray release this module is written against (the `ray` extra pins it): Ray Data's API moves
+# between releases, so another one is refused rather than half-working.
+RAY_RELEASE = "2.60"
+LOCAL = "local"
+_CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where a run's Ray work goes and how it is sized. `address` None: the local Ray instance
+    (attached to when one runs, else started for the run); else a cluster address ('HOST:6379',
+    'auto', 'ray://HOST:10001')."""
+
+    address: str | None = None
+    embed_batch_files: int = defaults.RAY_EMBED_BATCH_FILES
+    embed_actor_cpus: int = defaults.RAY_EMBED_ACTOR_CPUS
+    max_embed_actors: int | None = None  # None: sized to the cluster (one per GPU, or a share of its CPUs)
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ConfigError(f"ray address {self.address!r} must be a non-empty string such as 'HOST:6379'")
+        check_positive_int("embed_batch_files", self.embed_batch_files)
+        check_positive_int("embed_actor_cpus", self.embed_actor_cpus)
+        if self.max_embed_actors is not None:
+            check_positive_int("max_embed_actors", self.max_embed_actors)
+
+    @classmethod
+    def from_option(cls, ray: bool | str | RaySettings | None) -> RaySettings | None:
+        """The `ray=` of `DocumentQA.index`: None or False (index here), True or 'local' (a local
+        Ray instance), an address, or RaySettings."""
+        if ray is None or ray is False:
+            return None
+        if isinstance(ray, RaySettings):
+            return ray
+        if ray is True or ray == LOCAL:
+            return cls()
+        if isinstance(ray, str) and ray.strip():
+            return cls(address=ray.strip())
+        raise ConfigError(
+            f"ray={ray!r}: give None (index on this machine), True or 'local' (a local Ray instance), "
+            "or the address of a Ray cluster such as 'HOST:6379'"
+        )
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """A ParsePool's per-file budget and job, carried to the cluster's parse tasks."""
+
+    timeout_s: float | None
+    memory_mb: int | None
+    ocr_page_s: float
+    job: Callable[..., ParsedFile] = parse_file
+
+    @classmethod
+    def of(cls, pool: ParsePool) -> ParseLimits:
+        return cls(timeout_s=pool.timeout_s, memory_mb=pool.memory_mb, ocr_page_s=pool.ocr_page_s, job=pool.job)
+
+    def parse(self, task: ParseTask) -> ParsedFile:
+        """The file parsed in a capped worker process of its own, exactly as a local pool parses it."""
+        pool = ParsePool(
+            workers=1, timeout_s=self.timeout_s, memory_mb=self.memory_mb, job=self.job, ocr_page_s=self.ocr_page_s
+        )
+        return pool.map([task])[0]
+
+
+@dataclass(frozen=True)
+class EmbedderPlan:
+    """Which embedder the actors load, where, and how many of them there may be."""
+
+    model: str
+    embedding: EmbeddingSettings
+    gpu: bool
+    actor_cpus: int
+    max_actors: int
+
+    @classmethod
+    def sized(
+        cls, model: str, embedding: EmbeddingSettings, resources: Mapping[str, float], gpus: bool, settings: RaySettings
+    ) -> EmbedderPlan:
+        """One actor per GPU when the cluster's GPUs embed (float32); else CPU actors of
+        `embed_actor_cpus` CPUs taking at most RAY_EMBED_CPU_SHARE of the cluster's CPUs, so the
+        parse tasks keep the rest (an actor of fewer CPUs on a small cluster)."""
+        if gpus and embedding.precision == "float32":
+            actor_cpus, most = 1, max(1, int(resources.get("GPU", 0)))
+        else:
+            gpus = False
+            share = max(1, int(resources.get("CPU", 1) * defaults.RAY_EMBED_CPU_SHARE))
+            actor_cpus = min(settings.embed_actor_cpus, share)
+            most = max(1, share // actor_cpus)
+        if settings.max_embed_actors is not None:
+            most = min(most, settings.max_embed_actors)
+        return cls(model=model, embedding=embedding, gpu=gpus, actor_cpus=actor_cpus, max_actors=most)
+
+
+def embeds_on_gpus(device: str, resources: Mapping[str, float]) -> bool:
+    """Whether the cluster's GPUs embed: 'auto' when it has any, 'cuda' demands them, 'cpu' never."""
+    has_gpus = resources.get("GPU", 0) >= 1
+    if device.startswith("cuda") and not has_gpus:
+        raise ConfigError(f"device {device!r} asked for, but the Ray cluster has no GPUs: use 'auto' or 'cpu'")
+    return device != "cpu" and has_gpus
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT address (or ray://HOST:PORT) that refuses connections is an error at once: Ray
+    itself keeps trying to reach it for minutes."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and other forms: Ray resolves them
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with `ray start --head` on its head "
+            "node and give that node's address (HOST:6379), or give --ray without an address for a local instance"
+        ) from exc
+
+
+def _short(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
+@contextmanager
+def ray_connection(settings: RaySettings) -> Iterator[Any]:
+    """The `ray` module, connected. A connection the process already has is used and left open;
+    one made here is closed at the end (a local instance started here stops with it)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("indexing on Ray needs Ray: pip install 'spanqa[ray]'") from exc
+    release = ".".join(ray.__version__.split(".")[:2])
+    if release != RAY_RELEASE:
+        raise ConfigError(
+            f"Ray {ray.__version__} is installed, and spanqa indexes on Ray {RAY_RELEASE} (Ray Data's API "
+            f"changes between releases): pip install 'spanqa[ray]' (Ray {RAY_RELEASE} on every node too)"
+        )
+    if ray.is_initialized():
+        yield ray
+        return
+    where = "a local Ray instance" if settings.address is None else f"the Ray cluster at {settings.address!r}"
+    if settings.address is not None:
+        _check_reachable(settings.address)
+    try:
+        if settings.address is None:
+            ray.init(include_dashboard=False)
+        else:
+            ray.init(address=settings.address)
+    except Exception as exc:  # noqa: BLE001 - every way of not connecting means the same to a user
+        raise ClusterError(
+            f"cannot connect to {where}: {_short(exc)}. Start a cluster with `ray start --head` on its head "
+            "node and give that node's address (HOST:6379), or give --ray without an address for a local instance"
+        ) from exc
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _parse_row(row: dict[str, Any], limits: ParseLimits) -> list[dict[str, Any]]:
+    task: ParseTask = pickle.loads(row["task"])
+    try:
+        parsed = limits.parse(task)
+    except Exception as exc:  # noqa: BLE001 - the pool itself failed: this file's status, not the run's end
+        parsed = ParsedFile(path=task.path, reason=f"cannot parse: {type(exc).__name__}: {exc}"[:200])
+    return [{"path": task.path, "parsed": pickle.dumps(parsed)}]
+
+
+class ChunkEmbedderActor:
+    """A Ray actor embedding the chunks of a batch of parsed files (what `Ingest._flush` embeds)."""
+
+    def __init__(self, plan: EmbedderPlan):
+        if not plan.gpu:
+            import torch
+
+            # The int8 embedder runs as many threads as torch: the CPUs Ray gave this actor.
+            torch.set_num_threads(plan.actor_cpus)
+        from spanqa.pipelines.api import warm_up_embedder
+        from spanqa.pipelines.builders import make_document_embedder
+
+        # Ray shows an actor its own GPU as device 0.
+        self.embedder = make_document_embedder(plan.model, "cuda:0" if plan.gpu else "cpu", plan.embedding)
+        warm_up_embedder(self.embedder, plan.model)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        from haystack import Document
+
+        files = [pickle.loads(item) for item in batch["parsed"]]
+        texts = [chunk.embed_text for parsed in files for chunk in parsed.chunks]
+        vectors = [b""] * len(files)
+        error = ""
+        if texts:
+            try:
+                embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
+                matrix = np.asarray([document.embedding for document in embedded], dtype=np.float32)
+            except Exception as exc:  # noqa: BLE001 - the driver stops the run with this message
+                error = _short(exc)
+            else:
+                start = 0
+                for row, parsed in enumerate(files):
+                    vectors[row] = matrix[start : start + len(parsed.chunks)].tobytes()
+                    start += len(parsed.chunks)
+        return {"path": list(batch["path"]), "parsed": list(batch["parsed"]), "vectors": vectors, "error": [error] * len(files)}
+
+
+def _files_of(batch: Mapping[str, np.ndarray]) -> list[tuple[ParsedFile, np.ndarray | None]]:
+    files = []
+    for parsed_bytes, vector_bytes, error in zip(batch["parsed"], batch["vectors"], batch["error"]):
+        if error:
+            raise ClusterError(
+                f"the embedder failed on the Ray cluster: {error}. What was committed stays in the index; "
+                "run the same command again to index the rest"
+            )
+        parsed: ParsedFile = pickle.loads(parsed_bytes)
+        vectors = None
+        if parsed.ok:
+            vectors = np.frombuffer(vector_bytes, dtype=np.float32).reshape(len(parsed.chunks), -1)
+        files.append((parsed, vectors))
+    return files
+
+
+def embedded_batches(
+    tasks: list[ParseTask], limits: ParseLimits, plan: EmbedderPlan, settings: RaySettings
+) -> Iterator[list[tuple[ParsedFile, np.ndarray | None]]]:
+    """Batches of (parsed file, its chunks' vectors; None when it failed) as the cluster finishes them."""
+    if not tasks:
+        return
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    rows = [{"task": pickle.dumps(task)} for task in tasks]
+    # One file per block: each file is a task of its own, spread over the cluster and retried alone.
+    files = ray.data.from_items(rows, override_num_blocks=len(rows))
+    # flat_map, not map_batches: Ray Data 2.60 fuses a task map into a following actor map of equal
+    # resources (parsing would then run inside the embedder actors), except after a map that may
+    # change the number of rows, before a map with a batch size.
+    parsed = files.flat_map(_parse_row, fn_kwargs={"limits": limits}, num_cpus=1)
+    embedded = parsed.map_batches(
+        ChunkEmbedderActor,
+        fn_constructor_kwargs={"plan": plan},
+        batch_size=settings.embed_batch_files,
+        compute=ActorPoolStrategy(min_size=1, max_size=plan.max_actors),
+        num_cpus=plan.actor_cpus,
+        num_gpus=1 if plan.gpu else None,
+    )
+    context = embedded.context
+    context.enable_progress_bars = False  # the command line shows its own progress, per file
+    # Each file's own time budget bounds its task; an OCR-heavy file may take longer than Ray Data's
+    # default 30 minutes without output.
+    context.execution_no_progress_timeout_s = -1
+    context.max_consecutive_actor_init_deaths = defaults.RAY_ACTOR_INIT_DEATHS
+    batches = iter(embedded.iter_batches(batch_size=None, batch_format="numpy"))
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except SpanQAError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever stopped the pipeline, the run ends the same way
+                raise ClusterError(
+                    f"indexing on the Ray cluster stopped: {_short(exc)}. What was committed stays in the index; "
+                    "run the same command again to index the rest (unchanged files are skipped)"
+                ) from exc
+            yield _files_of(batch)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
