@@ -14,8 +14,12 @@ from spanqa.indexing.store import FaissDocumentStore, validate_top_k
 
 def check_retriever_settings(document_store: object, top_k: object, filters: dict[str, Any] | None) -> None:
     """The settings every retriever over a FaissDocumentStore takes; a bad one fails where it is set."""
-    if not isinstance(document_store, FaissDocumentStore):
-        raise ConfigError(f"document_store must be a FaissDocumentStore, got {type(document_store).__name__}")
+    from spanqa.indexing.sharded_store import ShardedStore
+
+    if not isinstance(document_store, (FaissDocumentStore, ShardedStore)):
+        raise ConfigError(
+            f"document_store must be a FaissDocumentStore or ShardedStore, got {type(document_store).__name__}"
+        )
     validate_top_k(top_k)
     if filters is not None:
         filter_sql(filters)
@@ -38,7 +42,10 @@ def retriever_from_dict(cls: type, data: dict[str, Any]) -> Any:
     init_parameters = dict(data.get("init_parameters", {}))
     store = init_parameters.get("document_store")
     if isinstance(store, dict):
-        init_parameters["document_store"] = FaissDocumentStore.from_dict(store)
+        from spanqa.indexing.sharded_store import ShardedStore
+
+        kind = ShardedStore if str(store.get("type", "")).endswith(".ShardedStore") else FaissDocumentStore
+        init_parameters["document_store"] = kind.from_dict(store)
     return default_from_dict(cls, {**data, "init_parameters": init_parameters})
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from haystack import Document
+from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.types import DuplicatePolicy
 from spanqa.errors import (
     ConfigError,
@@ -37,11 +37,24 @@ from spanqa.errors import (
 )
 from spanqa.indexing.atomic_files import write_json_atomically
 from spanqa.indexing.chunk_database import StoredFile
+from spanqa.indexing.commits import CommitReport
 from spanqa.indexing.store import FaissDocumentStore
 from spanqa.indexing.store_settings import StoreSettings
 
 SHARDS_FILE = "shards.json"
 SHARDS_FORMAT = 1
+
+
+def index_exists(index_dir: str | Path) -> bool:
+    """Whether `index_dir` holds an index, sharded or not."""
+    return ShardedStore.exists(index_dir) or FaissDocumentStore.exists(index_dir)
+
+
+def open_index(index_dir: str | Path, settings: StoreSettings | None = None) -> FaissDocumentStore | ShardedStore:
+    """The index in `index_dir`: a ShardedStore where `shards.json` lists shards, else the one index."""
+    if ShardedStore.exists(index_dir):
+        return ShardedStore(index_dir, settings=settings)
+    return FaissDocumentStore.open(index_dir, settings=settings)
 
 
 def shard_of(source: str, count: int) -> int:
@@ -171,9 +184,20 @@ class ShardedStore:
     def delete_by_source(self, source: str) -> int:
         return self.shards[shard_of(source, len(self.shards))].delete_by_source(source)
 
-    def compact(self) -> None:
-        for shard in self.shards:
-            shard.compact()
+    def compact(self) -> CommitReport:
+        reports = [shard.compact() for shard in self.shards]
+        return CommitReport(
+            sum(r.bytes_written for r in reports), sum(r.segments_written for r in reports),
+            sum(r.segments_merged for r in reports),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        # The chunks live in the shard folders; the dictionary only says where.
+        return default_to_dict(self, index_dir=str(self.index_dir))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardedStore:
+        return default_from_dict(cls, data)
 
     # -- reading -------------------------------------------------------------------------------
 

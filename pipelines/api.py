@@ -27,6 +27,7 @@ from spanqa.indexing.filters import filter_sql
 from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.indexing.hybrid import with_similarity
 from spanqa.indexing.commits import CommitReport
+from spanqa.indexing.sharded_store import ShardedStore, index_exists, open_index
 from spanqa.indexing.store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
@@ -119,6 +120,7 @@ class DocumentQA:
         dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
         embedder_precision: str = defaults.EMBEDDER_PRECISION,
         embed_max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
+        shards: int | None = None,
     ):
         """
         :param index_dir: the index directory; `index` creates it when missing.
@@ -148,6 +150,9 @@ class DocumentQA:
             the same way.
         :param embed_max_tokens: word pieces of each chunk a new index's embedder reads (BM25 reads
             all of it); None: as many as the model takes. Recorded in the index.
+        :param shards: a new index split into this many shards (`spanqa.indexing.sharded_store`:
+            files placed by a hash of their path, searches fanned out and merged); None or 1: one
+            index. An existing index keeps its layout (naming another count is a ConfigError).
         """
         self.index_dir = Path(index_dir)
         self.requested_embedder = None if embedder is None else model_reference(embedder)
@@ -181,7 +186,10 @@ class DocumentQA:
         )
         if not isinstance(adaptive_reading, bool):
             raise ConfigError(f"adaptive_reading={adaptive_reading!r} must be True or False")
-        self._store: FaissDocumentStore | None = None
+        if shards is not None:
+            check_positive_int("shards", shards, "(shards of a new index; 1 for one index)")
+        self.shards = shards
+        self._store: FaissDocumentStore | ShardedStore | None = None
         self._search_pipeline: Pipeline | None = None
         self._query_pipeline: Pipeline | None = None
         self._reader: ExtractiveReader | None = None
@@ -199,14 +207,23 @@ class DocumentQA:
             )
         return recorded
 
-    def _open_store(self) -> FaissDocumentStore:
+    def _open_store(self) -> FaissDocumentStore | ShardedStore:
         if self._store is None:
-            if not FaissDocumentStore.exists(self.index_dir):
+            if not index_exists(self.index_dir):
                 raise IndexNotFoundError(self.index_dir)
-            store = FaissDocumentStore.open(self.index_dir)
+            store = open_index(self.index_dir)
             self._embedder_for(store.embedder)
+            self._check_shards(store)
             self._store = store
         return self._store
+
+    def _check_shards(self, store: FaissDocumentStore | ShardedStore) -> None:
+        count = len(store.shards) if isinstance(store, ShardedStore) else 1
+        if self.shards is not None and self.shards != count:
+            raise ConfigError(
+                f"the index at '{self.index_dir}' has {count} shard(s), not {self.shards}: leave shards unset "
+                "to use it as it is, or index into a new folder"
+            )
 
     def index(
         self,
@@ -264,7 +281,7 @@ class DocumentQA:
         # On Ray the cluster's devices embed: the driver needs no GPU.
         torch_device = None if ray_settings is not None else resolve_device(self.device)
 
-        if FaissDocumentStore.exists(self.index_dir):
+        if index_exists(self.index_dir):
             store = self._open_store()
             embedder_model = store.embedder
             embedding = EmbeddingSettings.from_dict(store.embedding)
@@ -319,10 +336,16 @@ class DocumentQA:
             embedder = make_document_embedder(model, "cpu", embedding)
             warm_up_embedder(embedder, model)
             dimension = _probe_dimension(embedder)
-        self._store = FaissDocumentStore.create(
-            self.index_dir, embedder=model, dimension=dimension, index_type=self.index_type,
-            embedding=embedding.to_dict(),
-        )
+        if self.shards is not None and self.shards > 1:
+            self._store = ShardedStore.create(
+                self.index_dir, self.shards, embedder=model, dimension=dimension, index_type=self.index_type,
+                embedding=embedding.to_dict(),
+            )
+        else:
+            self._store = FaissDocumentStore.create(
+                self.index_dir, embedder=model, dimension=dimension, index_type=self.index_type,
+                embedding=embedding.to_dict(),
+            )
         return self._store
 
     def _index_on_ray(

@@ -133,6 +133,9 @@ def _build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index-type", choices=["flat", "hnsw", "ivf", "auto"], default=None,
                        help=f"vector index of a new index (default: {defaults.INDEX_TYPE}; "
                        "an existing index keeps its own)")
+    index.add_argument("--shards", type=positive_int, default=None, metavar="N",
+                       help="split a new index into N shards, files placed by a hash of their path "
+                       "(searches fan out and merge); an existing index keeps its own")
     index.add_argument(
         "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
         help="parse and embed on a Ray cluster (needs pip install 'spanqa[ray]'): alone, the local Ray instance "
@@ -418,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.update(retrieval=args.retrieval, dense_weight=args.dense_weight)
         if args.command == "index":
             options.update(
-                reader=args.reader, index_type=args.index_type, embedder_precision=args.embedder_precision,
+                reader=args.reader, index_type=args.index_type, shards=args.shards,
+                embedder_precision=args.embedder_precision,
                 embed_max_tokens=args.embed_max_tokens,
             )
         if args.command == "ask":

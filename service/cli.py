@@ -155,9 +155,9 @@ def run_serve(args: argparse.Namespace) -> int:
         rate_limit_per_minute=args.rate_limit, parse_workers=args.workers,
     )
     sock = listening_socket(args.host, args.port)
-    from spanqa.indexing import FaissDocumentStore
+    from spanqa.indexing.sharded_store import index_exists
 
-    if not FaissDocumentStore.exists(index_dir):
+    if not index_exists(index_dir):
         print(f"spanqa: no index at {index_dir}: making an empty one (upload files to fill it)", file=sys.stderr)
         DocumentQA(index_dir, embedder=args.embedder, reader=args.reader, device=args.device).index([])
     host, port = sock.getsockname()[:2]

@@ -110,16 +110,16 @@ class QAEngine:
         self._ready.set()
 
     def _load(self) -> None:
-        from spanqa.indexing import FaissDocumentStore
         from spanqa.indexing.embedding import EmbeddingSettings
         from spanqa.indexing.hybrid import HybridRetriever
+        from spanqa.indexing.sharded_store import open_index
         from spanqa.pipelines.api import model_reference, warm_up_embedder
         from spanqa.pipelines.builders import make_text_embedder
         from spanqa.reader import ExtractiveReader
         from spanqa.reader.calibration import index_calibration
 
         settings = self.settings
-        store = FaissDocumentStore.open(settings.index_dir)
+        store = open_index(settings.index_dir)
         if settings.embedder is not None and model_reference(settings.embedder) != store.embedder:
             from spanqa.errors import IndexMismatchError
 

@@ -209,3 +209,15 @@ def test_compact_rewrites_the_segments_as_one_and_answers_stay(tmp_path, sample_
     assert len([p for p in index_dir.iterdir() if p.name.startswith("segment.")]) == 1
     assert main(["search", "greenhouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passages"] == before
+
+
+def test_index_with_shards_writes_a_sharded_index_that_list_and_search_read(tmp_path, sample_data_dir, minilm_dir, capsys):
+    index_dir = tmp_path / "kb"
+    assert main(["index", str(sample_data_dir), "--index", str(index_dir), "--embedder", str(minilm_dir),
+                 "--device", "cpu", "--shards", "2"]) == 0
+    assert sorted(p.name for p in index_dir.iterdir()) == ["shard-0", "shard-1", "shards.json"]
+    capsys.readouterr()
+    assert main(["list", "--index", str(index_dir), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["files"]) == 3
+    assert main(["search", "lighthouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["passages"]

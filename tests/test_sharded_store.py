@@ -84,3 +84,21 @@ def test_shards_built_with_different_embedders_are_refused(tmp_path):
         ShardedStore(tmp_path / "s")
     listing = json.loads((tmp_path / "s" / SHARDS_FILE).read_text())
     assert listing == {"format": 1, "shards": ["shard-0", "shard-1"]}
+
+
+def test_document_qa_indexes_into_shards_and_searches_them_as_one(tmp_path, sample_data_dir, minilm_dir):
+    from spanqa.pipelines.api import DocumentQA
+
+    single = DocumentQA(tmp_path / "one", embedder=str(minilm_dir), device="cpu", retrieval="dense")
+    sharded = DocumentQA(tmp_path / "three", embedder=str(minilm_dir), device="cpu", retrieval="dense", shards=3)
+    reports = [qa.index([sample_data_dir]) for qa in (single, sharded)]
+    assert [(f.source, f.chunks) for f in reports[0].indexed] == [(f.source, f.chunks) for f in reports[1].indexed]
+    assert (tmp_path / "three" / SHARDS_FILE).is_file() and ShardedStore(tmp_path / "three").verify() == []
+    for question in ("When was the lighthouse built?", "What grows in the greenhouse?", "bicycle frames"):
+        one = [(p.source, p.page, p.start, round(p.score, 5)) for p in single.search(question, top_k=5)]
+        fanned = [(p.source, p.page, p.start, round(p.score, 5)) for p in sharded.search(question, top_k=5)]
+        assert fanned == one
+    again = DocumentQA(tmp_path / "three", device="cpu").index([sample_data_dir])
+    assert all(f.chunks > 0 for f in again.indexed)  # unchanged files kept, found in their shards
+    with pytest.raises(ConfigError, match="3 shard"):
+        DocumentQA(tmp_path / "three", device="cpu", shards=2).files()
