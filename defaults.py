@@ -79,7 +79,10 @@ CHUNK_MODE = "context"  # "context": embedded cores widened by CHUNK_OVERLAP_TOK
 
 # Indexing on Ray (issue 15, `spanqa index --ray`): files parse in Ray tasks (one CPU each), parsed
 # files are embedded by an autoscaling pool of actors, one per GPU where the cluster has GPUs.
-RAY_EMBED_BATCH_FILES = 16  # parsed files per embedder call on the cluster; each batch is one commit
+# Parsed files per embedder call on the cluster; each batch is one commit. An actor waits for a whole
+# batch, so large ones stall embedding behind slow files: the 27 shared PDFs (4 OCR'd) indexed in
+# 51 s with 4, 54 s with 1, 70 s with 16 (float32, one 2-core machine as a 4-CPU Ray node).
+RAY_EMBED_BATCH_FILES = 4
 RAY_EMBED_ACTOR_CPUS = 2  # CPUs (and threads) of one embedder actor on a cluster without GPUs
 RAY_EMBED_CPU_SHARE = 0.5  # share of the cluster's CPUs the embedder actors may take; the rest parse
 # Embedder actors that may die while loading, one after another, before the run stops (a node lost

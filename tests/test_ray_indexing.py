@@ -298,6 +298,23 @@ def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray
 
 
 
+@pytest.mark.slow
+def test_the_shared_pdfs_through_ray_equal_local_indexing(tmp_path, ray_local, shared_data_dir, minilm_dir):
+    pdf_dir = shared_data_dir / "pdfs"
+    entries = json.loads((pdf_dir / "manifest.json").read_text(encoding="utf-8"))
+    passwords = {Path(entry["file"]).name: entry["password"] for entry in entries if entry.get("password")}
+    reader = shared_data_dir / "models" / "distilbert-base-cased-distilled-squad-arch"
+    options = dict(embedder=str(minilm_dir), reader=str(reader), device="cpu", embedder_precision="float32")
+    local = DocumentQA(tmp_path / "local", **options).index([pdf_dir], passwords=passwords)
+    through_ray = DocumentQA(tmp_path / "ray", **options).index([pdf_dir], passwords=passwords, ray=True)
+    assert through_ray == local  # the same statuses (OCR'd scans, encrypted, malformed files) and counts
+    assert len(local.indexed) + len(local.skipped) == len(entries) and any(f.ocr_pages for f in local.indexed)
+    expected, got = index_contents(tmp_path / "local"), index_contents(tmp_path / "ray")
+    assert got["files"] == expected["files"] and got["settings"] == expected["settings"]
+    assert got["chunks"] == expected["chunks"]
+    assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
+
+
 # -- a simulated two-node cluster ---------------------------------------------------------------------
 # Last in the file: it replaces the module's local Ray instance with a cluster of its own.
 
