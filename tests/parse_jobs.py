@@ -20,9 +20,13 @@ def misbehaving_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
         time.sleep(60)
     if name.startswith("segfault"):
         os.kill(os.getpid(), signal.SIGSEGV)
+    if name.startswith("exit"):
+        os._exit(3)
     if name.startswith("hog"):
         hog = bytearray(8 * 1024**3)  # far above the cap: MemoryError
         hog[0] = 1
+    if name.startswith("raise"):
+        raise RuntimeError("parser bug")
     return parse_file(task)
 
 

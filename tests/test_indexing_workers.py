@@ -6,32 +6,19 @@ The misbehaving parsers are module-level functions here: workers import this mod
 from __future__ import annotations
 
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
-from pdf_factory import write_blank_pdf, write_corrupt_pdf, write_encrypted_pdf, write_text_pdf
-
+from parse_jobs import misbehaving_parse
+from pdf_factory import (
+    write_blank_pdf,
+    write_corrupt_pdf,
+    write_encrypted_pdf,
+    write_text_pdf,
+)
 from spanqa.errors import ConfigError
-from spanqa.indexing.parsing import ChunkSettings, ParsedFile, ParseTask, parse_file
+from spanqa.indexing.parsing import ChunkSettings, ParseTask, parse_file
 from spanqa.indexing.workers import ParsePool
-
-
-def misbehaving_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
-    name = Path(task.path).name
-    if name.startswith("hang"):
-        time.sleep(60)
-    if name.startswith("segfault"):
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if name.startswith("exit"):
-        os._exit(3)
-    if name.startswith("hog"):
-        hog = bytearray(8 * 1024**3)  # far above the cap: MemoryError
-        hog[0] = 1
-    if name.startswith("raise"):
-        raise RuntimeError("parser bug")
-    return parse_file(task)
 
 
 @pytest.fixture
