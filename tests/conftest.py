@@ -65,3 +65,21 @@ def tiny_qa_model_dir(tmp_path_factory) -> Path:
     from model_factory import build_tiny_qa_model
 
     return build_tiny_qa_model(tmp_path_factory.mktemp("tiny-qa-model"))
+
+
+@pytest.fixture
+def parsed_names(monkeypatch) -> list[str]:
+    """The names of the files indexing runs hand to the parse workers, from now on in the test
+    (clear it before the run a test counts)."""
+    from spanqa.indexing import ingest
+
+    parsed: list[str] = []
+    start = ingest.ParsePool.start
+
+    def counting_start(self, tasks):
+        tasks = list(tasks)
+        parsed.extend(Path(task.path).name for task in tasks)
+        return start(self, tasks)
+
+    monkeypatch.setattr(ingest.ParsePool, "start", counting_start)
+    return parsed

@@ -86,21 +86,12 @@ def test_changed_metadata_of_an_unchanged_file_rewrites_its_chunks(tmp_path, min
     assert extras(qa.index_dir) == {"north.txt": [{}], "south.txt": [{}]}
 
 
-def test_an_unchanged_file_with_unchanged_metadata_is_not_parsed_again(tmp_path, minilm_dir, monkeypatch):
-    from spanqa.indexing import ingest
-
+def test_an_unchanged_file_with_unchanged_metadata_is_not_parsed_again(tmp_path, minilm_dir, parsed_names):
     write(tmp_path / "docs", FERRY)
     qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu", embedder_precision="float32")
     qa.index(tmp_path / "docs", meta={"tag": "x"})
-    parsed: list[str] = []
-    start = ingest.ParsePool.start
-
-    def counting_start(self, tasks):
-        tasks = list(tasks)
-        parsed.extend(Path(task.path).name for task in tasks)
-        return start(self, tasks)
-
-    monkeypatch.setattr(ingest.ParsePool, "start", counting_start)
+    parsed = parsed_names
+    parsed.clear()
     qa.index(tmp_path / "docs", meta={"tag": "x"})
     assert parsed == []
     qa.index(tmp_path / "docs", meta=lambda path: {"tag": "x" if path.stem == "north" else "changed"})

@@ -115,7 +115,7 @@ def test_reindexing_keeps_unchanged_files_and_replaces_changed_ones(tmp_path, mi
     assert third.skipped[0].reason == f"duplicate of {folder / 'a.pdf'} (same content, already indexed)"
 
 
-def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp_path, minilm_dir, monkeypatch):
+def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp_path, minilm_dir, monkeypatch, parsed_names):
     from spanqa.indexing import ingest
 
     folder = tmp_path / "docs"
@@ -140,15 +140,8 @@ def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp
     committed = {Path(f.source).name for f in DocumentQA(tmp_path / "kb").files()}
     assert len(committed) == 1
 
-    parsed: list[str] = []
-    start = ingest.ParsePool.start
-
-    def counting_start(self, tasks):
-        tasks = list(tasks)
-        parsed.extend(Path(task.path).name for task in tasks)
-        return start(self, tasks)
-
-    monkeypatch.setattr(ingest.ParsePool, "start", counting_start)
+    parsed = parsed_names
+    parsed.clear()
     report = qa.index([folder])
     assert sorted(Path(f.source).name for f in report.indexed) == names
     # The first commit recorded how the index cuts chunks: the files it holds are unchanged, kept.
