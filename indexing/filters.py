@@ -74,7 +74,7 @@ def _node(node: Any, params: list[Any]) -> str:
         expression = "source"
     key = _indexed_key(node["field"])
     if operator == "contains":
-        return _contains(key, expression, value, params)
+        return _contains(node["field"], key, value, params)
     if key is not None and _indexable(operator, value):
         return _indexed_comparison(key, operator, value, params)
     whole = isinstance(value, int) and not isinstance(value, bool)
@@ -120,7 +120,7 @@ def _indexable(operator: str, value: Any) -> bool:
     return False
 
 
-def _contains(key: str | None, expression: str, value: Any, params: list[Any]) -> str:
+def _contains(field: str, key: str | None, value: Any, params: list[Any]) -> str:
     values = value if isinstance(value, list) else [value]
     if not values or not all(_is_scalar(item) for item in values):
         raise ConfigError(
@@ -132,12 +132,12 @@ def _contains(key: str | None, expression: str, value: Any, params: list[Any]) -
         params.append(key)
         params.extend(values)
         return f"(chunks.id IN (SELECT id FROM chunk_meta WHERE key = ? AND value IN ({holes})))"
+    expression = _field(field)  # checks the field
     params.extend(values)
-    if not expression.startswith("json_extract(meta, "):
-        return f"({expression} IN ({holes}))"  # a column (id, content, source, page): a scalar
-    # Not indexed (a nested key): the field's items, or the field itself when it is a scalar.
-    path = expression[len("json_extract(meta, ") : -1]
-    return f"(EXISTS (SELECT 1 FROM json_each(meta, {path}) WHERE json_each.value IN ({holes})))"
+    if not field.startswith("meta."):
+        return f"({expression} IN ({holes}))"  # id or content: a scalar
+    # Not indexed (a nested or positional key): the field's items, or the field itself when a scalar.
+    return f"(EXISTS (SELECT 1 FROM json_each(meta, {_meta_path(field)}) WHERE json_each.value IN ({holes})))"
 
 
 def _indexed_comparison(key: str, operator: str, value: Any, params: list[Any]) -> str:
@@ -167,10 +167,15 @@ def _field(field: Any) -> str:
     if field == "content":
         return "content"
     if isinstance(field, str) and field.startswith("meta.") and len(field) > len("meta."):
-        path = "$" + "".join("." + json.dumps(part) for part in field[len("meta.") :].split("."))
-        # The path is built from JSON-quoted names, so it is safe to inline as a SQL string literal.
-        return "json_extract(meta, '" + path.replace("'", "''") + "')"
+        return f"json_extract(meta, {_meta_path(field)})"
     raise ConfigError(f"filter field must be 'id', 'content' or 'meta.NAME', got {field!r}")
+
+
+def _meta_path(field: str) -> str:
+    """The JSON path of a `meta.NAME` field as a SQL string literal."""
+    path = "$" + "".join("." + json.dumps(part) for part in field[len("meta.") :].split("."))
+    # The path is built from JSON-quoted names, so it is safe to inline as a SQL string literal.
+    return "'" + path.replace("'", "''") + "'"
 
 
 def _scalar(value: Any, params: list[Any]) -> str:
