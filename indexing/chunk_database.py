@@ -76,6 +76,11 @@ class StoredFile:
         }
 
 
+def files_by_source(files: list[StoredFile]) -> dict[str, dict[str, Any]]:
+    """Each indexed source with its chunk count, page count and SHA-256 (None when not recorded)."""
+    return {f.source: {"chunks": f.chunks, "sha256": f.sha256, "pages": f.pages} for f in files}
+
+
 def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     # isolation_level=None: transactions are begun and committed explicitly, never implicitly.
     connection = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s, check_same_thread=False)

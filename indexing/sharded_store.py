@@ -36,7 +36,7 @@ from spanqa.errors import (
     check_positive_int,
 )
 from spanqa.indexing.atomic_files import write_json_atomically
-from spanqa.indexing.chunk_database import StoredFile
+from spanqa.indexing.chunk_database import StoredFile, files_by_source
 from spanqa.indexing.commits import CommitReport
 from spanqa.indexing.store import FaissDocumentStore
 from spanqa.indexing.store_settings import StoreSettings
@@ -159,22 +159,18 @@ class ShardedStore:
                 blocks.enter_context(shard.writer())
             yield self
 
-    def _shard_for(self, document: Document) -> FaissDocumentStore:
+    def _shard_number(self, document: Document) -> int:
         source = document.meta.get("source")
         if not isinstance(source, str):
             raise ConfigError(f"document {document.id} has no meta 'source': a sharded index places chunks by their file")
-        return self.shards[shard_of(source, len(self.shards))]
+        return shard_of(source, len(self.shards))
 
     def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
         by_shard: dict[int, list[Document]] = {}
         for document in documents:
-            by_shard.setdefault(id(self._shard_for(document)), []).append(document)
-        written = 0
+            by_shard.setdefault(self._shard_number(document), []).append(document)
         with self.writer():
-            for shard in self.shards:
-                if id(shard) in by_shard:
-                    written += shard.write_documents(by_shard[id(shard)], policy=policy)
-        return written
+            return sum(self.shards[number].write_documents(part, policy=policy) for number, part in sorted(by_shard.items()))
 
     def delete_documents(self, document_ids: list[str]) -> None:
         with self.writer():
@@ -211,7 +207,7 @@ class ShardedStore:
         return sorted((stored for shard in self.shards for stored in shard.files()), key=lambda stored: stored.source)
 
     def source_files(self) -> dict[str, dict[str, Any]]:
-        return {f.source: {"chunks": f.chunks, "sha256": f.sha256, "pages": f.pages} for f in self.files()}
+        return files_by_source(self.files())
 
     def sources(self) -> dict[str, int]:
         return dict(sorted((source, count) for shard in self.shards for source, count in shard.sources().items()))

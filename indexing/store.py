@@ -43,6 +43,7 @@ from spanqa.indexing.chunk_database import (
     StoredFile,
     connect,
     create_schema,
+    files_by_source,
 )
 from spanqa.indexing.commits import CommitLog, CommitReport
 from spanqa.indexing.filters import filter_sql
@@ -55,9 +56,13 @@ from spanqa.indexing.index_manifest import (
     write_manifest,
 )
 from spanqa.indexing.keyword import ensure_cjk_index, keyword_ranking
-from spanqa.indexing.store_settings import StoreSettings
 from spanqa.indexing.segment_search import search_segments
-from spanqa.indexing.vector_segments import INDEX_TYPES, is_segment_file, normalized_rows
+from spanqa.indexing.store_settings import StoreSettings
+from spanqa.indexing.vector_segments import (
+    INDEX_TYPES,
+    is_segment_file,
+    normalized_rows,
+)
 
 __all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoreSettings", "StoredFile", "validate_index_type", "validate_top_k"]
 
@@ -387,7 +392,7 @@ class FaissDocumentStore:
 
     def source_files(self) -> dict[str, dict[str, Any]]:
         """Each indexed source with its chunk count, page count and SHA-256 (None when not recorded)."""
-        return {f.source: {"chunks": f.chunks, "sha256": f.sha256, "pages": f.pages} for f in self.files()}
+        return files_by_source(self.files())
 
     def sources(self) -> dict[str, int]:
         """Each distinct `meta["source"]`, sorted, with its number of stored chunks."""
