@@ -24,9 +24,7 @@ Ray is imported by the functions here only, and only when a run asks for it. Wri
 from __future__ import annotations
 
 import pickle
-import socket
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +35,9 @@ from spanqa.errors import ClusterError, ConfigError, SpanQAError, check_positive
 from spanqa.indexing.embedding import EmbeddingSettings
 from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.indexing.workers import ParsePool
+from spanqa.ray_cluster import short_error
 
-# The Ray release this module is written against (the `ray` extra pins it): Ray Data's API moves
-# between releases, so another one is refused rather than half-working.
-RAY_RELEASE = "2.60"
 LOCAL = "local"
-_CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -132,70 +127,6 @@ class EmbedderPlan:
         return cls(model=model, embedding=embedding, gpu=gpus, actor_cpus=actor_cpus, max_actors=most)
 
 
-def embeds_on_gpus(device: str, resources: Mapping[str, float]) -> bool:
-    """Whether the cluster's GPUs embed: 'auto' when it has any, 'cuda' demands them, 'cpu' never."""
-    has_gpus = resources.get("GPU", 0) >= 1
-    if device.startswith("cuda") and not has_gpus:
-        raise ConfigError(f"device {device!r} asked for, but the Ray cluster has no GPUs: use 'auto' or 'cpu'")
-    return device != "cpu" and has_gpus
-
-
-def _check_reachable(address: str) -> None:
-    """A HOST:PORT address (or ray://HOST:PORT) that refuses connections is an error at once: Ray
-    itself keeps trying to reach it for minutes."""
-    host, _, port = address.split("://", 1)[-1].rpartition(":")
-    if not host or not port.isdigit():
-        return  # "auto" and other forms: Ray resolves them
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise ClusterError(
-            f"cannot reach the Ray cluster at {address!r}: {exc}. Start it with `ray start --head` on its head "
-            "node and give that node's address (HOST:6379), or give --ray without an address for a local instance"
-        ) from exc
-
-
-def _short(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
-
-
-@contextmanager
-def ray_connection(settings: RaySettings) -> Iterator[Any]:
-    """The `ray` module, connected. A connection the process already has is used and left open;
-    one made here is closed at the end (a local instance started here stops with it)."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("indexing on Ray needs Ray: pip install 'spanqa[ray]'") from exc
-    release = ".".join(ray.__version__.split(".")[:2])
-    if release != RAY_RELEASE:
-        raise ConfigError(
-            f"Ray {ray.__version__} is installed, and spanqa indexes on Ray {RAY_RELEASE} (Ray Data's API "
-            f"changes between releases): pip install 'spanqa[ray]' (Ray {RAY_RELEASE} on every node too)"
-        )
-    if ray.is_initialized():
-        yield ray
-        return
-    where = "a local Ray instance" if settings.address is None else f"the Ray cluster at {settings.address!r}"
-    if settings.address is not None:
-        _check_reachable(settings.address)
-    try:
-        if settings.address is None:
-            ray.init(include_dashboard=False)
-        else:
-            ray.init(address=settings.address)
-    except Exception as exc:  # noqa: BLE001 - every way of not connecting means the same to a user
-        raise ClusterError(
-            f"cannot connect to {where}: {_short(exc)}. Start a cluster with `ray start --head` on its head "
-            "node and give that node's address (HOST:6379), or give --ray without an address for a local instance"
-        ) from exc
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
-
-
 def _parse_row(row: dict[str, Any], limits: ParseLimits) -> list[dict[str, Any]]:
     task: ParseTask = pickle.loads(row["task"])
     try:
@@ -233,7 +164,7 @@ class ChunkEmbedderActor:
                 embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
                 matrix = np.asarray([document.embedding for document in embedded], dtype=np.float32)
             except Exception as exc:  # noqa: BLE001 - the driver stops the run with this message
-                error = _short(exc)
+                error = short_error(exc)
             else:
                 start = 0
                 for row, parsed in enumerate(files):
@@ -299,7 +230,7 @@ def embedded_batches(
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever stopped the pipeline, the run ends the same way
                 raise ClusterError(
-                    f"indexing on the Ray cluster stopped: {_short(exc)}. What was committed stays in the index; "
+                    f"indexing on the Ray cluster stopped: {short_error(exc)}. What was committed stays in the index; "
                     "run the same command again to index the rest (unchanged files are skipped)"
                 ) from exc
             yield _files_of(batch)

@@ -358,17 +358,12 @@ class DocumentQA:
         embedding: EmbeddingSettings | None,
     ) -> IngestResult:
         """Steps 2 and 3 of `Ingest` on the Ray cluster, step 4 here (spanqa.indexing.ray_ingest)."""
-        from spanqa.indexing.ray_ingest import (
-            EmbedderPlan,
-            ParseLimits,
-            embedded_batches,
-            embeds_on_gpus,
-            ray_connection,
-        )
+        from spanqa.indexing.ray_ingest import EmbedderPlan, ParseLimits, embedded_batches
+        from spanqa.ray_cluster import ray_connection, uses_gpus
 
-        with ray_connection(settings) as ray_module:
+        with ray_connection(settings.address, "indexing") as ray_module:
             resources = ray_module.cluster_resources()
-            gpus = embeds_on_gpus(self.device, resources)
+            gpus = uses_gpus(self.device, resources)
             if embedding is None:
                 precision = choose_precision(self.embedder_precision, model, "cuda" if gpus else "cpu")
                 embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)

@@ -125,29 +125,30 @@ def test_ray_options():
 )
 def test_the_embedder_pool_is_sized_to_the_cluster(resources, precision, gpu, actor_cpus, max_actors):
     from spanqa.indexing.embedding import EmbeddingSettings
-    from spanqa.indexing.ray_ingest import EmbedderPlan, embeds_on_gpus
+    from spanqa.indexing.ray_ingest import EmbedderPlan
+    from spanqa.ray_cluster import uses_gpus
 
     embedding = EmbeddingSettings(precision=precision, max_tokens=96)
-    plan = EmbedderPlan.sized("model", embedding, resources, embeds_on_gpus("auto", resources), RaySettings())
+    plan = EmbedderPlan.sized("model", embedding, resources, uses_gpus("auto", resources), RaySettings())
     assert (plan.gpu, plan.actor_cpus, plan.max_actors) == (gpu, actor_cpus, max_actors)
     capped = EmbedderPlan.sized("model", embedding, resources, plan.gpu, RaySettings(max_embed_actors=1))
     assert capped.max_actors == 1
 
 
 def test_the_device_names_where_the_cluster_embeds():
-    from spanqa.indexing.ray_ingest import embeds_on_gpus
+    from spanqa.ray_cluster import uses_gpus
 
-    assert embeds_on_gpus("auto", {"CPU": 4, "GPU": 1}) and embeds_on_gpus("cuda", {"GPU": 2})
-    assert not embeds_on_gpus("cpu", {"CPU": 4, "GPU": 1}) and not embeds_on_gpus("auto", {"CPU": 4})
+    assert uses_gpus("auto", {"CPU": 4, "GPU": 1}) and uses_gpus("cuda", {"GPU": 2})
+    assert not uses_gpus("cpu", {"CPU": 4, "GPU": 1}) and not uses_gpus("auto", {"CPU": 4})
     with pytest.raises(ConfigError, match="the Ray cluster has no GPUs"):
-        embeds_on_gpus("cuda", {"CPU": 4})
+        uses_gpus("cuda", {"CPU": 4})
 
 
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
-    from spanqa.indexing.ray_ingest import ray_connection
+    from spanqa.ray_cluster import ray_connection
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as when it is not installed
-    with pytest.raises(ConfigError, match=r"pip install 'spanqa\[ray\]'"), ray_connection(RaySettings()):
+    with pytest.raises(ConfigError, match=r"pip install 'spanqa\[ray\]'"), ray_connection(None, "indexing"):
         pass
 
 
