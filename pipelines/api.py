@@ -437,6 +437,7 @@ class DocumentQA:
 
     @property
     def rank_weight(self) -> float:
+        """How much a passage's retrieval rank counts against its answers (`rank_weight=`)."""
         return self.reader_settings["rank_weight"]
 
     @property
