@@ -246,7 +246,7 @@ class DocumentQA:
         Files are parsed in `workers` processes (each file within `timeout_s` seconds and `memory_mb`
         MiB) while the embedder runs. Encrypted PDFs are tried with the empty password, then their
         entry in `passwords` (keyed by path or file name), then `password`. Chunks are sized in tokens
-        of the reader's tokenizer (recorded in the index; see README "Chunks").
+        of the reader's tokenizer (recorded in the index; see docs/concepts/pipeline.md, "Chunks").
 
         Files are tracked by path and SHA-256: an unchanged file is kept as it is, a changed one is
         indexed again. With `sync=True` the index also forgets every indexed file under `paths`
