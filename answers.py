@@ -60,6 +60,7 @@ class Answer:
     evidence: AnswerEvidence | None = None
 
     def to_json(self) -> dict:
+        """The answer as `spanqa ask --json` prints it (`sources` and `evidence` as plain dicts)."""
         return {
             "text": self.text,
             "score": self.score,
@@ -88,11 +89,14 @@ class Passage:
     similarity: float | None = None  # cosine similarity to the query, when the embedding search found it
 
     def to_json(self) -> dict:
+        """The passage as `spanqa search --json` prints it: every field."""
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class IndexedFile:
+    """A file that `index` indexed: its path, its pages and chunks, and how many pages were OCR'd."""
+
     source: str
     pages: int
     chunks: int
@@ -101,6 +105,8 @@ class IndexedFile:
 
 @dataclass(frozen=True)
 class SkippedFile:
+    """A file that `index` could not index, and why (docs/guides/scans.md lists every reason)."""
+
     source: str
     reason: str
 
@@ -115,6 +121,7 @@ class IndexReport:
     removed: list[str] = field(default_factory=list)  # sources dropped by a sync: their files are gone
 
     def to_json(self) -> dict:
+        """The report as `spanqa index --json` prints it."""
         return {
             "indexed": [asdict(f) for f in self.indexed],
             "skipped": [asdict(f) for f in self.skipped],

@@ -56,6 +56,8 @@ class ModelLoadError(SpanQAError):
 
     @classmethod
     def from_cause(cls, what: str, model: str, cause: BaseException) -> "ModelLoadError":
+        """The error for `model` (`what`: "embedder", "reader model") failing with `cause`, saying how
+        to fix it."""
         reason = str(cause).strip().rstrip(".") or type(cause).__name__
         return cls(
             f"cannot load {what} '{model}': {reason}. A hub id needs network access on first use "

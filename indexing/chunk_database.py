@@ -70,6 +70,7 @@ class StoredFile:
     indexed_at: str  # ISO 8601, UTC
 
     def to_json(self) -> dict[str, Any]:
+        """The file as `spanqa list --json` prints it."""
         return {
             "source": self.source, "sha256": self.sha256, "pages": self.pages,
             "chunks": self.chunks, "indexed_at": self.indexed_at,

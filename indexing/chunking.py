@@ -54,15 +54,18 @@ class PageChunker:
             raise ConfigError(f"PageChunker takes ChunkSettings, got {settings!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The chunker as a Haystack pipeline stores it: its chunk settings, as a manifest records them."""
         return default_to_dict(self, settings=self.settings.manifest())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PageChunker:
+        """The chunker `to_dict` describes."""
         recorded = data.get("init_parameters", {}).get("settings")
         return cls(None if recorded is None else ChunkSettings.from_manifest(recorded))
 
     @component.output_types(documents=list[Document], cores=list[Document])
     def run(self, documents: list[Document]) -> dict[str, list[Document]]:
+        """`documents`: the chunks of every file of the page Documents given; `cores`: what to embed of each."""
         files: dict[str, list[tuple[ChunkMeta, str]]] = defaultdict(list)
         for page in documents:
             if page.content is None or page.content.strip() == "":
@@ -95,6 +98,7 @@ class ChunkEmbeddings:
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document], cores: list[Document]) -> dict[str, list[Document]]:
+        """`documents` with the embedding of the core of the same id; a ConfigError when a core is missing."""
         vectors = {core.id: core.embedding for core in cores}
         missing = [document.id for document in documents if vectors.get(document.id) is None]
         if missing:

@@ -50,6 +50,7 @@ class CleanPage:
 
     @classmethod
     def identity(cls, text: str) -> CleanPage:
+        """`text` as its own cleaned text: every offset maps to itself."""
         return cls(text, (0,), (0,))
 
     def to_raw(self, offset: int) -> int:

@@ -49,6 +49,7 @@ class ReadSettings:
 
     @property
     def max_file_bytes(self) -> int | None:
+        """`max_file_mb` in bytes; None for no limit."""
         return None if self.max_file_mb is None else int(self.max_file_mb * 1024 * 1024)
 
 
@@ -70,10 +71,12 @@ class PageConverter:
         self.ocr_label = engine_label(self.settings.ocr)
 
     def to_dict(self) -> dict[str, Any]:
+        """The converter as a Haystack pipeline stores it: its ReadSettings."""
         return default_to_dict(self, settings=asdict(self.settings))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PageConverter:
+        """The converter `to_dict` describes."""
         settings = data.get("init_parameters", {}).get("settings")
         return cls(None if settings is None else ReadSettings(**settings))
 
@@ -81,6 +84,8 @@ class PageConverter:
     def run(
         self, sources: list[str | Path], meta: Mapping[str, Any] | list[Mapping[str, Any]] | None = None
     ) -> dict[str, Any]:
+        """`documents`: one Document per page with text of each of `sources`; `skipped`: the files
+        that could not be read, with the reason. `meta` is one dict for every source, or one per source."""
         metas = self._metas(sources, meta)
         documents: list[Document] = []
         skipped: list[SkippedFile] = []

@@ -344,11 +344,13 @@ class Int8DocumentEmbedder:
         self.encoder: Int8SentenceEncoder | None = None
 
     def warm_up(self) -> None:
+        """Loads the int8 model (exported and quantised on first use of a model, then cached)."""
         if self.encoder is None:
             self.encoder = Int8SentenceEncoder(self.model, batch_tokens=self.batch_tokens, max_tokens=self.max_tokens)
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]):
+        """`documents` with the vector of their content as `embedding` (after `warm_up`)."""
         if self.encoder is None:
             raise ConfigError("Int8DocumentEmbedder is not loaded: call warm_up() first")
         vectors = self.encoder.encode([document.content or "" for document in documents])
@@ -356,10 +358,12 @@ class Int8DocumentEmbedder:
         return {"documents": embedded}
 
     def to_dict(self) -> dict[str, Any]:
+        """The embedder as a Haystack pipeline stores it: its model and settings."""
         return default_to_dict(self, model=self.model, max_tokens=self.max_tokens, batch_tokens=self.batch_tokens)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8DocumentEmbedder":
+        """The embedder `to_dict` describes (not loaded: call `warm_up`)."""
         return default_from_dict(cls, data)
 
 
@@ -383,11 +387,13 @@ class Int8TextEmbedder:
         self.encoder: Int8SentenceEncoder | None = None
 
     def warm_up(self) -> None:
+        """Loads the int8 model (exported and quantised on first use of a model, then cached)."""
         if self.encoder is None:
             self.encoder = Int8SentenceEncoder(self.model, threads=self.threads, max_tokens=self.max_tokens)
 
     @component.output_types(embedding=list[float])
     def run(self, text: str):
+        """The vector of `text` as `embedding` (after `warm_up`)."""
         if self.encoder is None:
             raise ConfigError("Int8TextEmbedder is not loaded: call warm_up() first")
         if not isinstance(text, str):
@@ -395,8 +401,10 @@ class Int8TextEmbedder:
         return {"embedding": self.encoder.encode([text])[0].tolist()}
 
     def to_dict(self) -> dict[str, Any]:
+        """The embedder as a Haystack pipeline stores it: its model and settings."""
         return default_to_dict(self, model=self.model, max_tokens=self.max_tokens, threads=self.threads)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8TextEmbedder":
+        """The embedder `to_dict` describes (not loaded: call `warm_up`)."""
         return default_from_dict(cls, data)

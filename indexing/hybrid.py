@@ -49,6 +49,7 @@ class HybridRetriever:
         self.candidates = candidates
 
     def to_dict(self) -> dict[str, Any]:
+        """The retriever as a Haystack pipeline stores it: its store and settings."""
         return default_to_dict(
             self,
             document_store=self.document_store.to_dict(),
@@ -61,6 +62,7 @@ class HybridRetriever:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HybridRetriever:
+        """The retriever `to_dict` describes, with its store."""
         return retriever_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
@@ -71,6 +73,9 @@ class HybridRetriever:
         top_k: int | None = None,
         filters: dict[str, Any] | None = None,
     ) -> dict:
+        """The `top_k` chunks for `query`, best first, in the retriever's mode (see the class);
+        `query_embedding` is needed in "hybrid" and "dense" modes. `top_k` and `filters` default to
+        the retriever's own."""
         top_k, filters = run_settings(self, top_k, filters)
         store = self.document_store
         if self.mode == "keyword":

@@ -147,9 +147,11 @@ class ParsedFile:
 
     @property
     def ok(self) -> bool:
+        """Whether the file parsed (it has no `reason`)."""
         return self.reason is None
 
     def to_json(self) -> dict[str, Any]:
+        """Every field, as plain JSON values."""
         return asdict(self)
 
 

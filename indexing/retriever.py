@@ -70,17 +70,21 @@ class FaissEmbeddingRetriever:
         self.filters = filters
 
     def to_dict(self) -> dict[str, Any]:
+        """The retriever as a Haystack pipeline stores it: its store, `top_k` and `filters`."""
         return default_to_dict(
             self, document_store=self.document_store.to_dict(), top_k=self.top_k, filters=self.filters
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissEmbeddingRetriever:
+        """The retriever `to_dict` describes, with its store."""
         return retriever_from_dict(cls, data)
 
     @component.output_types(documents=list[Document])
     def run(
         self, query_embedding: list[float], top_k: int | None = None, filters: dict[str, Any] | None = None
     ) -> dict:
+        """The `top_k` chunks nearest to `query_embedding` by cosine similarity, best first, among those
+        matching `filters` (Haystack syntax); both default to the retriever's own."""
         top_k, filters = run_settings(self, top_k, filters)
         return {"documents": self.document_store.search(query_embedding, top_k, filters=filters)}

@@ -130,6 +130,7 @@ class FaissDocumentStore:
 
     @staticmethod
     def exists(index_dir: str | Path) -> bool:
+        """Whether `index_dir` holds an index (its manifest)."""
         return (Path(index_dir) / MANIFEST_FILE).is_file()
 
     # -- creating and opening ----------------------------------------------------------------
@@ -213,6 +214,7 @@ class FaissDocumentStore:
 
     @property
     def dimension(self) -> int:
+        """The length of the index's vectors (its embedder's)."""
         return self._dimension
 
     @property
@@ -256,6 +258,7 @@ class FaissDocumentStore:
                 self._chunking_changed = True
 
     def to_dict(self) -> dict[str, Any]:
+        """The store as a Haystack pipeline stores it: where the index is and how it embeds."""
         # The documents live in index_dir; the dictionary only says where, and with which model.
         return default_to_dict(
             self, index_dir=str(self.index_dir), embedder=self._embedder, dimension=self._dimension,
@@ -264,6 +267,7 @@ class FaissDocumentStore:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaissDocumentStore:
+        """The store `to_dict` describes: the index in its `index_dir`."""
         return default_from_dict(cls, data)
 
     # -- transactions ----------------------------------------------------------------------------
@@ -327,10 +331,12 @@ class FaissDocumentStore:
     # -- DocumentStore protocol ------------------------------------------------------------------
 
     def count_documents(self) -> int:
+        """The number of chunks in the index."""
         with self._reading():
             return self._database.count()
 
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """The chunks matching `filters` (Haystack syntax; None: every chunk), without their vectors."""
         where = None if filters is None else filter_sql(filters)
         with self._reading():
             return self._database.documents(where)

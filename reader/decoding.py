@@ -19,6 +19,7 @@ import numpy as np
 
 # Haystack's TransformersExtractiveReader default; see `comparable_score`.
 SCORE_CALIBRATION = 0.1
+"""The factor on a span's logit sum before the sigmoid that makes its score (Haystack's reader's own)."""
 
 # The pipeline unmasks the [CLS] token so that the softmax of every window includes it; BERT-like
 # tokenizers put it first. Its share of the probability mass lowers every span's probability in
@@ -45,6 +46,7 @@ class SpanCandidates:
 
     @property
     def logit_sum(self) -> np.ndarray:
+        """Each candidate's start + end logit."""
         return self.start_logit + self.end_logit
 
     def __len__(self) -> int:

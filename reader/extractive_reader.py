@@ -117,7 +117,8 @@ class ExtractiveReader:
             optional `onnxruntime` and `onnx` packages; warm-up exports and quantises the model,
             seconds). Several times faster than the default exact mode but not identical: the best
             span of a passage agrees with exact mode's in most, not all, cases (see bench/README.md).
-            On CUDA the model runs in fp16 and `fast` changes nothing.
+            On CUDA the model runs in fp16: `fast` with a "cuda" device is a ConfigError, and with
+            "auto" on a GPU it changes nothing.
         :param rank_weight: how much a Document's retrieval rank counts against its spans: a span's
             ranking sum is its start + end logit minus `rank_weight * ln(1 + rank)`. 0 ranks by the
             reader alone; the default was chosen on SQuAD (README, "Answer quality").
@@ -208,6 +209,7 @@ class ExtractiveReader:
         return self._qa_model
 
     def to_dict(self) -> dict[str, Any]:
+        """The reader as a Haystack pipeline stores it: its model and settings."""
         return default_to_dict(
             self,
             model=self.model,
@@ -230,6 +232,7 @@ class ExtractiveReader:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtractiveReader:
+        """The reader `to_dict` describes (not loaded: call `warm_up`)."""
         return default_from_dict(cls, data)
 
     @component.output_types(answers=list[ExtractedAnswer])

@@ -212,7 +212,7 @@ def read_passages_batch(
     settings: ReadingSettings,
     top_k: int | Sequence[int],
 ) -> list[list[list[PassageSpan]]]:
-    """`read_passages` for many questions at once: result[q][i] are the spans of passages_per_question[q][i].
+    """`read_passages` for many questions at once: `result[q][i]` are the spans of `passages_per_question[q][i]`.
 
     Every (question, passage) pair of every question is tokenised in one tokenizer call, and all
     their windows are sorted by length and cut into batches together (at most `batch_size`
