@@ -92,9 +92,9 @@ def warm_up_embedder(component, model: str) -> None:
 class DocumentQA:
     """Index documents into `index_dir` and answer questions by quoting them.
 
-    >>> qa = DocumentQA("kb/")
-    >>> report = qa.index(["handbook.pdf", "notes/"])
-    >>> answers = qa.ask("When was the company founded?", top_k=5)
+        >>> qa = DocumentQA("kb/")
+        >>> report = qa.index(["handbook.pdf", "notes/"])
+        >>> answers = qa.ask("When was the company founded?", top_k=5)
 
     The embedder that builds an index is recorded in it and used again for every question;
     naming a different one is an IndexMismatchError rather than silently wrong results.
