@@ -88,6 +88,12 @@ RAY_EMBED_CPU_SHARE = 0.5  # share of the cluster's CPUs the embedder actors may
 # Embedder actors that may die while loading, one after another, before the run stops (a node lost
 # while its actor loads is replaced; an embedder that cannot load fails the run after these).
 RAY_ACTOR_INIT_DEATHS = 3
+# Serving on Ray (`spanqa serve --ray`): the FastAPI ingress (one replica) retrieves, reader replicas read.
+RAY_READER_REPLICAS = 1
+RAY_READER_CPUS = 2  # CPUs (and threads) of one CPU reader replica at most; fewer when the cluster is small
+# Requests Ray Serve lets into the ingress at once: the service queues and sheds load itself
+# (SERVICE_QUEUE_SIZE, 503), and page images, uploads and /healthz must not wait behind questions.
+RAY_INGRESS_MAX_ONGOING = 1000
 
 # Index store (issue #5). Vectors in FAISS (cosine = inner product of unit vectors), chunk text,
 # metadata and the file list in SQLite (WAL). Index types: "flat" (exact), "hnsw", "ivf", or "auto":

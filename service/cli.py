@@ -49,6 +49,12 @@ def add_commands(commands, reader_options: Callable, retrieval: Callable, positi
                        help="questions in flight before new ones get 503 (default: %(default)s)")
     serve.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="parser processes for uploads (default: the number of CPUs, at most 4)")
+    serve.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="serve as a Ray Serve application (needs pip install 'spanqa[ray]'): alone, on the local "
+                       "Ray instance; with ADDRESS (HOST:6379), on that cluster. The API and page are the same; "
+                       "the readers run as --replicas")
+    serve.add_argument("--replicas", type=positive_int, default=defaults.RAY_READER_REPLICAS, metavar="N",
+                       help="reader replicas with --ray, one GPU each where the cluster has GPUs (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default: %(default)s)")
 
@@ -123,7 +129,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
-
     from spanqa.pipelines.api import DocumentQA
     from spanqa.service.app import create_app
     from spanqa.service.engine import EngineSettings
@@ -154,6 +159,8 @@ def run_serve(args: argparse.Namespace) -> int:
         uploads_dir=None if args.uploads is None else Path(args.uploads), max_file_mb=args.max_file_mb,
         rate_limit_per_minute=args.rate_limit, parse_workers=args.workers,
     )
+    if args.ray is None and args.replicas != defaults.RAY_READER_REPLICAS:
+        raise ConfigError("--replicas sizes the readers of a service on Ray: give --ray too")
     sock = listening_socket(args.host, args.port)
     from spanqa.indexing.sharded_store import index_exists
 
@@ -163,7 +170,8 @@ def run_serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     auth = f"tokens from {settings.tokens_file}" if settings.tokens_file else "no tokens (open to this machine)"
-    print(f"spanqa: serving {index_dir} on http://{shown}:{port}/ ({auth}); models loading", file=sys.stderr,
+    where = "" if args.ray is None else f" on Ray ({args.ray}, {args.replicas} reader replica(s))"
+    print(f"spanqa: serving {index_dir}{where} on http://{shown}:{port}/ ({auth}); models loading", file=sys.stderr,
           flush=True)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     def started(error: str | None) -> None:
@@ -171,8 +179,30 @@ def run_serve(args: argparse.Namespace) -> int:
         message = "ready: models loaded" if error is None else f"error: the models could not be loaded: {error}"
         print(f"spanqa: {message}", file=sys.stderr, flush=True)
 
+    if args.ray is not None:
+        return _serve_on_ray(args, settings, sock, started)
     app = create_app(settings, state=ServiceState(settings, on_started=started))
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
                             timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, settings, sock: socket.socket, started: Callable) -> int:
+    """`spanqa serve --ray`: Ray Serve's proxy listens on the address the socket checked free."""
+    try:
+        from spanqa.service.ray_serve import RayServeSettings, serve_on_ray
+    except ImportError as exc:
+        raise ConfigError("serving on Ray needs Ray Serve: pip install 'spanqa[ray]'") from exc
+
+    ray_settings = RayServeSettings(address=None if args.ray == "local" else args.ray, replicas=args.replicas)
+    host, port = sock.getsockname()[:2]
+    sock.close()  # Ray Serve's proxy binds the port itself
+    loaded: list[str | None] = []
+
+    def on_started(error: str | None) -> None:
+        loaded.append(error)
+        started(error)
+
+    serve_on_ray(settings, ray_settings, host, port, on_started, log_level=args.log_level)
+    return 0 if loaded == [None] else 1

@@ -115,8 +115,6 @@ class QAEngine:
         from spanqa.indexing.sharded_store import open_index
         from spanqa.pipelines.api import model_reference, warm_up_embedder
         from spanqa.pipelines.builders import make_text_embedder
-        from spanqa.reader import ExtractiveReader
-        from spanqa.reader.calibration import index_calibration
 
         settings = self.settings
         store = open_index(settings.index_dir)
@@ -133,31 +131,28 @@ class QAEngine:
             store.embedder, torch_device, EmbeddingSettings.from_dict(store.embedding), threads=1
         )
         warm_up_embedder(embedder, store.embedder)
-        reader_model = model_reference(settings.reader)
-        reader = ExtractiveReader(
-            model=reader_model,
-            device=settings.device,
-            max_answer_length=settings.max_answer_length,
-            max_seq_length=settings.max_seq_length,
-            doc_stride=settings.doc_stride,
-            fast=settings.fast,
-            rank_weight=settings.rank_weight,
-            calibration=index_calibration(settings.index_dir, reader_model, settings.rank_weight, settings.adaptive),
-            adaptive=settings.adaptive,
-        )
-        reader.warm_up()  # raises ModelLoadError itself
-        self.store, self._embedder, self.reader = store, embedder, reader
+        self._load_reading()
+        self.store, self._embedder = store, embedder
         self._retrievers = {
             mode: HybridRetriever(document_store=store, mode=mode, dense_weight=settings.dense_weight)
             for mode in RETRIEVAL_MODES
         }
+
+    def _load_reading(self) -> None:
+        """The reader, here, behind a micro-batcher (the Ray Serve engine reads on its replicas)."""
+        self.reader = build_reader(self.settings)
         self._batcher = MicroBatcher(
             self._read_batch,
-            max_batch=settings.max_batch,
-            max_wait_s=settings.batch_wait_ms / 1000,
+            max_batch=self.settings.max_batch,
+            max_wait_s=self.settings.batch_wait_ms / 1000,
             name="spanqa-reader",
             on_batch=self._on_batch,
         )
+
+    @property
+    def calibration(self) -> Any:
+        """The answer calibration the reader applies (None: the index has none for this reader)."""
+        return None if self.reader is None else self.reader.calibration
 
     @property
     def ready(self) -> bool:
@@ -218,24 +213,54 @@ class QAEngine:
         threshold: float | str | None, mode: str | None,
     ) -> list[ExtractedAnswer]:
         passages = self.settings.passages if passages is None else passages
-        if threshold == defaults.AUTO_THRESHOLD and (self.reader is None or self.reader.calibration is None):
+        if threshold == defaults.AUTO_THRESHOLD and self.calibration is None:
             raise ConfigError(
                 "threshold 'auto' needs the index's answer calibration and this server has none: run "
                 "`spanqa calibrate QUESTIONS.json --index DIR` and restart it, or send a numeric threshold"
             )
         documents = await self.search(text, passages, filters, mode)
+        return await self._read(Question(text, documents, top_k, threshold))
+
+    async def _read(self, question: Question) -> list[ExtractedAnswer]:
         if self._batcher is None:
             raise NotReady("the models are still loading")
-        return await self._batcher.submit(Question(text, documents, top_k, threshold))
+        return await self._batcher.submit(question)
 
     def _read_batch(self, questions: list[Question]) -> list[list[ExtractedAnswer]]:
-        result = self.reader.run_batch(
-            queries=[question.text for question in questions],
-            documents=[question.documents for question in questions],
-            top_k=[question.top_k for question in questions],
-            score_thresholds=[question.threshold for question in questions],
-        )
-        return result["answers"]
+        return read_questions(self.reader, questions)
+
+
+def read_questions(reader: Any, questions: list[Question]) -> list[list[ExtractedAnswer]]:
+    """Each question's answers, from one `run_batch` over all of them (their windows share passes)."""
+    result = reader.run_batch(
+        queries=[question.text for question in questions],
+        documents=[question.documents for question in questions],
+        top_k=[question.top_k for question in questions],
+        score_thresholds=[question.threshold for question in questions],
+    )
+    return result["answers"]
+
+
+def build_reader(settings: EngineSettings) -> Any:
+    """The server's ExtractiveReader, loaded (raises ModelLoadError itself)."""
+    from spanqa.pipelines.api import model_reference
+    from spanqa.reader import ExtractiveReader
+    from spanqa.reader.calibration import index_calibration
+
+    reader_model = model_reference(settings.reader)
+    reader = ExtractiveReader(
+        model=reader_model,
+        device=settings.device,
+        max_answer_length=settings.max_answer_length,
+        max_seq_length=settings.max_seq_length,
+        doc_stride=settings.doc_stride,
+        fast=settings.fast,
+        rank_weight=settings.rank_weight,
+        calibration=index_calibration(settings.index_dir, reader_model, settings.rank_weight, settings.adaptive),
+        adaptive=settings.adaptive,
+    )
+    reader.warm_up()
+    return reader
 
 
 class _Admission:

@@ -66,15 +66,17 @@ class ServiceState:
     def __init__(
         self,
         settings: ServiceSettings,
-        engine: QAEngine | None = None,
+        make_engine: Callable[..., QAEngine] = QAEngine,
         on_started: Callable[[str | None], None] | None = None,
     ):
-        """`on_started(error)` is called once loading has ended: error None when the models are in."""
+        """`make_engine(engine_settings, on_batch=...)` builds the engine (QAEngine reads here; the
+        Ray Serve engine on reader replicas). `on_started(error)` is called once loading has ended:
+        error None when the models are in."""
         self.settings = settings
         self._on_started = on_started
         self.tokens = None if settings.tokens_file is None else TokenFile(settings.tokens_file)
         self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_burst)
-        self.engine = engine if engine is not None else QAEngine(settings.engine, on_batch=self._observe_batch)
+        self.engine = make_engine(settings.engine, on_batch=self._observe_batch)
         self.metrics = ServiceMetrics(
             queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
         )

@@ -69,10 +69,8 @@ def serve(index_dir, tiny_qa_model_dir, tokens_file=None, **options):
     engine_options = {key: options.pop(key) for key in ("queue_size", "batch_wait_ms") if key in options}
     engine_settings = EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu", **engine_options)
     settings = ServiceSettings(engine=engine_settings, tokens_file=tokens_file, **options)
-    state = ServiceState(settings)
-    engine = HeldEngine(engine_settings, on_batch=state._observe_batch)
-    state.engine = engine
-    return start_server(settings, state=state), engine
+    state = ServiceState(settings, make_engine=HeldEngine)
+    return start_server(settings, state=state), state.engine
 
 
 def ask(live, question):

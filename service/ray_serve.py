@@ -1,0 +1,236 @@
+"""`spanqa serve --ray`: the service as a Ray Serve application.
+
+Two deployments:
+
+- `SpanQAService`, the ingress: the same FastAPI app as `spanqa serve` (routes, tokens and scopes,
+  limits, uploads, the web page), one replica, on the node the command runs on (the index, the
+  upload folder and the service database are files there). It retrieves on its own CPUs, as the
+  local server does, and sends each question with its passages to the readers.
+- `SpanQAReader`, the readers: `--replicas N` copies of the reader, one GPU each where the cluster
+  has GPUs (else CPU replicas), each gathering the questions that reach it together into one
+  `run_batch` call with `@serve.batch`, as the local server's micro-batcher does.
+
+This module imports Ray at the top: it is imported only when `--ray` is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from haystack.dataclasses import ExtractedAnswer
+from ray import serve
+
+from spanqa import defaults
+from spanqa.errors import ClusterError, ConfigError, check_positive_int
+from spanqa.ray_cluster import short_error, uses_gpus
+from spanqa.service.engine import EngineSettings, QAEngine, Question, build_reader, read_questions
+from spanqa.service.state import ServiceSettings
+
+APP_NAME = "spanqa"
+INGRESS_CPUS = 1
+
+
+@dataclass(frozen=True)
+class RayServeSettings:
+    """Where the service runs on Ray and how many readers it has. `address` None: the local Ray
+    instance (started for the server when none runs); else a cluster address ('HOST:6379')."""
+
+    address: str | None = None
+    replicas: int = defaults.RAY_READER_REPLICAS
+    replica_cpus: int | None = None  # None: sized to the cluster (at most RAY_READER_CPUS each)
+
+    def __post_init__(self) -> None:
+        if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
+            raise ConfigError(f"ray address {self.address!r} must be a non-empty string such as 'HOST:6379'")
+        check_positive_int("replicas", self.replicas)
+        if self.replica_cpus is not None:
+            check_positive_int("replica_cpus", self.replica_cpus)
+
+
+@dataclass(frozen=True)
+class ReaderPlacement:
+    """What each reader replica asks Ray for."""
+
+    replicas: int
+    gpu: bool
+    cpus: int
+
+    @classmethod
+    def sized(cls, settings: RayServeSettings, device: str, resources: Mapping[str, float]) -> ReaderPlacement:
+        """One GPU per replica where the cluster's GPUs read; else CPU replicas sharing what the
+        ingress leaves, at most RAY_READER_CPUS each. Replicas the cluster cannot hold are an
+        error now: Ray Serve would wait for them for ever."""
+        if uses_gpus(device, resources):
+            gpus = int(resources.get("GPU", 0))
+            if settings.replicas > gpus:
+                raise ConfigError(f"--replicas {settings.replicas} asks for a GPU each and the Ray cluster has "
+                                  f"{gpus}: use --replicas {gpus} or fewer (or --device cpu)")
+            return cls(replicas=settings.replicas, gpu=True, cpus=1)
+        free = int(resources.get("CPU", 0)) - INGRESS_CPUS
+        cpus = settings.replica_cpus
+        if cpus is None:
+            cpus = max(1, min(defaults.RAY_READER_CPUS, free // settings.replicas))
+        if cpus * settings.replicas > free:
+            raise ConfigError(
+                f"{settings.replicas} reader replica(s) of {cpus} CPU(s) do not fit on the Ray cluster: it has "
+                f"{int(resources.get('CPU', 0))} CPUs and the service itself takes {INGRESS_CPUS}: use fewer "
+                "--replicas, or add nodes"
+            )
+        return cls(replicas=settings.replicas, gpu=False, cpus=cpus)
+
+    def actor_options(self) -> dict[str, Any]:
+        return {"num_cpus": self.cpus, "num_gpus": 1 if self.gpu else 0}
+
+
+@dataclass(frozen=True)
+class ReplicaAnswers:
+    """One question's answers from a reader replica. `batch_size` is set on the first question of
+    each batch only, so the ingress counts every batch once in its batch-size metric."""
+
+    answers: list[ExtractedAnswer]
+    batch_size: int | None
+
+
+class ReaderReplica:
+    """A reader on Ray: questions that reach it together are read in one batch."""
+
+    def __init__(self, settings: EngineSettings, placement: ReaderPlacement):
+        if not placement.gpu:
+            import torch
+
+            # As many threads as the CPUs Ray gave this replica.
+            torch.set_num_threads(placement.cpus)
+        self._reader = build_reader(settings)
+        self.read.set_max_batch_size(settings.max_batch)
+        self.read.set_batch_wait_timeout_s(settings.batch_wait_ms / 1000)
+
+    @serve.batch(max_batch_size=defaults.SERVICE_MAX_BATCH, batch_wait_timeout_s=defaults.SERVICE_BATCH_WAIT_MS / 1000)
+    async def read(self, questions: list[Question]) -> list[ReplicaAnswers]:
+        # Off the replica's event loop, which keeps gathering the next batch meanwhile.
+        answers = await asyncio.get_running_loop().run_in_executor(None, read_questions, self._reader, questions)
+        return [ReplicaAnswers(found, len(questions) if number == 0 else None) for number, found in enumerate(answers)]
+
+
+class RayQAEngine(QAEngine):
+    """The engine of the ingress: retrieval here, reading on the reader replicas."""
+
+    def __init__(self, settings: EngineSettings, readers: Any, on_batch: Callable[[int], None] | None = None):
+        super().__init__(settings, on_batch=on_batch)
+        self._readers = readers
+        self._calibration = None
+        self._sent = 0
+
+    def _load_reading(self) -> None:
+        # The replicas load the reader; the threshold 'auto' check needs only its calibration.
+        from spanqa.pipelines.api import model_reference
+        from spanqa.reader.calibration import index_calibration
+
+        settings = self.settings
+        self._calibration = index_calibration(
+            settings.index_dir, model_reference(settings.reader), settings.rank_weight, settings.adaptive
+        )
+
+    @property
+    def calibration(self) -> Any:
+        return self._calibration
+
+    @property
+    def waiting_to_read(self) -> int:
+        return self._sent
+
+    async def _read(self, question: Question) -> list[ExtractedAnswer]:
+        self._sent += 1  # the event loop's thread only: no lock
+        try:
+            result: ReplicaAnswers = await self._readers.read.remote(question)
+        finally:
+            self._sent -= 1
+        if result.batch_size is not None and self._on_batch is not None:
+            self._on_batch(result.batch_size)
+        return result.answers
+
+
+class ServiceIngress:
+    """The FastAPI app of `spanqa serve`, built on the replica (its state holds threads and files)."""
+
+    def __init__(self, settings: ServiceSettings, readers: Any):
+        self._settings = settings
+        self._readers = readers
+        self._state = None
+
+    def __serve_build_asgi_app__(self):
+        from spanqa.service.app import create_app
+        from spanqa.service.state import ServiceState
+
+        def make_engine(engine_settings: EngineSettings, on_batch: Callable[[int], None]) -> RayQAEngine:
+            return RayQAEngine(engine_settings, self._readers, on_batch=on_batch)
+
+        self._state = ServiceState(self._settings, make_engine=make_engine)
+        # Loading in the lifespan, not on a thread after it: the replica is healthy once it is ready.
+        return create_app(self._settings, state=self._state, load_in_background=False)
+
+    def load_error(self) -> str | None:
+        """Why the index or the question embedder did not load (None: the service is ready)."""
+        return None if self._state.writer is not None else self._state.engine.load_error or "not loaded"
+
+
+def service_application(settings: ServiceSettings, placement: ReaderPlacement, ingress_node: str) -> Any:
+    """The Ray Serve application: the ingress on `ingress_node` (an IP), and the reader replicas."""
+    engine = settings.engine
+    readers = serve.deployment(
+        ReaderReplica,
+        name="SpanQAReader",
+        num_replicas=placement.replicas,
+        ray_actor_options=placement.actor_options(),
+        # A full batch can wait while one is read.
+        max_ongoing_requests=2 * engine.max_batch,
+    ).bind(engine, placement)
+    ingress = serve.deployment(
+        serve.ingress()(ServiceIngress),
+        name="SpanQAService",
+        num_replicas=1,
+        ray_actor_options={"num_cpus": INGRESS_CPUS, "resources": {f"node:{ingress_node}": 0.001}},
+        # The service answers 503 itself past its queue; Ray Serve must not queue in front of it.
+        max_ongoing_requests=defaults.RAY_INGRESS_MAX_ONGOING,
+    )
+    return ingress.bind(settings, readers)
+
+
+def serve_on_ray(
+    settings: ServiceSettings, ray_settings: RayServeSettings, host: str, port: int,
+    on_started: Callable[[str | None], None], stop: threading.Event | None = None, log_level: str = "info",
+) -> None:
+    """Runs the service on Ray until `stop` is set (or SIGINT/SIGTERM); `on_started(error)` once
+    it is ready (error None) or could not load. Requests are logged at 'debug', as locally."""
+    from spanqa.ray_cluster import ray_connection
+
+    with ray_connection(ray_settings.address, "serving") as ray:
+        placement = ReaderPlacement.sized(ray_settings, settings.engine.device, ray.cluster_resources())
+        node = ray.util.get_node_ip_address()
+        try:
+            logging_config = {"log_level": log_level.upper(), "enable_access_log": log_level == "debug"}
+            serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly",
+                        logging_config=logging_config)
+            handle = serve.run(service_application(settings, placement, node), name=APP_NAME, route_prefix="/",
+                               logging_config=logging_config)
+        except Exception as exc:  # noqa: BLE001 - a deployment that cannot start ends the command
+            raise ClusterError(f"the service could not start on Ray: {short_error(exc)}") from exc
+        try:
+            error = handle.load_error.remote().result()
+            on_started(error)
+            if error is None:
+                _wait_for_stop(stop)
+        finally:
+            serve.delete(APP_NAME)
+
+
+def _wait_for_stop(stop: threading.Event | None) -> None:
+    stop = threading.Event() if stop is None else stop
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
