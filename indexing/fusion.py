@@ -6,7 +6,7 @@ of either side scores 1 and its worst 0; a chunk's fused score is
 counts 0 for it (it ranked below that side's last candidate). Scaling per query makes the two
 scales comparable without knowing their ranges (cosine similarity vs unbounded BM25), and unlike
 reciprocal-rank fusion it keeps how far apart candidates are: on SQuAD it ranked the gold
-paragraph first more often than reciprocal-rank fusion (see README, "Retrieval").
+paragraph first more often than reciprocal-rank fusion (see docs/measurements/retrieval.md).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 # Words-based token estimate (used without the reader's tokenizer): a word costs one token, plus one
 # per punctuation mark, plus one per ESTIMATE_CHARS_PER_PIECE letters beyond the first piece.
 # Calibrated against distilbert-base-cased on SQuAD dev text so that it overestimates: see
-# `estimate_tokens` and the README's "Chunk sizes".
+# `estimate_tokens` and docs/concepts/pipeline.md ("Chunks").
 ESTIMATE_CHARS_PER_PIECE = 5
 PUNCTUATION = re.compile(r"[^\w\s]")
 CHUNK_MODES = ("context", "overlap")

@@ -4,7 +4,7 @@ Answers are ranked by a *ranking sum*: the span's start + end logit plus its pas
 prior, `-rank_weight * ln(1 + rank)` for the passage at retrieval rank 0, 1, 2, ... A reader
 trained on single paragraphs gives confident spans in wrong passages too; with the reader's logits
 alone, reading the top 10 passages of SQuAD questions answered fewer questions right than reading
-the first one (README, "Answer quality"), and the prior lets a lower-ranked passage win only with a
+the first one (docs/measurements/answer-quality.md), and the prior lets a lower-ranked passage win only with a
 clearly better span.
 """
 

@@ -39,7 +39,7 @@ def answer_features(
     `similarity`: the highest cosine similarity of a passage read to the question (the same for
     every answer; None when the retriever measured none). On SQuAD questions asked without their
     article, the reader's features alone separated them from answerable ones far less well than
-    with the similarity beside them (README, "Answer quality").
+    with the similarity beside them (docs/measurements/answer-quality.md).
     """
     # The best other answer of each is the first's runner-up for the first, the first for the rest:
     # one pass, not one per answer (a question has dozens of candidate answers).

@@ -121,7 +121,7 @@ class ExtractiveReader:
             "auto" on a GPU it changes nothing.
         :param rank_weight: how much a Document's retrieval rank counts against its spans: a span's
             ranking sum is its start + end logit minus `rank_weight * ln(1 + rank)`. 0 ranks by the
-            reader alone; the default was chosen on SQuAD (README, "Answer quality").
+            reader alone; the default was chosen on SQuAD (docs/measurements/answer-quality.md).
         :param calibration: an `AnswerCalibration` (or its dict) fitted for this model and
             `rank_weight`; answers then carry `meta["confidence"]`.
         :param adaptive: read Documents in rounds of a few, in the given order, and stop once the
