@@ -26,16 +26,20 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spanqa import defaults
 from spanqa.errors import ClusterError, ConfigError, SpanQAError, check_positive_int
-from spanqa.indexing.embedding import EmbeddingSettings
 from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.indexing.workers import ParsePool
 from spanqa.ray_cluster import short_error
+
+if TYPE_CHECKING:
+    # Not at run time: the parse tasks import this module in every Ray worker, and the embedding
+    # module brings Haystack (1.5 s of imports per worker process; the embedder actors import it anyway).
+    from spanqa.indexing.embedding import EmbeddingSettings
 
 LOCAL = "local"
 
@@ -91,11 +95,20 @@ class ParseLimits:
         return cls(timeout_s=pool.timeout_s, memory_mb=pool.memory_mb, ocr_page_s=pool.ocr_page_s, job=pool.job)
 
     def parse(self, task: ParseTask) -> ParsedFile:
-        """The file parsed in a capped worker process of its own, exactly as a local pool parses it."""
-        pool = ParsePool(
-            workers=1, timeout_s=self.timeout_s, memory_mb=self.memory_mb, job=self.job, ocr_page_s=self.ocr_page_s
-        )
+        """The file parsed in a capped parser process, exactly as a local pool parses it. The Ray
+        worker process keeps its parser process for the files it parses next (a new one per file
+        cost 13% more parse time on the shared PDFs: imports and OCR models loaded again)."""
+        pool = _PARSE_POOLS.get(self)
+        if pool is None:
+            pool = ParsePool(workers=1, timeout_s=self.timeout_s, memory_mb=self.memory_mb, job=self.job,
+                             ocr_page_s=self.ocr_page_s, keep_workers=True)
+            _PARSE_POOLS[self] = pool
         return pool.map([task])[0]
+
+
+# The parse pools of this process (a Ray worker's), by their limits: Ray runs one task at a time in
+# a worker process, and its parser process ends with it (the pipe to it closes).
+_PARSE_POOLS: dict[ParseLimits, ParsePool] = {}
 
 
 @dataclass(frozen=True)

@@ -203,6 +203,7 @@ class ParsePool:
         job: Callable[[Any, Callable[[], None]], ParsedFile] = parse_file,
         max_ready: int | None = None,
         ocr_page_s: float = defaults.PARSE_OCR_PAGE_S,
+        keep_workers: bool = False,
     ):
         """
         :param workers: parser processes (default: the CPUs, 1 to 4).
@@ -212,6 +213,9 @@ class ParsePool:
             OCRs a page (a module-level function; tests swap it).
         :param max_ready: parsed files kept waiting for the consumer before parsing pauses.
         :param ocr_page_s: seconds added to a file's `timeout_s` for each page it OCRs.
+        :param keep_workers: leave healthy idle workers running after a run, for the next one (a
+            Ray worker parses file after file: a new parser process per file would import its
+            libraries and load its OCR models again each time); `close()` stops them.
         """
         workers = default_workers() if workers is None else workers
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -226,6 +230,7 @@ class ParsePool:
         self.job = job
         self.ocr_page_s = ocr_page_s
         self.max_ready = max_ready if max_ready is not None else 2 * workers + 2
+        self.keep_workers = keep_workers
         self._context = _context()
         self._stop = threading.Event()
         self._pool: list[_Worker] = []
@@ -237,6 +242,8 @@ class ParsePool:
         results: queue.Queue = queue.Queue()
         self._results = results
         self._stop.clear()
+        for worker in [w for w in self._pool if not w.process.is_alive()]:
+            self._retire(worker, kill=True)  # a kept worker that died while idle
         manager = threading.Thread(target=self._manage, args=(deque(tasks), results), daemon=True)
         manager.start()
         return ParseRun(self, results, manager)
@@ -248,6 +255,11 @@ class ParsePool:
             yield from parse_run
         finally:
             parse_run.close()
+
+    def close(self) -> None:
+        """Stops the workers a `keep_workers` pool kept (a pool that keeps none needs no close)."""
+        self._stop.set()
+        self._stop_workers()
 
     def ready(self) -> int:
         """Parsed files waiting to be taken from `run` right now."""
@@ -290,17 +302,24 @@ class ParsePool:
         except BaseException as exc:  # noqa: BLE001 - hand any failure of the pool to the consumer
             results.put(exc)
         finally:
-            for worker in list(self._pool):
-                if worker.task is None and worker.process.is_alive():
-                    try:
-                        worker.connection.send(None)
-                    except OSError:
-                        pass
-            for worker in list(self._pool):
-                self._retire(worker, kill=worker.task is not None)
-                if worker.process.is_alive():
+            if self.keep_workers and not self._stop.is_set():
+                for worker in [w for w in self._pool if w.task is not None or not w.process.is_alive()]:
                     self._retire(worker, kill=True)
+            else:
+                self._stop_workers()
             results.put(_DONE)
+
+    def _stop_workers(self) -> None:
+        for worker in list(self._pool):
+            if worker.task is None and worker.process.is_alive():
+                try:
+                    worker.connection.send(None)
+                except OSError:
+                    pass
+        for worker in list(self._pool):
+            self._retire(worker, kill=worker.task is not None)
+            if worker.process.is_alive():
+                self._retire(worker, kill=True)
 
     def _manage_loop(self, pending: deque, results: queue.Queue) -> None:
         while (pending or any(w.task is not None for w in self._pool)) and not self._stop.is_set():

@@ -107,3 +107,43 @@ def test_bad_pool_settings_are_config_errors():
 def test_parse_file_runs_in_process_too(good_pdf):
     result = parse_file(ParseTask(str(good_pdf), chunking=ChunkSettings(max_tokens=4, overlap_tokens=1)))
     assert result.ok and len(result.chunks) > 2
+
+
+def _parser_pid(result) -> int:
+    assert result.reason.startswith("pid "), result.reason
+    return int(result.reason.split()[1])
+
+
+def test_a_pool_that_keeps_its_workers_parses_the_next_run_in_the_same_process(tmp_path):
+    from parse_jobs import pid_parse
+
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    kept = ParsePool(workers=1, job=pid_parse, keep_workers=True)
+    try:
+        pids = [_parser_pid(kept.map(tasks_for(path))[0]) for path in (first, second)]
+        assert pids[0] == pids[1]
+    finally:
+        kept.close()
+    assert _parser_pid(kept.map(tasks_for(first))[0]) != pids[0]  # close() stopped it: a new one
+    kept.close()
+    plain = ParsePool(workers=1, job=pid_parse)
+    assert len({_parser_pid(plain.map(tasks_for(path))[0]) for path in (first, second)}) == 2
+
+
+def test_a_kept_worker_that_died_while_idle_is_replaced_not_blamed(tmp_path):
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    from parse_jobs import pid_parse
+
+    kept = ParsePool(workers=1, job=pid_parse, keep_workers=True)
+    try:
+        dead = _parser_pid(kept.map(tasks_for(tmp_path / "die.txt"))[0])
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(dead) and psutil.Process(dead).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the parser did not die"
+            time.sleep(0.05)
+        after = kept.map(tasks_for(tmp_path / "next.txt"))[0]
+        assert _parser_pid(after) != dead  # parsed, by a new worker: not "parser crashed"
+    finally:
+        kept.close()

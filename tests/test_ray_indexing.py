@@ -226,6 +226,22 @@ def test_float32_vectors_through_ray_equal_local_ones(tmp_path, ray_local, sampl
     assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
 
 
+def test_a_sharded_index_through_ray_equals_local_sharded_indexing(tmp_path, ray_local, sample_data_dir, minilm_dir,
+                                                                  tiny_qa_model_dir):
+    options = dict(embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu", embedder_precision="float32",
+                   shards=2)
+    local = DocumentQA(tmp_path / "local", **options).index(sample_data_dir)
+    through_ray = DocumentQA(tmp_path / "ray", **options).index(sample_data_dir, ray=True)
+    assert through_ray == local
+    for shard in ("shard-0", "shard-1"):
+        expected, got = index_contents(tmp_path / "local" / shard), index_contents(tmp_path / "ray" / shard)
+        assert got["files"] == expected["files"] and got["chunks"] == expected["chunks"]
+        assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
+    # Each file is in the shard its path hashes to, in both.
+    placed = [len(index_contents(tmp_path / "ray" / shard)["files"]) for shard in ("shard-0", "shard-1")]
+    assert sum(placed) == len(local.indexed) == 3
+
+
 @pytest.mark.gpu
 def test_the_clusters_gpu_embeds_as_a_local_gpu_does(tmp_path, ray_local, sample_data_dir, minilm_dir, tiny_qa_model_dir):
     torch = pytest.importorskip("torch")
