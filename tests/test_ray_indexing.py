@@ -236,7 +236,8 @@ def test_a_sharded_index_through_ray_equals_local_sharded_indexing(tmp_path, ray
     for shard in ("shard-0", "shard-1"):
         expected, got = index_contents(tmp_path / "local" / shard), index_contents(tmp_path / "ray" / shard)
         assert got["files"] == expected["files"] and got["chunks"] == expected["chunks"]
-        assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
+        # A shard may hold none of the three files: the paths decide.
+        assert np.abs(got["vectors"] - expected["vectors"]).max(initial=0.0) < 1e-5
     # Each file is in the shard its path hashes to, in both.
     placed = [len(index_contents(tmp_path / "ray" / shard)["files"]) for shard in ("shard-0", "shard-1")]
     assert sum(placed) == len(local.indexed) == 3
