@@ -218,7 +218,7 @@ def serve_on_ray(
             handle = serve.run(service_application(settings, placement, node), name=APP_NAME, route_prefix="/",
                                logging_config=logging_config)
         except Exception as exc:  # noqa: BLE001 - a deployment that cannot start ends the command
-            raise ClusterError(f"the service could not start on Ray: {short_error(exc)}") from exc
+            raise ClusterError(f"the service could not start on Ray: {_deployment_errors() or short_error(exc)}") from exc
         try:
             error = handle.load_error.remote().result()
             on_started(error)
@@ -226,6 +226,20 @@ def serve_on_ray(
                 _wait_for_stop(stop)
         finally:
             serve.delete(APP_NAME)
+
+
+def _deployment_errors() -> str | None:
+    """What the failed deployments' replicas raised (the last line of each traceback), if Serve says."""
+    try:
+        deployments = serve.status().applications[APP_NAME].deployments
+    except Exception:  # noqa: BLE001 - no status: the caller's own error stands
+        return None
+    errors = []
+    for name, status in deployments.items():
+        lines = [line.strip() for line in (status.message or "").splitlines() if "Error" in line]
+        if lines:
+            errors.append(f"{name}: {lines[-1][:300]}")
+    return "; ".join(errors) or None
 
 
 def _wait_for_stop(stop: threading.Event | None) -> None:

@@ -98,6 +98,17 @@ def test_spanqa_serve_ray_from_the_command_line(kb, tiny_qa_model_dir, tmp_path)
             process.wait()
 
 
+def test_a_reader_that_cannot_load_ends_spanqa_serve_ray_with_its_reason(kb, tmp_path):
+    _, index_dir, _, _ = kb
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    command = [str(Path(sys.executable).parent / "spanqa"), "serve", "--ray", "--index", str(index_dir),
+               "--reader", str(tmp_path / "no-such-reader"), "--device", "cpu", "--port", str(free_port())]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=START_TIMEOUT_S)
+    assert done.returncode == 1
+    assert "spanqa: error: the service could not start on Ray: SpanQAReader:" in done.stderr
+    assert f"cannot load reader model '{tmp_path / 'no-such-reader'}'" in done.stderr
+
+
 @pytest.fixture(scope="module")
 def ray_server(kb, tiny_qa_model_dir):
     """The service on a local Ray instance with two reader replicas, on a thread of this process."""
