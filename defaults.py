@@ -13,7 +13,7 @@ RETRIEVER_TOP_K = 10  # passages the reader reads per question
 SEARCH_TOP_K = 5  # passages returned by `search`
 # Retrieval (issue #6): "hybrid" fuses embedding and BM25 rankings; "dense" or "keyword" use one.
 RETRIEVAL_MODE = "hybrid"
-HYBRID_DENSE_WEIGHT = 0.4  # share of the dense side in the fused score (README, "Retrieval": measured on SQuAD)
+HYBRID_DENSE_WEIGHT = 0.4  # share of the dense side in the fused score (docs/measurements/retrieval.md: measured on SQuAD)
 HYBRID_CANDIDATES = 50  # chunks each side ranks before fusing
 
 # Reader decoding: the settings of the classic transformers question-answering pipeline.
@@ -30,11 +30,11 @@ READER_CPU_FORWARD_COST_TOKENS = 48
 READER_FAST = False  # CPU fast mode: int8 ONNX Runtime (optional extra), close to but not identical with exact answers
 # Answer ranking (issue #12): a span's ranking sum is its start + end logit minus
 # READER_RANK_WEIGHT * ln(1 + its passage's retrieval rank). Chosen on SQuAD part-a articles 16-19
-# with the trained MiniLM reader (README, "Answer quality"): by the logits alone, EM fell from 37.6
+# with the trained MiniLM reader (docs/measurements/answer-quality.md): by the logits alone, EM fell from 37.6
 # reading 1 passage to 24.8 reading 10; with the prior at 2 it was 39.9 (held out: 42.3 -> 25.5 by
 # the logits alone, 40.3 with the prior).
 READER_RANK_WEIGHT = 2.0
-ADAPTIVE_ROUND_DOCUMENTS = 2  # passages read per round by adaptive reading (README, "Answer quality")
+ADAPTIVE_ROUND_DOCUMENTS = 2  # passages read per round by adaptive reading (docs/measurements/answer-quality.md)
 CALIBRATION_TARGET_COVERAGE = 0.9  # `spanqa calibrate`: threshold "auto" keeps this share of answerable questions answered
 CONTEXT_CHARS = 150  # characters of context kept on each side of an answer
 SCORE_THRESHOLD = None  # answers scoring below it are dropped ("no answer"); None keeps all
@@ -50,7 +50,7 @@ EMBEDDER_MAX_SEQ_LENGTH = 256  # word pieces, for a model directory that does no
 # embedder reads the first 96 word pieces of each chunk's core; BM25 reads every word. On SQuAD
 # hybrid recall was the same from 256 word pieces down to 96 (R@5 0.959 / 0.957 / 0.957 / 0.959 at
 # 256 / 128 / 112 / 96), dense-only recall fell (R@5 0.871 -> 0.838), and indexing ran ~1.27x faster
-# than at 128 (README "Embedding"). For dense-only retrieval, index with EMBED_MAX_TOKENS None.
+# than at 128 (docs/measurements/retrieval.md, "Embedding settings"). For dense-only retrieval, index with EMBED_MAX_TOKENS None.
 EMBEDDER_PRECISION = "auto"
 EMBED_MAX_TOKENS = 96  # word pieces of a chunk the embedder reads; None: as many as the model takes
 SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
@@ -58,7 +58,7 @@ SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
 # Ingestion (issue #4). Chunks are sized in tokens of the reader's tokenizer, so that a question of
 # up to MAX_QUESTION_LENGTH tokens plus a chunk fits one reader window (384 - 64 - 3 special = 317
 # tokens), and so that the embedder (all-MiniLM-L6-v2 reads 256 word pieces) sees all of a chunk;
-# the sizes were chosen by retrieval recall on SQuAD (README, "Chunk sizes").
+# the sizes were chosen by retrieval recall on SQuAD (docs/measurements/chunk-sizes.md).
 CHUNK_TOKENS = 192  # reader tokens per chunk
 CHUNK_OVERLAP_TOKENS = 48  # reader tokens of context on each side of a chunk's embedded core (whole sentences where they fit)
 # Without the reader's tokenizer (a hub id offline), tokens are estimated from words (see parsing.py).
