@@ -198,11 +198,5 @@ def _serve_on_ray(args: argparse.Namespace, settings, sock: socket.socket, start
     ray_settings = RayServeSettings(address=None if args.ray == "local" else args.ray, replicas=args.replicas)
     host, port = sock.getsockname()[:2]
     sock.close()  # Ray Serve's proxy binds the port itself
-    loaded: list[str | None] = []
-
-    def on_started(error: str | None) -> None:
-        loaded.append(error)
-        started(error)
-
-    serve_on_ray(settings, ray_settings, host, port, on_started, log_level=args.log_level)
-    return 0 if loaded == [None] else 1
+    error = serve_on_ray(settings, ray_settings, host, port, started, log_level=args.log_level)
+    return 0 if error is None else 1

@@ -241,22 +241,29 @@ def read_questions(reader: Any, questions: list[Question]) -> list[list[Extracte
     return result["answers"]
 
 
+def engine_calibration(settings: EngineSettings) -> Any:
+    """The index's answer calibration for the server's reader (None: the index has none for it)."""
+    from spanqa.pipelines.api import model_reference
+    from spanqa.reader.calibration import index_calibration
+
+    return index_calibration(settings.index_dir, model_reference(settings.reader), settings.rank_weight,
+                             settings.adaptive)
+
+
 def build_reader(settings: EngineSettings) -> Any:
     """The server's ExtractiveReader, loaded (raises ModelLoadError itself)."""
     from spanqa.pipelines.api import model_reference
     from spanqa.reader import ExtractiveReader
-    from spanqa.reader.calibration import index_calibration
 
-    reader_model = model_reference(settings.reader)
     reader = ExtractiveReader(
-        model=reader_model,
+        model=model_reference(settings.reader),
         device=settings.device,
         max_answer_length=settings.max_answer_length,
         max_seq_length=settings.max_seq_length,
         doc_stride=settings.doc_stride,
         fast=settings.fast,
         rank_weight=settings.rank_weight,
-        calibration=index_calibration(settings.index_dir, reader_model, settings.rank_weight, settings.adaptive),
+        calibration=engine_calibration(settings),
         adaptive=settings.adaptive,
     )
     reader.warm_up()

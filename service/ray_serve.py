@@ -28,7 +28,14 @@ from ray import serve
 from spanqa import defaults
 from spanqa.errors import ClusterError, ConfigError, check_positive_int
 from spanqa.ray_cluster import short_error, uses_gpus
-from spanqa.service.engine import EngineSettings, QAEngine, Question, build_reader, read_questions
+from spanqa.service.engine import (
+    EngineSettings,
+    QAEngine,
+    Question,
+    build_reader,
+    engine_calibration,
+    read_questions,
+)
 from spanqa.service.state import ServiceSettings
 
 APP_NAME = "spanqa"
@@ -127,13 +134,7 @@ class RayQAEngine(QAEngine):
 
     def _load_reading(self) -> None:
         # The replicas load the reader; the threshold 'auto' check needs only its calibration.
-        from spanqa.pipelines.api import model_reference
-        from spanqa.reader.calibration import index_calibration
-
-        settings = self.settings
-        self._calibration = index_calibration(
-            settings.index_dir, model_reference(settings.reader), settings.rank_weight, settings.adaptive
-        )
+        self._calibration = engine_calibration(self.settings)
 
     @property
     def calibration(self) -> Any:
@@ -175,7 +176,7 @@ class ServiceIngress:
 
     def load_error(self) -> str | None:
         """Why the index or the question embedder did not load (None: the service is ready)."""
-        return None if self._state.writer is not None else self._state.engine.load_error or "not loaded"
+        return self._state.load_error
 
 
 def service_application(settings: ServiceSettings, placement: ReaderPlacement, ingress_node: str) -> Any:
@@ -203,9 +204,10 @@ def service_application(settings: ServiceSettings, placement: ReaderPlacement, i
 def serve_on_ray(
     settings: ServiceSettings, ray_settings: RayServeSettings, host: str, port: int,
     on_started: Callable[[str | None], None], stop: threading.Event | None = None, log_level: str = "info",
-) -> None:
+) -> str | None:
     """Runs the service on Ray until `stop` is set (or SIGINT/SIGTERM); `on_started(error)` once
-    it is ready (error None) or could not load. Requests are logged at 'debug', as locally."""
+    it is ready (error None) or could not load. Returns that error. Requests are logged at
+    'debug', as locally."""
     from spanqa.ray_cluster import ray_connection
 
     with ray_connection(ray_settings.address, "serving") as ray:
@@ -226,6 +228,7 @@ def serve_on_ray(
                 _wait_for_stop(stop)
         finally:
             serve.delete(APP_NAME)
+    return error
 
 
 def _deployment_errors() -> str | None:

@@ -114,7 +114,12 @@ class ServiceState:
         finally:
             self.started.set()
             if self._on_started is not None:
-                self._on_started(None if self.writer is not None else self.engine.load_error or "not loaded")
+                self._on_started(self.load_error)
+
+    @property
+    def load_error(self) -> str | None:
+        """Why the server cannot answer (None once the models are in and the writer runs)."""
+        return None if self.writer is not None else self.engine.load_error or "not loaded"
 
     def stop(self) -> None:
         if self.writer is not None:
