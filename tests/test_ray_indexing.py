@@ -58,6 +58,19 @@ def ray_local():
     ray.shutdown()
 
 
+def marked_notes(tmp_path: Path, monkeypatch, openings: dict[str, str]) -> Path:
+    """A docs/ folder of notes (each its opening and the ferry text), parsed by `marked_parse`,
+    which leaves a mark per parse (which files were parsed, on which node)."""
+    from spanqa.indexing import ingest
+
+    monkeypatch.setattr(ingest, "ParsePool", functools.partial(ParsePool, job=marked_parse))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, opening in openings.items():
+        (docs / name).write_text(opening + FERRY, encoding="utf-8")
+    return docs
+
+
 def index_contents(index_dir: Path) -> dict:
     """Everything an index holds: files, chunks (text, metadata), settings, and the vectors, read
     back one coordinate at a time (the similarity to each unit axis)."""
@@ -290,14 +303,8 @@ def test_bad_files_get_the_same_status_through_ray(tmp_path, ray_local, minilm_d
 
 
 def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray_local, minilm_dir, monkeypatch):
-    from spanqa.indexing import ingest
-
-    monkeypatch.setattr(ingest, "ParsePool", functools.partial(ParsePool, job=marked_parse))
-    docs = tmp_path / "docs"
-    docs.mkdir()
     names = [f"note{n}.txt" for n in range(4)]
-    for n, name in enumerate(names):
-        (docs / name).write_text(f"Note {n}. " + FERRY, encoding="utf-8")
+    docs = marked_notes(tmp_path, monkeypatch, {name: f"Note {n}. " for n, name in enumerate(names)})
     committed: list[str] = []
 
     def stop_after_the_first_commit(source: str) -> None:
@@ -345,14 +352,10 @@ def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from spanqa.indexing import ingest
-
-    monkeypatch.setattr(ingest, "ParsePool", functools.partial(ParsePool, job=marked_parse))
-    docs = tmp_path / "docs"
-    docs.mkdir()
     names = [f"note{n:02d}.txt" for n in range(16)]
-    for n, name in enumerate(names):
-        (docs / name).write_text(f"Note {n}: the ferry leaves at {n} o'clock. " + FERRY, encoding="utf-8")
+    docs = marked_notes(
+        tmp_path, monkeypatch, {name: f"Note {n}: the ferry leaves at {n} o'clock. " for n, name in enumerate(names)}
+    )
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False})
