@@ -88,6 +88,9 @@ RAY_EMBED_CPU_SHARE = 0.5  # share of the cluster's CPUs the embedder actors may
 # Embedder actors that may die while loading, one after another, before the run stops (a node lost
 # while its actor loads is replaced; an embedder that cannot load fails the run after these).
 RAY_ACTOR_INIT_DEATHS = 3
+# Times a shard writer's process that dies is started again on its node; the commit it was making
+# is made again (a commit replaces its files' chunks: made twice, the same).
+RAY_WRITER_RESTARTS = 3
 # Serving on Ray (`spanqa serve --ray`): the FastAPI ingress (one replica) retrieves, reader replicas read.
 RAY_READER_REPLICAS = 1
 RAY_READER_CPUS = 2  # CPUs (and threads) of one CPU reader replica at most; fewer when the cluster is small

@@ -19,9 +19,14 @@ _CONNECT_TIMEOUT_S = 5.0
 
 
 def short_error(exc: BaseException) -> str:
-    """The exception's type and the first line of its message (Ray's errors run to pages)."""
+    """The exception's type and the first line of its message (Ray's errors run to pages); for a
+    Ray error carrying a traceback from the cluster, the error that traceback ends in."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    if any(line.startswith("  File ") for line in lines):
+        return f"{type(exc).__name__}: {lines[-1].strip()[:300]}"
+    return f"{type(exc).__name__}: {lines[0][:300]}"
 
 
 def uses_gpus(device: str, resources: Mapping[str, float]) -> bool:

@@ -11,8 +11,9 @@
 4. each embedded batch of files replaces those files' old chunks in the store in one commit (a
    commit costs what it changes: `commits`), so an interrupted run keeps every batch stored before.
 
-On a Ray cluster (`ray_ingest`) steps 2 and 3 run there: `plan` does step 1 alone and
-`store_embedded` does step 4 with the vectors the cluster made.
+On a Ray cluster (`ray_ingest`) steps 2 to 4 run there: `plan` does step 1 alone, the cluster's
+shard writers (`ray_writers`) commit with `chunk_documents` and `replace_file_chunks` as `Ingest`
+does, and `record_outcomes` gathers what they report.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
@@ -226,70 +226,41 @@ class Ingest:
             self._run.close()
         return self._conclude()
 
-    def store_embedded(
-        self,
-        batches: Iterable[list[tuple[ParsedFile, np.ndarray | None]]],
-        store: Any = None,
-        create_store: Callable[[int | None], Any] | None = None,
-    ) -> IngestResult:
-        """Step 4 for files parsed and embedded elsewhere: each batch of (ParsedFile, its chunks'
-        vectors) is one commit, as a batch `finish` embeds. Without a store, `create_store(dimension)`
-        makes one before the first commit (dimension None when no file of the run had chunks)."""
-        if store is not None:
-            self.store = store
+    def record_outcomes(self, batches: Iterable[list[IndexedFile | SkippedFile]], store: Any) -> IngestResult:
+        """Steps 2 to 4 done elsewhere (Ray's shard writers committed the files): the outcome of each
+        file, in batches as they come in; `store` is the index they were committed to."""
+        self.store = store
         result = self._result
         for batch in batches:
-            pending: list[_Pending] = []
-            vectors: list[np.ndarray] = []
-            for parsed, file_vectors in batch:
-                if not parsed.ok:
-                    result.skipped.append(SkippedFile(parsed.path, str(parsed.reason)))
-                    self._done(parsed.path)
-                    continue
-                documents, _ = self._documents(parsed)
-                pending.append(_Pending(parsed, documents, []))
-                vectors.append(file_vectors)
-            if pending:
-                if self.store is None:
-                    self.store = create_store(int(vectors[0].shape[1]))
-                self._commit(pending, (row.tolist() for array in vectors for row in array), result)
-        if self.store is None:
-            self.store = create_store(None)
+            for outcome in batch:
+                if isinstance(outcome, SkippedFile):
+                    result.skipped.append(outcome)
+                else:
+                    result.indexed.append(outcome)
+                    result.chunk_count += outcome.chunks
+                self._done(outcome.source)
         return self._conclude()
+
+    def extra_of(self, source: str) -> dict[str, Any]:
+        """The metadata this run attaches to the chunks of `source` (a file `plan` listed)."""
+        return self._extras[source]
 
     def _conclude(self) -> IngestResult:
         result = self._result
-        self.store.chunking = self._settings_record()
+        self.store.chunking = self.settings_record()
         order = {str(path): index for index, path in enumerate(self._files)}
         result.indexed.sort(key=lambda f: order.get(f.source, len(order)))
         result.skipped.sort(key=lambda f: order.get(f.source, len(order)))
         return result
 
-    def _settings_record(self) -> dict[str, Any]:
+    def settings_record(self) -> dict[str, Any]:
         """The manifest's "chunking": how this run cuts chunks, and the OCR engine of the index's
         OCR'd text (a run without OCR keeps the one recorded)."""
         label = self.ocr_label if self.ocr_label is not None else (self.store.chunking or {}).get(OCR_MANIFEST_KEY)
         return {**self.chunking.manifest(), OCR_MANIFEST_KEY: label}
 
     def _documents(self, parsed: ParsedFile) -> tuple[list[Document], list[str]]:
-        documents, embed_texts = [], []
-        ocr_pages = set(parsed.ocr_pages)
-        for chunk in parsed.chunks:
-            meta = ChunkMeta(
-                source=parsed.path,
-                file_type=file_type_of(parsed.path),
-                page=chunk.page,
-                page_count=parsed.page_count,
-                start=chunk.start,
-                end=chunk.end,
-                sha256=parsed.sha256,
-                pieces=chunk.pieces,
-                ocr=self.ocr_label if chunk.page in ocr_pages else None,
-                extra=self._extras[parsed.path],
-            )
-            documents.append(chunk_document(chunk.content, meta))
-            embed_texts.append(chunk.embed_text)
-        return documents, embed_texts
+        return chunk_documents(parsed, self.ocr_label, self._extras[parsed.path])
 
     def _flush(self, pending: list[_Pending], result: IngestResult) -> None:
         texts = [text for item in pending for text in item.embed_texts]
@@ -303,7 +274,7 @@ class Ingest:
         with self.store.writer():
             # Recorded with the first batch, not only at the end: a run that stops after it leaves an
             # index whose settings the next run finds unchanged, so it skips the files committed.
-            self.store.chunking = self._settings_record()
+            self.store.chunking = self.settings_record()
             for item in pending:
                 stored.append(self._store(item, vectors, result))
         for source in stored:
@@ -311,14 +282,45 @@ class Ingest:
 
     def _store(self, item: _Pending, vectors: Iterator[list[float]], result: IngestResult) -> str:
         """Replaces the stored chunks of one embedded file with its new ones; returns its source."""
-        item.documents = [replace(document, embedding=next(vectors)) for document in item.documents]
-        source = item.parsed.path
-        kept = {document.id for document in item.documents}
-        of_source = {"field": "meta.source", "operator": "==", "value": source}
-        stale = [doc.id for doc in self.store.filter_documents(of_source) if doc.id not in kept]
-        self.store.delete_documents(stale)
-        unique = unique_by_id(item.documents)
-        self.store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
-        result.indexed.append(IndexedFile(source, item.parsed.page_count, len(unique), len(item.parsed.ocr_pages)))
-        result.chunk_count += len(unique)
-        return source
+        documents = [replace(document, embedding=next(vectors)) for document in item.documents]
+        indexed = replace_file_chunks(self.store, item.parsed, documents)
+        result.indexed.append(indexed)
+        result.chunk_count += indexed.chunks
+        return indexed.source
+
+
+def chunk_documents(parsed: ParsedFile, ocr_label: str | None, extra: dict[str, Any]) -> tuple[list[Document], list[str]]:
+    """The chunks of a parsed file as the documents to store (their text and metadata; `ocr_label`
+    marks the OCR'd pages, `extra` is the run's metadata for the file), and the text each one is
+    embedded by."""
+    documents, embed_texts = [], []
+    ocr_pages = set(parsed.ocr_pages)
+    for chunk in parsed.chunks:
+        meta = ChunkMeta(
+            source=parsed.path,
+            file_type=file_type_of(parsed.path),
+            page=chunk.page,
+            page_count=parsed.page_count,
+            start=chunk.start,
+            end=chunk.end,
+            sha256=parsed.sha256,
+            pieces=chunk.pieces,
+            ocr=ocr_label if chunk.page in ocr_pages else None,
+            extra=extra,
+        )
+        documents.append(chunk_document(chunk.content, meta))
+        embed_texts.append(chunk.embed_text)
+    return documents, embed_texts
+
+
+def replace_file_chunks(store: Any, parsed: ParsedFile, documents: list[Document]) -> IndexedFile:
+    """Replaces the stored chunks of the file `parsed` with `documents` (embedded), inside the
+    caller's writer block; what was indexed."""
+    source = parsed.path
+    kept = {document.id for document in documents}
+    of_source = {"field": "meta.source", "operator": "==", "value": source}
+    stale = [doc.id for doc in store.filter_documents(of_source) if doc.id not in kept]
+    store.delete_documents(stale)
+    unique = unique_by_id(documents)
+    store.write_documents(unique, policy=DuplicatePolicy.OVERWRITE)
+    return IndexedFile(source, parsed.page_count, len(unique), len(parsed.ocr_pages))

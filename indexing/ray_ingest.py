@@ -1,16 +1,17 @@
-"""Indexing on a Ray cluster (`spanqa index --ray`): the files of a run parsed by Ray tasks and
-embedded by a pool of Ray actors, handed back to the driver to commit.
+"""Indexing on a Ray cluster (`spanqa index --ray`): the files of a run parsed by Ray tasks,
+embedded by a pool of Ray actors and committed by the writers of the index's shards (`ray_writers`).
 
 The driver plans the run as a local run does (`Ingest.plan`: files listed and hashed, unchanged
-files kept, duplicates reported) and commits what comes back (`Ingest.store_embedded`: one commit
-per batch, as locally). In between, one Ray Data pipeline runs on the cluster:
+files kept, duplicates reported) and gathers what each file became (`Ingest.record_outcomes`).
+In between, one Ray Data pipeline runs on the cluster:
 
 - each file is a Ray task that runs `parse_file` in a `ParsePool` of one capped worker process, so
   a file has the time and memory budget it has locally and gets the same status (timed out, out of
   memory, parser crashed, or the parser's own reason);
 - parsed files go in batches of `embed_batch_files` to an autoscaling pool of embedder actors
   (`ActorPoolStrategy`): one per GPU on a cluster with GPUs (float32), else CPU actors running the
-  embedder the index records (int8 with ONNX Runtime, as locally);
+  embedder the index records (int8 with ONNX Runtime, as locally); an actor sends each batch's
+  files to their shards' writers and waits for the commits (one per shard, as locally per batch);
 - Ray retries the tasks of a node that dies and restarts its actors; if the pipeline stops anyway
   the run ends with a ClusterError, and every batch committed before stays (a re-run resumes).
 
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spanqa import defaults
+from spanqa.answers import IndexedFile, SkippedFile
 from spanqa.errors import ClusterError, ConfigError, SpanQAError, check_positive_int
 from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.indexing.workers import ParsePool
@@ -146,13 +148,15 @@ def _parse_row(row: dict[str, Any], limits: ParseLimits) -> list[dict[str, Any]]
         parsed = limits.parse(task)
     except Exception as exc:  # noqa: BLE001 - the pool itself failed: this file's status, not the run's end
         parsed = ParsedFile(path=task.path, reason=f"cannot parse: {type(exc).__name__}: {exc}"[:200])
-    return [{"path": task.path, "parsed": pickle.dumps(parsed)}]
+    return [{"path": task.path, "parsed": pickle.dumps(parsed), "extra": row["extra"]}]
 
 
 class ChunkEmbedderActor:
-    """A Ray actor embedding the chunks of a batch of parsed files (what `Ingest._flush` embeds)."""
+    """A Ray actor embedding the chunks of a batch of parsed files (what `Ingest._flush` embeds) and
+    having them committed by their shards' writers; it returns what each file became."""
 
-    def __init__(self, plan: EmbedderPlan):
+    def __init__(self, plan: EmbedderPlan, writers: list[Any]):
+        self.writers = writers
         if not plan.gpu:
             import torch
 
@@ -166,52 +170,82 @@ class ChunkEmbedderActor:
         warm_up_embedder(self.embedder, plan.model)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        files: list[ParsedFile] = [pickle.loads(item) for item in batch["parsed"]]
+        outcomes: list[IndexedFile | SkippedFile | None] = [
+            None if parsed.ok else SkippedFile(parsed.path, str(parsed.reason)) for parsed in files
+        ]
+        written = [row for row, parsed in enumerate(files) if parsed.ok]
+        try:
+            vectors = dict(zip(written, self._embed([files[row] for row in written])))
+        except Exception as exc:  # noqa: BLE001 - the driver stops the run with this message
+            return self._failed(files, f"the embedder failed: {short_error(exc)}")
+        from spanqa.indexing.sharded_store import shard_of
+
+        by_shard: dict[int, list[int]] = {}
+        for row in written:
+            by_shard.setdefault(shard_of(files[row].path, len(self.writers)), []).append(row)
+        commits = [
+            self.writers[shard].commit.remote([(files[row], vectors[row], pickle.loads(batch["extra"][row])) for row in rows])
+            for shard, rows in by_shard.items()
+        ]
+        import ray
+
+        try:
+            for rows, indexed in zip(by_shard.values(), ray.get(commits)):
+                for row, outcome in zip(rows, indexed):
+                    outcomes[row] = outcome
+        except Exception as exc:  # noqa: BLE001 - a writer (or its node) lost: the driver stops the run with this message
+            return self._failed(files, f"a shard writer failed: {short_error(exc)}")
+        return {"outcome": [pickle.dumps(outcome) for outcome in outcomes], "error": [""] * len(files)}
+
+    def _embed(self, files: list[ParsedFile]) -> list[np.ndarray]:
+        """The vectors of each file's chunks (a file without chunks has none)."""
         from haystack import Document
 
-        files = [pickle.loads(item) for item in batch["parsed"]]
         texts = [chunk.embed_text for parsed in files for chunk in parsed.chunks]
-        vectors = [b""] * len(files)
-        error = ""
-        if texts:
-            try:
-                embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
-                matrix = np.asarray([document.embedding for document in embedded], dtype=np.float32)
-            except Exception as exc:  # noqa: BLE001 - the driver stops the run with this message
-                error = short_error(exc)
-            else:
-                start = 0
-                for row, parsed in enumerate(files):
-                    vectors[row] = matrix[start : start + len(parsed.chunks)].tobytes()
-                    start += len(parsed.chunks)
-        return {"path": list(batch["path"]), "parsed": list(batch["parsed"]), "vectors": vectors, "error": [error] * len(files)}
+        if not texts:
+            return [np.zeros((0, 0), dtype=np.float32) for _ in files]
+        embedded = self.embedder.run(documents=[Document(content=text) for text in texts])["documents"]
+        matrix = np.asarray([document.embedding for document in embedded], dtype=np.float32)
+        vectors, start = [], 0
+        for parsed in files:
+            vectors.append(matrix[start : start + len(parsed.chunks)])
+            start += len(parsed.chunks)
+        return vectors
+
+    @staticmethod
+    def _failed(files: list[ParsedFile], error: str) -> dict[str, list]:
+        return {"outcome": [b""] * len(files), "error": [error] * len(files)}
 
 
-def _files_of(batch: Mapping[str, np.ndarray]) -> list[tuple[ParsedFile, np.ndarray | None]]:
-    files = []
-    for parsed_bytes, vector_bytes, error in zip(batch["parsed"], batch["vectors"], batch["error"]):
+def _outcomes_of(batch: Mapping[str, np.ndarray]) -> list[IndexedFile | SkippedFile]:
+    outcomes = []
+    for outcome, error in zip(batch["outcome"], batch["error"]):
         if error:
             raise ClusterError(
-                f"the embedder failed on the Ray cluster: {error}. What was committed stays in the index; "
-                "run the same command again to index the rest"
+                f"indexing on the Ray cluster stopped: {error}. What was committed stays in the index; "
+                "run the same command again to index the rest (unchanged files are skipped)"
             )
-        parsed: ParsedFile = pickle.loads(parsed_bytes)
-        vectors = None
-        if parsed.ok:
-            vectors = np.frombuffer(vector_bytes, dtype=np.float32).reshape(len(parsed.chunks), -1)
-        files.append((parsed, vectors))
-    return files
+        outcomes.append(pickle.loads(outcome))
+    return outcomes
 
 
-def embedded_batches(
-    tasks: list[ParseTask], limits: ParseLimits, plan: EmbedderPlan, settings: RaySettings
-) -> Iterator[list[tuple[ParsedFile, np.ndarray | None]]]:
-    """Batches of (parsed file, its chunks' vectors; None when it failed) as the cluster finishes them."""
+def indexed_batches(
+    tasks: list[ParseTask],
+    extras: Mapping[str, dict[str, Any]],
+    limits: ParseLimits,
+    plan: EmbedderPlan,
+    settings: RaySettings,
+    writers: list[Any],
+) -> Iterator[list[IndexedFile | SkippedFile]]:
+    """What each file became (indexed, or skipped and why), in batches as the cluster commits them;
+    `extras` holds the run's metadata of each file, `writers` the shards' writers in shard order."""
     if not tasks:
         return
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    rows = [{"task": pickle.dumps(task)} for task in tasks]
+    rows = [{"task": pickle.dumps(task), "extra": pickle.dumps(extras[task.path])} for task in tasks]
     # One file per block: each file is a task of its own, spread over the cluster and retried alone.
     files = ray.data.from_items(rows, override_num_blocks=len(rows))
     # flat_map, not map_batches: Ray Data 2.60 fuses a task map into a following actor map of equal
@@ -220,7 +254,7 @@ def embedded_batches(
     parsed = files.flat_map(_parse_row, fn_kwargs={"limits": limits}, num_cpus=1)
     embedded = parsed.map_batches(
         ChunkEmbedderActor,
-        fn_constructor_kwargs={"plan": plan},
+        fn_constructor_kwargs={"plan": plan, "writers": writers},
         batch_size=settings.embed_batch_files,
         compute=ActorPoolStrategy(min_size=1, max_size=plan.max_actors),
         num_cpus=plan.actor_cpus,
@@ -246,7 +280,7 @@ def embedded_batches(
                     f"indexing on the Ray cluster stopped: {short_error(exc)}. What was committed stays in the index; "
                     "run the same command again to index the rest (unchanged files are skipped)"
                 ) from exc
-            yield _files_of(batch)
+            yield _outcomes_of(batch)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:

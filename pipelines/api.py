@@ -265,8 +265,9 @@ class DocumentQA:
         the local Ray instance (started for the run when none runs), an address ("HOST:6379") for
         a cluster, or `spanqa.indexing.ray_ingest.RaySettings`. Files are listed and hashed here,
         parsed by Ray tasks (same limits and statuses), embedded by Ray actors (one per GPU where
-        the cluster has GPUs) and committed here in the same atomic batches; `device` then names
-        where the actors embed. None (the default) indexes on this machine and never imports Ray.
+        the cluster has GPUs) and committed in the same atomic batches by one writer per shard, the
+        shards spread over the cluster's nodes (the index folder must then be on storage those nodes
+        share); `device` names where the actors embed. None (the default) indexes on this machine and never imports Ray.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
@@ -305,7 +306,7 @@ class DocumentQA:
         )
         if ray_settings is not None:
             result = self._index_on_ray(ingest, files, ray_settings, store, embedder_model, embedding)
-            store = self._store
+            store = ingest.store
         else:
             if embedding is None:
                 precision = choose_precision(self.embedder_precision, embedder_model, torch_device)
@@ -357,8 +358,10 @@ class DocumentQA:
         model: str,
         embedding: EmbeddingSettings | None,
     ) -> IngestResult:
-        """Steps 2 and 3 of `Ingest` on the Ray cluster, step 4 here (spanqa.indexing.ray_ingest)."""
-        from spanqa.indexing.ray_ingest import EmbedderPlan, ParseLimits, embedded_batches
+        """Steps 2 to 4 of `Ingest` on the Ray cluster (spanqa.indexing.ray_ingest): parsed by Ray
+        tasks, embedded by Ray actors, committed by one writer per shard (spanqa.indexing.ray_writers)."""
+        from spanqa.indexing.ray_ingest import EmbedderPlan, ParseLimits, indexed_batches
+        from spanqa.indexing.ray_writers import ShardWriters
         from spanqa.ray_cluster import ray_connection, uses_gpus
 
         with ray_connection(settings.address, "indexing") as ray_module:
@@ -368,10 +371,19 @@ class DocumentQA:
                 precision = choose_precision(self.embedder_precision, model, "cuda" if gpus else "cpu")
                 embedding = EmbeddingSettings(precision=precision, max_tokens=self.embed_max_tokens)
             plan = EmbedderPlan.sized(model, embedding, resources, gpus, settings)
-            batches = embedded_batches(ingest.plan(files), ParseLimits.of(ingest.pool), plan, settings)
-            return ingest.store_embedded(
-                batches, store, lambda dimension: self._create_store(model, embedding, dimension)
-            )
+            tasks = ingest.plan(files)
+            if store is None:
+                # The writers open the index: it exists before they start (the model, loaded here on
+                # the CPU, tells its vector size).
+                store = self._create_store(model, embedding, None)
+            shard_dirs = [shard.index_dir for shard in store.shards] if isinstance(store, ShardedStore) else [store.index_dir]
+            writers = ShardWriters.start(ray_module, shard_dirs, ingest.settings_record(), ingest.ocr_label)
+            try:
+                extras = {task.path: ingest.extra_of(task.path) for task in tasks}
+                batches = indexed_batches(tasks, extras, ParseLimits.of(ingest.pool), plan, settings, writers.handles)
+                return ingest.record_outcomes(batches, store)
+            finally:
+                writers.stop()
 
     @staticmethod
     def _forget_missing(store: FaissDocumentStore, paths: list, present: set[str]) -> list[str]:

@@ -11,6 +11,7 @@ import it to run them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -186,6 +187,20 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path, minilm_dir, m
     assert not (tmp_path / "kb").exists()
 
 
+@pytest.mark.parametrize(
+    ("shards", "alive", "driver", "expected"),
+    [
+        (1, ["n2", "n1", "n3"], "n3", ["n3"]),  # one index: written where the driver runs
+        (3, ["n2", "n1", "n3"], "n3", ["n3", "n1", "n2"]),  # a shard per node, the driver's first
+        (5, ["n1", "n2"], "n2", ["n2", "n1", "n2", "n1", "n2"]),  # more shards than nodes: round again
+    ],
+)
+def test_shard_writers_go_round_the_nodes_the_drivers_first(shards, alive, driver, expected):
+    from spanqa.indexing.ray_writers import writer_nodes
+
+    assert writer_nodes(shards, alive, driver) == expected
+
+
 def test_cli_ray_before_the_paths_is_an_error_naming_the_fix(tmp_path, capsys):
     (tmp_path / "docs").mkdir()
     (tmp_path / "more").mkdir()
@@ -303,27 +318,54 @@ def test_bad_files_get_the_same_status_through_ray(tmp_path, ray_local, minilm_d
 
 
 def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray_local, minilm_dir, monkeypatch):
-    names = [f"note{n}.txt" for n in range(4)]
+    names = [f"note{n}.txt" for n in range(8)]
     docs = marked_notes(tmp_path, monkeypatch, {name: f"Note {n}. " for n, name in enumerate(names)})
-    committed: list[str] = []
+    reported: list[str] = []
 
     def stop_after_the_first_commit(source: str) -> None:
-        committed.append(Path(source).name)
+        reported.append(Path(source).name)
         raise KeyboardInterrupt
 
     qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu")
     with pytest.raises(KeyboardInterrupt):
         qa.index(docs, ray=RaySettings(embed_batch_files=1), on_file_done=stop_after_the_first_commit)
-    assert len(committed) == 1
-    assert [Path(f.source).name for f in DocumentQA(tmp_path / "kb").files()] == committed
+    assert len(reported) == 1
+    # The writers commit on the cluster, so batches committed while the driver stopped are kept too;
+    # the index holds whole files only.
+    stored = DocumentQA(tmp_path / "kb").files()
+    assert set(reported) <= {Path(f.source).name for f in stored}
+    assert all(f.chunks == 1 for f in stored)
 
     for mark in (docs / "parsed").glob("*"):
         mark.unlink()
     report = qa.index(docs, ray=True)
     assert sorted(Path(f.source).name for f in report.indexed) == names
-    # The file committed before the stop was kept, not parsed again.
-    assert [name for name, _ in marks_of(docs)] == sorted(set(names) - set(committed))
+    # The files committed before the stop were kept, not parsed again.
+    assert [name for name, _ in marks_of(docs)] == sorted(set(names) - {Path(f.source).name for f in stored})
 
+
+def test_a_writer_placed_on_a_node_that_is_gone_is_placed_again_on_one_that_is_there(tmp_path, ray_local, monkeypatch):
+    from spanqa.indexing import FaissDocumentStore
+    from spanqa.indexing.ray_writers import ShardWriters
+
+    for name in ("shard-0", "shard-1"):
+        FaissDocumentStore.create(tmp_path / name, embedder="e", dimension=4).close()
+    here = ray_local.get_runtime_context().get_node_id()
+    gone = "ab" * (len(here) // 2)  # a node the cluster lost, still listed alive
+    nodes = ray_local.nodes
+    monkeypatch.setattr(ray_local, "nodes", lambda: [*nodes(), {"NodeID": gone, "Alive": True}])
+    writers = ShardWriters.start(ray_local, [tmp_path / "shard-0", tmp_path / "shard-1"], {}, None)
+    try:
+        assert writers.nodes == writers.running_on() == [here, here]
+    finally:
+        writers.stop()
+
+
+def test_a_writer_that_cannot_open_its_shard_stops_the_run_naming_the_shared_file_system(tmp_path, ray_local):
+    from spanqa.indexing.ray_writers import ShardWriters
+
+    with pytest.raises(ClusterError, match=r"writer of shard 0 cannot start.*IndexNotFoundError.*same path on every node"):
+        ShardWriters.start(ray_local, [tmp_path / "not-an-index"], {}, None)
 
 
 @pytest.mark.slow
@@ -344,28 +386,71 @@ def test_the_shared_pdfs_through_ray_equal_local_indexing(tmp_path, ray_local, s
 
 
 # -- a simulated two-node cluster ---------------------------------------------------------------------
-# Last in the file: it replaces the module's local Ray instance with a cluster of its own.
+# Last in the file: these replace the module's local Ray instance with a cluster of their own.
 
 
-@pytest.mark.slow
-def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_dir, tiny_qa_model_dir, monkeypatch):
+@contextlib.contextmanager
+def two_node_cluster(**env_vars: str):
+    """A head and a worker node on this machine (4 logical CPUs each), this process connected to it;
+    yields (ray, the cluster, the worker node)."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    names = [f"note{n:02d}.txt" for n in range(16)]
-    docs = marked_notes(
-        tmp_path, monkeypatch, {name: f"Note {n}: the ferry leaves at {n} o'clock. " for n, name in enumerate(names)}
-    )
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False})
     try:
         worker = cluster.add_node(num_cpus=4)
         cluster.wait_for_nodes()
-        # Each parse takes 2 s, so files are still parsing on both nodes when the first batch commits.
-        ray.init(address=cluster.address, runtime_env=worker_env(SPANQA_TEST_PARSE_DELAY_S="2"))
+        ray.init(address=cluster.address, runtime_env=worker_env(**env_vars))
         loopback_only(ray)
         assert len(ray.nodes()) == 2
+        yield ray, cluster, worker
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_each_shard_is_written_on_a_node_of_its_own(tmp_path, minilm_dir, tiny_qa_model_dir, monkeypatch):
+    from spanqa.indexing.ray_writers import ShardWriters
+
+    names = [f"note{n:02d}.txt" for n in range(16)]
+    docs = marked_notes(tmp_path, monkeypatch, {name: f"Note {n}: the ferry leaves at {n} o'clock. " for n, name in enumerate(names)})
+    placed: list[tuple[list[str], list[str]]] = []
+    stop = ShardWriters.stop
+
+    def note_where_the_writers_ran(writers: ShardWriters) -> None:
+        placed.append((writers.nodes, writers.running_on()))
+        stop(writers)
+
+    monkeypatch.setattr(ShardWriters, "stop", note_where_the_writers_ran)
+    options = dict(embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu", embedder_precision="float32",
+                   shards=2)
+    with two_node_cluster() as (ray, _, _):
+        driver_node = ray.get_runtime_context().get_node_id()
+        through_ray = DocumentQA(tmp_path / "ray", **options).index(docs, ray=True)
+    [(planned, ran_on)] = placed
+    assert ran_on == planned and planned[0] == driver_node and len(set(planned)) == 2
+
+    local = DocumentQA(tmp_path / "local", **options).index(docs)
+    assert through_ray == local and len(local.indexed) == len(names)
+    for shard in ("shard-0", "shard-1"):
+        expected, got = index_contents(tmp_path / "local" / shard), index_contents(tmp_path / "ray" / shard)
+        # 16 files spread by the hash of their paths: both shards hold some (all in one: 2 in 65,536).
+        assert got["files"] and got["files"] == expected["files"] and got["chunks"] == expected["chunks"]
+        assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_dir, tiny_qa_model_dir, monkeypatch,
+                                                              shards):
+    names = [f"note{n:02d}.txt" for n in range(16)]
+    docs = marked_notes(
+        tmp_path, monkeypatch, {name: f"Note {n}: the ferry leaves at {n} o'clock. " for n, name in enumerate(names)}
+    )
+    # Each parse takes 2 s, so files are still parsing on both nodes when the first batch commits.
+    with two_node_cluster(SPANQA_TEST_PARSE_DELAY_S="2") as (ray, cluster, worker):
         worker_node = str(worker.all_processes["raylet"][0].process.pid)
         killed: list[str] = []
 
@@ -374,7 +459,8 @@ def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_
                 killed.append(source)
                 cluster.remove_node(worker, allow_graceful=False)
 
-        options = dict(embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu")
+        # With 2 shards the worker node also holds shard-1's writer: its commits are lost with it.
+        options = dict(embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu", shards=shards)
         qa = DocumentQA(tmp_path / "kb", **options)
         try:
             report = qa.index(docs, ray=RaySettings(embed_batch_files=2), on_file_done=kill_the_worker_node)
@@ -396,7 +482,8 @@ def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_
         if report is not None:
             assert sorted(Path(f.source).name for f in report.indexed) == names and report.skipped == []
 
-        # A re-run on the node left completes the index and parses only what was not committed.
+        # A re-run on the node left (every shard's writer on it) completes the index and parses
+        # only what was not committed.
         committed = {Path(f.source).name for f in stored}
         for mark in (docs / "parsed").glob("*"):
             mark.unlink()
@@ -404,6 +491,3 @@ def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_
         assert sorted(Path(f.source).name for f in again.indexed) == names and again.skipped == []
         assert sorted(name for name, _ in marks_of(docs)) == sorted(set(names) - committed)
         assert len(qa.files()) == len(names)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
