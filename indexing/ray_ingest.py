@@ -171,32 +171,37 @@ class ChunkEmbedderActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         files: list[ParsedFile] = [pickle.loads(item) for item in batch["parsed"]]
-        outcomes: list[IndexedFile | SkippedFile | None] = [
-            None if parsed.ok else SkippedFile(parsed.path, str(parsed.reason)) for parsed in files
-        ]
-        written = [row for row, parsed in enumerate(files) if parsed.ok]
+        parsed_ok = [parsed for parsed in files if parsed.ok]
+        extras = [pickle.loads(extra) for extra, parsed in zip(batch["extra"], files) if parsed.ok]
         try:
-            vectors = dict(zip(written, self._embed([files[row] for row in written])))
+            vectors = self._embed(parsed_ok)
         except Exception as exc:  # noqa: BLE001 - the driver stops the run with this message
             return self._failed(files, f"the embedder failed: {short_error(exc)}")
+        try:
+            indexed = iter(self._commit(parsed_ok, vectors, extras))
+        except Exception as exc:  # noqa: BLE001 - a writer (or its node) lost: the driver stops the run with this message
+            return self._failed(files, f"a shard writer failed: {short_error(exc)}")
+        outcomes = [next(indexed) if parsed.ok else SkippedFile(parsed.path, str(parsed.reason)) for parsed in files]
+        return {"outcome": [pickle.dumps(outcome) for outcome in outcomes], "error": [""] * len(files)}
+
+    def _commit(self, files: list[ParsedFile], vectors: list[np.ndarray], extras: list[dict[str, Any]]) -> list[IndexedFile]:
+        """The files committed by the writers of their shards (one commit per shard, all at once);
+        what each file became, in order."""
+        import ray
+
         from spanqa.indexing.sharded_store import shard_of
 
         by_shard: dict[int, list[int]] = {}
-        for row in written:
-            by_shard.setdefault(shard_of(files[row].path, len(self.writers)), []).append(row)
+        for position, parsed in enumerate(files):
+            by_shard.setdefault(shard_of(parsed.path, len(self.writers)), []).append(position)
         commits = [
-            self.writers[shard].commit.remote([(files[row], vectors[row], pickle.loads(batch["extra"][row])) for row in rows])
-            for shard, rows in by_shard.items()
+            self.writers[shard].commit.remote([(files[at], vectors[at], extras[at]) for at in positions])
+            for shard, positions in by_shard.items()
         ]
-        import ray
-
-        try:
-            for rows, indexed in zip(by_shard.values(), ray.get(commits)):
-                for row, outcome in zip(rows, indexed):
-                    outcomes[row] = outcome
-        except Exception as exc:  # noqa: BLE001 - a writer (or its node) lost: the driver stops the run with this message
-            return self._failed(files, f"a shard writer failed: {short_error(exc)}")
-        return {"outcome": [pickle.dumps(outcome) for outcome in outcomes], "error": [""] * len(files)}
+        indexed: dict[int, IndexedFile] = {}
+        for positions, outcomes in zip(by_shard.values(), ray.get(commits)):
+            indexed.update(zip(positions, outcomes))
+        return [indexed[at] for at in range(len(files))]
 
     def _embed(self, files: list[ParsedFile]) -> list[np.ndarray]:
         """The vectors of each file's chunks (a file without chunks has none)."""
