@@ -226,10 +226,9 @@ class Ingest:
             self._run.close()
         return self._conclude()
 
-    def record_outcomes(self, batches: Iterable[list[IndexedFile | SkippedFile]], store: Any) -> IngestResult:
-        """Steps 2 to 4 done elsewhere (Ray's shard writers committed the files): the outcome of each
-        file, in batches as they come in; `store` is the index they were committed to."""
-        self.store = store
+    def record_outcomes(self, batches: Iterable[list[IndexedFile | SkippedFile]]) -> IngestResult:
+        """Steps 2 to 4 done elsewhere (Ray's shard writers committed the files into `store`): the
+        outcome of each file, in batches as they come in."""
         result = self._result
         for batch in batches:
             for outcome in batch:

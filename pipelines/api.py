@@ -375,13 +375,13 @@ class DocumentQA:
             if store is None:
                 # The writers open the index: it exists before they start (the model, loaded here on
                 # the CPU, tells its vector size).
-                store = self._create_store(model, embedding, None)
+                store = ingest.store = self._create_store(model, embedding, None)
             shard_dirs = [shard.index_dir for shard in store.shards] if isinstance(store, ShardedStore) else [store.index_dir]
             writers = ShardWriters.start(ray_module, shard_dirs, ingest.settings_record(), ingest.ocr_label)
             try:
                 extras = {task.path: ingest.extra_of(task.path) for task in tasks}
                 batches = indexed_batches(tasks, extras, ParseLimits.of(ingest.pool), plan, settings, writers.handles)
-                return ingest.record_outcomes(batches, store)
+                return ingest.record_outcomes(batches)
             finally:
                 writers.stop()
 

@@ -317,6 +317,17 @@ def test_bad_files_get_the_same_status_through_ray(tmp_path, ray_local, minilm_d
     assert np.abs(got["vectors"] - expected["vectors"]).max() < 1e-5
 
 
+def test_a_new_index_without_ocr_through_ray_records_its_settings(tmp_path, ray_local, minilm_dir):
+    # Without OCR the run keeps the OCR engine an index records: a new index has none to keep.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "ferry.txt").write_text(FERRY, encoding="utf-8")
+    report = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), device="cpu").index(docs, ray=True, ocr="off")
+    assert [Path(f.source).name for f in report.indexed] == ["ferry.txt"]
+    settings = index_contents(tmp_path / "kb")["settings"]
+    assert settings[2]["ocr"] is None
+
+
 def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray_local, minilm_dir, monkeypatch):
     names = [f"note{n}.txt" for n in range(8)]
     docs = marked_notes(tmp_path, monkeypatch, {name: f"Note {n}. " for n, name in enumerate(names)})
