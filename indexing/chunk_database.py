@@ -77,6 +77,16 @@ class StoredFile:
         }
 
 
+@dataclass(frozen=True)
+class FileChunks:
+    """What the chunks of one indexed file record alike: the metadata of one of them (an indexing
+    run writes a file's chunks together, with the same metadata of the run) and the OCR engines of
+    those whose page was OCR'd."""
+
+    meta: dict[str, Any]
+    ocr_engines: frozenset[str]
+
+
 def files_by_source(files: list[StoredFile]) -> dict[str, dict[str, Any]]:
     """Each indexed source with its chunk count, page count and SHA-256 (None when not recorded)."""
     return {f.source: {"chunks": f.chunks, "sha256": f.sha256, "pages": f.pages} for f in files}
@@ -204,6 +214,18 @@ class ChunkDatabase:
             holes = ", ".join("?" * len(batch))
             found += self.connection.execute(f"SELECT id, doc_id, source FROM chunks WHERE doc_id IN ({holes})", batch).fetchall()
         return found
+
+    def file_chunks(self, source: str) -> FileChunks | None:
+        """What the chunks of `source` record alike (None when it has none), in two queries that
+        build no documents."""
+        first = self.connection.execute("SELECT meta FROM chunks WHERE source = ? LIMIT 1", (source,)).fetchone()
+        if first is None:
+            return None
+        engines = self.connection.execute(
+            "SELECT DISTINCT json_extract(meta, '$.ocr') FROM chunks WHERE source = ? AND json_extract(meta, '$.ocr') IS NOT NULL",
+            (source,),
+        )
+        return FileChunks(meta=json.loads(first[0]), ocr_engines=frozenset(str(row[0]) for row in engines))
 
     def document_ids_of_source(self, source: str) -> list[str]:
         return [row[0] for row in self.connection.execute("SELECT doc_id FROM chunks WHERE source = ?", (source,))]

@@ -182,15 +182,12 @@ class Ingest:
         """Whether the stored chunks of an unchanged `source` carry this run's metadata for it, and
         no page OCR'd by another engine (or version) than this run's. Without OCR nothing is stale:
         "off" runs no OCR, it does not drop the text earlier runs OCR'd."""
-        wanted = self._extras[source]
-        of_source = {"field": "meta.source", "operator": "==", "value": source}
-        for document in self.store.filter_documents(of_source):
-            meta = ChunkMeta.from_meta(document.meta)
-            if meta.extra != wanted:
-                return False
-            if self.ocr_label is not None and meta.ocr is not None and meta.ocr != self.ocr_label:
-                return False
-        return True
+        stored = self.store.file_chunks(source)
+        if stored is None:
+            return True
+        if ChunkMeta.from_meta(stored.meta).extra != self._extras[source]:
+            return False
+        return self.ocr_label is None or stored.ocr_engines <= {self.ocr_label}
 
     def abort(self) -> None:
         """Stop the workers of a started run without storing anything."""

@@ -36,7 +36,7 @@ from spanqa.errors import (
     check_positive_int,
 )
 from spanqa.indexing.atomic_files import write_json_atomically
-from spanqa.indexing.chunk_database import StoredFile, files_by_source
+from spanqa.indexing.chunk_database import FileChunks, StoredFile, files_by_source
 from spanqa.indexing.commits import CommitReport
 from spanqa.indexing.store import FaissDocumentStore
 from spanqa.indexing.store_settings import StoreSettings
@@ -208,6 +208,9 @@ class ShardedStore:
 
     def source_files(self) -> dict[str, dict[str, Any]]:
         return files_by_source(self.files())
+
+    def file_chunks(self, source: str) -> FileChunks | None:
+        return self.shards[shard_of(source, len(self.shards))].file_chunks(source)
 
     def sources(self) -> dict[str, int]:
         return dict(sorted((source, count) for shard in self.shards for source, count in shard.sources().items()))

@@ -40,6 +40,7 @@ from spanqa.indexing.atomic_files import is_leftover
 from spanqa.indexing.chunk_database import (
     DATABASE_FILE,
     ChunkDatabase,
+    FileChunks,
     StoredFile,
     connect,
     create_schema,
@@ -399,6 +400,11 @@ class FaissDocumentStore:
     def source_files(self) -> dict[str, dict[str, Any]]:
         """Each indexed source with its chunk count, page count and SHA-256 (None when not recorded)."""
         return files_by_source(self.files())
+
+    def file_chunks(self, source: str) -> FileChunks | None:
+        """What the chunks of the indexed file `source` record alike (None when it has none)."""
+        with self._reading():
+            return self._database.file_chunks(source)
 
     def sources(self) -> dict[str, int]:
         """Each distinct `meta["source"]`, sorted, with its number of stored chunks."""

@@ -486,3 +486,19 @@ def test_minilm_paraphrased_question_retrieves_the_right_chunk(tmp_path, minilm_
         best = retriever.run(query_embedding=query)["documents"][0]
         assert expected in best.content, (question, best.content)
         assert 0.0 < best.score <= 1.0 + 1e-5
+
+
+def test_file_chunks_tells_what_a_file_s_chunks_record_alike(store):
+    vectors = random_vectors(4)
+    store.write_documents([
+        Document(id=f"/docs/a.pdf#{n}", content=f"chunk {n}", embedding=vectors[n].tolist(),
+                 meta={"source": "/docs/a.pdf", "page": n + 1, "team": "hr",
+                       **({"ocr": engine} if engine else {})})
+        for n, engine in enumerate(["rapidocr 3.10.0", None, "tesseract 5.3.0", "rapidocr 3.10.0"])
+    ])
+    store.write_documents(make_documents(2, source="/docs/b.pdf"))
+    stored = store.file_chunks("/docs/a.pdf")
+    assert stored.meta["source"] == "/docs/a.pdf" and stored.meta["team"] == "hr"
+    assert stored.ocr_engines == {"rapidocr 3.10.0", "tesseract 5.3.0"}
+    assert store.file_chunks("/docs/b.pdf").ocr_engines == frozenset()
+    assert store.file_chunks("/docs/missing.pdf") is None

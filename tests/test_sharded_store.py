@@ -70,6 +70,7 @@ def test_writes_and_removals_go_to_the_file_s_shard(stores, tmp_path):
     sharded.write_documents(corpus(24))
     holder = sharded.shards[shard_of("/kb/file1.md", 2)]
     assert holder.sources()["/kb/file1.md"] == 6
+    assert sharded.file_chunks("/kb/file1.md") == holder.file_chunks("/kb/file1.md") is not None
     assert sharded.delete_by_source("/kb/file1.md") == 6 and "/kb/file1.md" not in sharded.sources()
     with pytest.raises(ConfigError, match="source"):
         sharded.write_documents([Document(id="x", content="x", embedding=[1.0] * DIMENSION)])
