@@ -71,7 +71,7 @@ def main() -> None:
     print("| check | seconds | us per chunk | vs every chunk read |")
     print("| --- | --- | --- | --- |")
     for name, seconds in timings.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / chunks * 1e6:.2f} | {timings["every chunk read"] / seconds:.1f}x |")
+        print(f"| {name} | {seconds:.3f} | {seconds / chunks * 1e6:.2f} | {timings['every chunk read'] / seconds:.1f}x |")
 
 
 if __name__ == "__main__":
