@@ -12,8 +12,8 @@
    commit costs what it changes: `commits`), so an interrupted run keeps every batch stored before.
 
 On a Ray cluster (`ray_ingest`) steps 2 to 4 run there: `plan` does step 1 alone, the cluster's
-shard writers (`ray_writers`) commit with `chunk_documents` and `replace_file_chunks` as `Ingest`
-does, and `record_outcomes` gathers what they report.
+shard writers (`ray_writers`) commit with `chunk_documents` and `commit_files` as `Ingest` does,
+and `record_outcomes` gathers what they report.
 """
 
 from __future__ import annotations
@@ -266,23 +266,11 @@ class Ingest:
 
     def _commit(self, pending: list[_Pending], vectors: Iterator[list[float]], result: IngestResult) -> None:
         """Stores the embedded files of `pending` (their vectors in order) in one commit."""
-        stored: list[str] = []
-        with self.store.writer():
-            # Recorded with the first batch, not only at the end: a run that stops after it leaves an
-            # index whose settings the next run finds unchanged, so it skips the files committed.
-            self.store.chunking = self.settings_record()
-            for item in pending:
-                stored.append(self._store(item, vectors, result))
-        for source in stored:
-            self._done(source)
-
-    def _store(self, item: _Pending, vectors: Iterator[list[float]], result: IngestResult) -> str:
-        """Replaces the stored chunks of one embedded file with its new ones; returns its source."""
-        documents = [replace(document, embedding=next(vectors)) for document in item.documents]
-        indexed = replace_file_chunks(self.store, item.parsed, documents)
-        result.indexed.append(indexed)
-        result.chunk_count += indexed.chunks
-        return indexed.source
+        embedded = [(item.parsed, [replace(doc, embedding=next(vectors)) for doc in item.documents]) for item in pending]
+        for indexed in commit_files(self.store, self.settings_record(), embedded):
+            result.indexed.append(indexed)
+            result.chunk_count += indexed.chunks
+            self._done(indexed.source)
 
 
 def chunk_documents(parsed: ParsedFile, ocr_label: str | None, extra: dict[str, Any]) -> tuple[list[Document], list[str]]:
@@ -309,9 +297,19 @@ def chunk_documents(parsed: ParsedFile, ocr_label: str | None, extra: dict[str, 
     return documents, embed_texts
 
 
-def replace_file_chunks(store: Any, parsed: ParsedFile, documents: list[Document]) -> IndexedFile:
-    """Replaces the stored chunks of the file `parsed` with `documents` (embedded), inside the
-    caller's writer block; what was indexed."""
+def commit_files(
+    store: Any, settings_record: dict[str, Any], files: list[tuple[ParsedFile, list[Document]]]
+) -> list[IndexedFile]:
+    """Replaces the stored chunks of each parsed file with its documents (embedded), all in one
+    commit that also records the run's settings (`Ingest.settings_record`); what each file became."""
+    with store.writer():
+        # Recorded in every commit, not only at the end: a run that stops after one leaves an index
+        # whose settings the next run finds unchanged, so it keeps the files committed.
+        store.chunking = settings_record
+        return [_replace_file_chunks(store, parsed, documents) for parsed, documents in files]
+
+
+def _replace_file_chunks(store: Any, parsed: ParsedFile, documents: list[Document]) -> IndexedFile:
     source = parsed.path
     kept = {document.id for document in documents}
     of_source = {"field": "meta.source", "operator": "==", "value": source}

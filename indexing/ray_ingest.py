@@ -148,7 +148,7 @@ def _parse_row(row: dict[str, Any], limits: ParseLimits) -> list[dict[str, Any]]
         parsed = limits.parse(task)
     except Exception as exc:  # noqa: BLE001 - the pool itself failed: this file's status, not the run's end
         parsed = ParsedFile(path=task.path, reason=f"cannot parse: {type(exc).__name__}: {exc}"[:200])
-    return [{"path": task.path, "parsed": pickle.dumps(parsed), "extra": row["extra"]}]
+    return [{"parsed": pickle.dumps(parsed), "extra": row["extra"]}]
 
 
 class ChunkEmbedderActor:

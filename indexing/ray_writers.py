@@ -12,8 +12,9 @@ node. A writer commits each batch it is sent as `Ingest` commits one (its files'
 replaced, the run's settings recorded, atomically), so a writer or node lost mid-run loses no
 commit made before. A writer's process that dies is started again on its node and makes the commit
 in progress again (a commit replaces its files' chunks: made twice, the same); a writer lost with
-its node stops the run, and a re-run resumes, placing that shard's writer on a node still there. The index folder must be at the same path on every node
-that holds a writer (a shared file system, as for the files).
+its node stops the run, and a re-run resumes, placing that shard's writer on a node still there.
+The index folder must be at the same path on every node that holds a writer (a shared file system,
+as for the files).
 """
 
 from __future__ import annotations
@@ -64,18 +65,13 @@ class ShardWriter:
 
     def commit(self, files: list[FileToWrite]) -> list[IndexedFile]:
         """The files (each replacing its stored chunks) in one commit; what each became."""
-        from spanqa.indexing.ingest import chunk_documents, replace_file_chunks
+        from spanqa.indexing.ingest import chunk_documents, commit_files
 
-        indexed = []
-        with self.store.writer():
-            # Recorded in every commit: a run that stops after it leaves a shard whose settings the
-            # next run finds unchanged, so it keeps the files committed.
-            self.store.chunking = self.settings_record
-            for parsed, vectors, extra in files:
-                documents, _ = chunk_documents(parsed, self.ocr_label, extra)
-                embedded = [replace(document, embedding=row.tolist()) for document, row in zip(documents, vectors)]
-                indexed.append(replace_file_chunks(self.store, parsed, embedded))
-        return indexed
+        embedded = []
+        for parsed, vectors, extra in files:
+            documents, _ = chunk_documents(parsed, self.ocr_label, extra)
+            embedded.append((parsed, [replace(document, embedding=row.tolist()) for document, row in zip(documents, vectors)]))
+        return commit_files(self.store, self.settings_record, embedded)
 
     def close(self) -> None:
         self.store.close()
@@ -83,7 +79,8 @@ class ShardWriter:
 
 @dataclass
 class ShardWriters:
-    """The running writers of a run's shards, in shard order, and the node each was placed on."""
+    """The running writers of a run's shards, in shard order, and the node each runs on (as the
+    writer itself answered when it started)."""
 
     ray: Any
     handles: list[Any]
@@ -102,14 +99,13 @@ class ShardWriters:
         writers.handles = [
             writers._writer(shard_dir, node, settings_record, ocr_label) for shard_dir, node in zip(shard_dirs, writers.nodes)
         ]
-        failed = writers._not_started()
+        failed = writers._ask_nodes()
         if failed:
             started = [node for number, node in enumerate(writers.nodes) if number not in failed]
             others = writer_nodes(len(shard_dirs), started if started else [driver], driver)
             for number in failed:
-                writers.nodes[number] = others[number]
                 writers.handles[number] = writers._writer(shard_dirs[number], others[number], settings_record, ocr_label)
-            failed = writers._not_started()
+            failed = writers._ask_nodes()
         if failed:
             number, error = next(iter(failed.items()))
             writers.stop()
@@ -132,19 +128,16 @@ class ShardWriters:
         strategy = NodeAffinitySchedulingStrategy(node, soft=False)
         return actor.options(scheduling_strategy=strategy).remote(str(shard_dir), settings_record, ocr_label)
 
-    def _not_started(self) -> dict[int, str]:
-        """The writers that could not start (their shard number), and why."""
+    def _ask_nodes(self) -> dict[int, str]:
+        """Asks each writer its node and records it in `nodes`; the writers that could not start
+        (their shard number), and why."""
         failed = {}
         for number, handle in enumerate(self.handles):
             try:
-                self.ray.get(handle.node_id.remote(), timeout=_START_TIMEOUT_S)
+                self.nodes[number] = self.ray.get(handle.node_id.remote(), timeout=_START_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - any reason means the same here: place it elsewhere
                 failed[number] = short_error(exc)
         return failed
-
-    def running_on(self) -> list[str]:
-        """The node each writer runs on, asked of the writers themselves."""
-        return self.ray.get([handle.node_id.remote() for handle in self.handles])
 
     def stop(self) -> None:
         """Closes the writers' stores and ends them (a writer already lost is passed over)."""

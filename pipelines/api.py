@@ -267,7 +267,8 @@ class DocumentQA:
         parsed by Ray tasks (same limits and statuses), embedded by Ray actors (one per GPU where
         the cluster has GPUs) and committed in the same atomic batches by one writer per shard, the
         shards spread over the cluster's nodes (the index folder must then be on storage those nodes
-        share); `device` names where the actors embed. None (the default) indexes on this machine and never imports Ray.
+        share); `device` names where the actors embed. None (the default) indexes on this machine
+        and never imports Ray.
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
