@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 
@@ -30,6 +31,50 @@ class IndexMismatchError(SpanQAError):
 
 class IndexBusyError(SpanQAError):
     """Another process is writing to the index (one writer at a time; readers are never blocked)."""
+
+
+class StorageError(SpanQAError):
+    """A write to disk failed: the disk (or the user's quota) is full, or the device reported an I/O
+    error. Nothing committed before is lost; the same operation succeeds again once there is space.
+    `full` tells a full disk (HTTP 507) from another I/O failure (HTTP 503)."""
+
+    def __init__(self, what: str, cause: BaseException):
+        self.full = is_disk_full(cause)
+        self.cause = cause
+        why = "the disk is full" if self.full else f"the disk reported an error ({_plain_cause(cause)})"
+        fix = "free some space and try again" if self.full else "check the disk and try again"
+        super().__init__(f"{what}: {why}; nothing committed before is lost: {fix}")
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORAGE_ERRNOS = DISK_FULL_ERRNOS | {errno.EIO, errno.EROFS, errno.EFBIG}
+# SQLite's messages for SQLITE_FULL and SQLITE_IOERR (sqlite3 carries no errno).
+SQLITE_FULL_MESSAGES = ("database or disk is full",)
+SQLITE_IO_MESSAGES = ("disk i/o error", "attempt to write a readonly database")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (an OSError or a sqlite3 error) says the disk or quota is full."""
+    if isinstance(error, OSError):
+        return error.errno in DISK_FULL_ERRNOS
+    return any(message in str(error).lower() for message in SQLITE_FULL_MESSAGES)
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether `error` is the disk failing a write (full, quota, I/O error), not a bug or bad input."""
+    if isinstance(error, StorageError):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in STORAGE_ERRNOS
+    text = str(error).lower()
+    return type(error).__module__ == "sqlite3" and any(m in text for m in SQLITE_FULL_MESSAGES + SQLITE_IO_MESSAGES)
+
+
+def _plain_cause(cause: BaseException) -> str:
+    # The OS's words without the file name (a server path must not reach users).
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause).split(":")[0] or type(cause).__name__
 
 
 class ClusterError(SpanQAError):

@@ -79,6 +79,13 @@ class CommitReport:
     segments_merged: int = 0
 
 
+def end_transaction(connection: sqlite3.Connection, statement: str = "ROLLBACK") -> None:
+    """Ends the connection's transaction with `statement` if one is still open (SQLite ends it
+    itself after some errors: ROLLBACK would then raise "no transaction is active")."""
+    if connection.in_transaction:
+        connection.execute(statement)
+
+
 def tier(live: int, settings: StoreSettings) -> int:
     """A segment's size tier: 0 below the merge floor, then one per factor of merge_factor."""
     if live < settings.merge_floor_vectors:
@@ -127,24 +134,30 @@ class CommitLog:
         if self.writing:
             yield self.snapshot
             return
+        missing = None
         for attempt in range(READ_ATTEMPTS):
             self.connection.execute("BEGIN")
             try:
                 self._load()
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 # A writer merged a segment away between our snapshot and our open: read again.
-                self.connection.execute("ROLLBACK")
+                missing = exc
+                end_transaction(self.connection)
                 time.sleep(0.01 * (attempt + 1))
                 continue
             except BaseException:
-                self.connection.execute("ROLLBACK")
+                end_transaction(self.connection)
                 raise
             try:
                 yield self.snapshot
             finally:
-                self.connection.execute("COMMIT")
+                end_transaction(self.connection, "COMMIT")
             return
-        raise IndexMismatchError(f"the segment files of '{self.index_dir}' keep disappearing: is the index being replaced?")
+        name = Path(str(missing.args[0])).name if missing is not None and missing.args else "?"
+        raise IndexMismatchError(
+            f"segment {name} of the index at '{self.index_dir}', named by its last commit, is missing (lost, or the "
+            "index is being replaced): run `spanqa check --index DIR --repair`"
+        )
 
     def _load(self) -> None:
         state = self.database.state()
@@ -205,7 +218,7 @@ class CommitLog:
             self._load()
             self._remove_unnamed_files()
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            end_transaction(self.connection)
             raise
         # The write changes its snapshot's deleted lists in place: give it its own.
         self.snapshot.segments = [LiveSegment(live.segment, live.deleted) for live in self.snapshot.segments]
@@ -238,15 +251,50 @@ class CommitLog:
         self.database.mark_deleted(marked)
 
     def rollback(self) -> None:
+        """Forgets the open write. Also after a failed statement or COMMIT: SQLite ends the
+        transaction itself on some errors (a full disk, an I/O error), so it is rolled back only if
+        still open; either way the next read or write loads the committed state again."""
         if not self.writing:
             return
-        self.connection.execute("ROLLBACK")
         self.writing = False
         self.pending = None
         self.snapshot = Snapshot(-1, 0, None, [], self.snapshot.quantizer)  # changed in place: read it again
+        end_transaction(self.connection)
 
     def commit(self, chunking: dict[str, Any] | None, vectors_changed: bool, compact: bool = False) -> CommitReport:
-        """Commits the write (see the module docstring); `compact` merges every segment into one."""
+        """Commits the write (see the module docstring); `compact` merges every segment into one.
+
+        Any failure before the commit point (a full disk while writing a segment or the WAL, an I/O
+        error) rolls the write back and raises: the committed state is as it was, and the files the
+        failed commit wrote are named by no commit, so the next writer removes them. Removing the
+        merged-away files after the commit point is best-effort: a file left over is removed likewise."""
+        old_quantizer = self.snapshot.quantizer
+        try:
+            generation, report, segments, removed = self._prepare_commit(chunking, vectors_changed, compact)
+            self.connection.execute("COMMIT")  # the commit point
+        except BaseException:
+            self.snapshot.quantizer = old_quantizer
+            self.rollback()
+            raise
+        self.writing = False
+        self.pending = None
+        self.snapshot = Snapshot(generation, self.snapshot.next_id, chunking, segments, self.snapshot.quantizer)
+        self._open = {live.segment.name: live.segment for live in segments}
+        if old_quantizer is not None and self.snapshot.quantizer is not old_quantizer:
+            removed.append(old_quantizer.name)
+        for name in removed:
+            try:
+                (self.index_dir / name).unlink(missing_ok=True)
+            except OSError as exc:
+                logger.warning("index at %s: could not remove merged-away %s (%s); the next writer will", self.index_dir, name, exc)
+        return report
+
+    def _prepare_commit(
+        self, chunking: dict[str, Any] | None, vectors_changed: bool, compact: bool
+    ) -> tuple[int, CommitReport, list[LiveSegment], list[str]]:
+        """Everything a commit writes before its commit point: the new and merged segment files and
+        the rows naming them. Returns the new generation, what it wrote, the new set of segments and
+        the files merged away."""
         generation = self.snapshot.generation + 1 if vectors_changed or compact else self.snapshot.generation
         written, new_files, merged_files = 0, 0, 0
         segments = list(self.snapshot.segments)
@@ -299,16 +347,7 @@ class CommitLog:
                     segments.append(LiveSegment(segment, EMPTY_IDS))
             compact = rewrite_all = False
         self.database.set_state({"generation": str(generation), "next_id": str(self.snapshot.next_id), "chunking": json.dumps(chunking)})
-        self.connection.execute("COMMIT")  # the commit point
-        self.writing = False
-        self.pending = None
-        self.snapshot = Snapshot(generation, self.snapshot.next_id, chunking, segments, self.snapshot.quantizer)
-        self._open = {live.segment.name: live.segment for live in segments}
-        if old_quantizer is not None and self.snapshot.quantizer is not old_quantizer:
-            removed.append(old_quantizer.name)
-        for name in removed:
-            (self.index_dir / name).unlink(missing_ok=True)
-        return CommitReport(written, new_files, merged_files)
+        return generation, CommitReport(written, new_files, merged_files), segments, removed
 
     def _write(self, ids: np.ndarray, vectors: np.ndarray, label: str) -> tuple[Segment, int]:
         """Writes a new segment file and names it in the open transaction."""

@@ -200,15 +200,40 @@ def write_segment(path: Path, index: faiss.Index, shares_quantizer: bool = False
     index's quantizer is written without the centroids (an empty stand-in): a commit of 100
     vectors writes those, not a copy of 2,048 centroids."""
     if not shares_quantizer:
-        write_with(path, lambda temp_name: faiss.write_index(index, temp_name))
+        write_with(path, lambda temp_name: write_index_file(index, temp_name))
         return path.stat().st_size
     shared, stand_in = index.quantizer, faiss.IndexFlatIP(index.d)
     index.quantizer = stand_in
     try:
-        write_with(path, lambda temp_name: faiss.write_index(index, temp_name))
+        write_with(path, lambda temp_name: write_index_file(index, temp_name))
     finally:
         index.quantizer = shared
     return path.stat().st_size
+
+
+def write_index_file(index: faiss.Index, file_name: str) -> None:
+    """Writes `index` to `file_name` through a Python file, so that every failed write raises.
+
+    `faiss.write_index(index, name)` writes through C stdio and only prints an error its final
+    flush hits (fclose's): on a full disk it left a truncated segment file and returned normally,
+    and the commit then named that file. Here FAISS hands its bytes to Python, whose writes and
+    flush raise OSError (ENOSPC, EIO), which reaches the commit as it is."""
+    failures: list[BaseException] = []
+    with open(file_name, "wb") as handle:
+
+        def write(data: bytes) -> None:
+            try:
+                handle.write(data)
+            except BaseException as exc:
+                failures.append(exc)
+                raise
+
+        try:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+        except RuntimeError:
+            if failures:
+                raise failures[0] from None
+            raise
 
 
 def build_index(

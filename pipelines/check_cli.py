@@ -1,0 +1,69 @@
+"""`spanqa check --index DIR [--repair]`: verifies an index (each shard of a sharded one) and, asked
+to, brings it back to its last consistent state, saying what it dropped. `spanqa backup --index DIR
+DEST`: a consistent copy of a live index (see spanqa.indexing.index_backup)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from spanqa.indexing.index_backup import backup_index
+from spanqa.indexing.index_check import index_health
+
+
+def add_command(commands) -> None:
+    """Adds `check` and `backup` to the `spanqa` command's sub-commands."""
+    check = commands.add_parser(
+        "check", help="verify an index (SQLite integrity, segments against chunks, the manifest); --repair mends it"
+    )
+    check.add_argument("--index", required=True, metavar="DIR", help="the index directory")
+    check.add_argument("--repair", action="store_true",
+                       help="bring the index back to its last consistent state (one commit, under the write lock), "
+                       "saying what it dropped; files dropped are indexed again by `spanqa index`")
+    check.add_argument("--quick", action="store_true",
+                       help="SQLite's quick check instead of its full integrity check (faster on a large index)")
+    check.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+    backup = commands.add_parser(
+        "backup", help="copy a live index (while it is served or indexed) to a new folder, consistent as of one commit"
+    )
+    backup.add_argument("--index", required=True, metavar="DIR", help="the index directory")
+    backup.add_argument("destination", metavar="DEST", help="the backup's folder: new, or empty")
+    backup.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
+
+
+def run_backup(args: argparse.Namespace) -> int:
+    report = backup_index(args.index, args.destination)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    shards = f" ({report.indexes} shards)" if report.indexes > 1 else ""
+    print(f"backed up to {report.destination}{shards}: {report.chunks} chunks, {report.segments} segment file(s), "
+          f"{report.bytes / 2**20:.1f} MiB")
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    healths = index_health(args.index, repair=args.repair, thorough=not args.quick)
+    sound = all(health.sound for health in healths)
+    if args.json:
+        print(json.dumps({"sound": sound, "indexes": [health.to_json() for health in healths]}, indent=2))
+        return 0 if sound else 1
+    for health in healths:
+        for line in health.repaired:
+            print(f"repaired: {line}")
+        state = "sound" if health.sound else f"{len(health.findings)} problem(s)"
+        print(f"{health.index_dir}: {state} ({health.chunks} chunks, {health.files} files, {health.segments} segments)")
+        for finding in health.findings:
+            print(f"  - {finding.problem}" + ("" if finding.repairable else " (cannot be repaired here)"))
+        if health.leftovers and not args.repair:
+            print(f"  ({len(health.leftovers)} file(s) no commit names: the next write, or --repair, removes them)")
+    if not sound:
+        repairable = all(f.repairable for health in healths for f in health.findings)
+        if args.repair or not repairable:
+            print("spanqa: the index could not be brought back: restore a backup, or index the files again into "
+                  "a new folder", file=sys.stderr)
+        else:
+            print(f"spanqa: run `spanqa check --index {args.index} --repair` to bring it back to its last consistent "
+                  "state", file=sys.stderr)
+    return 0 if sound else 1
