@@ -114,6 +114,12 @@ IVF_TRAIN_POINTS_PER_LIST = 64  # k-means sample size per list (FAISS wants at l
 IVF_TRAIN_ITERATIONS = 10  # k-means iterations
 IVF_NPROBE = 16  # inverted lists scanned per query
 FILTER_EXACT_MAX = 20_000  # a filter matching at most this many chunks ranks them exactly
+# Size of a metadata filter (issue 24): bad or larger filters are a ConfigError (HTTP 422). They keep
+# its SQL within SQLite's limits (expression depth 1000, its parser stack, 32766 bound variables:
+# a value takes at most 3) and Python's recursion. An OR of `==` on one field counts as one `in`.
+FILTER_MAX_DEPTH = 32  # levels of AND/OR/NOT nesting
+FILTER_MAX_CONDITIONS = 1000  # comparisons and AND/OR/NOT nodes in all
+FILTER_MAX_VALUES = 10_000  # values in all (each item of an `in`, `contains` or `under` list)
 SQLITE_BUSY_TIMEOUT_S = 60.0  # how long a second writer waits for the one writing
 # Vectors live in append-only segments (issue #14): a commit writes its new vectors as one segment.
 APPROXIMATE_MIN_VECTORS = 10_000  # an "ivf"/"hnsw" index keeps segments smaller than this exact (flat)
@@ -141,7 +147,31 @@ SERVICE_RETRY_AFTER_S = 1  # what a 503 (queue full) or 429 (rate limit) tells c
 SERVICE_JOBS_KEPT = 500  # finished upload jobs remembered for GET /v1/jobs/{job}
 SERVICE_PAGE_WIDTH = 1000  # pixels of a page image unless the request asks for another width
 SERVICE_MAX_PAGE_WIDTH = 3000
-SERVICE_RENDER_WORKERS = 2  # threads rendering page images and highlight boxes (pdfium itself is serialised)
+# Connections (issue 24, spanqa.service.connections): slow or half-sent requests are closed, and a
+# flood of them cannot take the file descriptors that files, SQLite and page work need.
+SERVICE_HEADER_TIMEOUT_S = 10.0  # a request line and headers must arrive within this (else 408 and closed)
+SERVICE_BODY_TIMEOUT_S = 30.0  # most seconds without a byte while a request body is arriving
+SERVICE_MAX_CONNECTIONS = None  # None: the file-descriptor limit less the reserve below and twice the backlog
+SERVICE_MAX_CONNECTIONS_PER_CLIENT = 128  # per client address; 0: no cap (behind a proxy all share its address)
+SERVICE_FD_RESERVE = 256  # descriptors kept for uploads, SQLite, the index and page work
+# Connections the kernel queues for accept(): they take descriptors before the server sees them, so
+# the derived connection cap leaves room for two queues' worth.
+SERVICE_LISTEN_BACKLOG = 128
+SERVICE_LOG_REPEAT_WINDOW_S = 60.0  # the same log line again within this is counted, not written
+SERVICE_RENDER_WORKERS = 2  # page-worker processes (page images, geometry, highlight boxes, page text)
+# Page work runs in those worker processes under a budget, as parsing does: a page that needs more
+# time or address space gets an error (its answers come back without boxes), never the server's memory.
+# A hostile page (Form XObjects nested 8 deep, 10 wide: 2.8 KB) drove pdfium to 23.7 GB in one call.
+# The time covers re-OCR of one scanned page on a slow CPU (dense pages took RapidOCR ~17 s on 2 shared
+# cores, bench/README.md); the memory is the parser's (OCR reserves ~3-4 GB of address space).
+SERVICE_PAGE_TIMEOUT_S = 60.0
+SERVICE_PAGE_MEMORY_MB = PARSE_MEMORY_MB
+SERVICE_PAGE_WORKER_START_S = 120.0  # a page worker not ready by then (imports, forkserver) is given up on
+# What the server keeps of finished page work: results up to this many MiB (page images count their
+# bytes), and the page versions that went over budget (so a hostile page costs its budget once).
+SERVICE_PAGE_CACHE_MB = 64
+SERVICE_PAGE_CACHE_ENTRIES = 4096
+SERVICE_PAGE_FAILURES_KEPT = 1024
 
 # Highlight boxes and page images (issue #11): pdfium (pypdfium2) finds where an answer's characters
 # are drawn (spanqa.indexing.highlight) and draws page images (spanqa.indexing.pdf_pages, which keeps

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from haystack import Document
+from spanqa.indexing.file_modes import create_private_file
 from spanqa.indexing.keyword import CJK_FUNCTION, FTS_SCHEMA, cjk_bigrams
 
 DATABASE_FILE = "chunks.sqlite"
@@ -93,6 +94,8 @@ def files_by_source(files: list[StoredFile]) -> dict[str, dict[str, Any]]:
 
 
 def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    # Owner-only (issue 24): made 0600 before SQLite opens it, which gives its -wal and -shm that mode.
+    create_private_file(path)
     # isolation_level=None: transactions are begun and committed explicitly, never implicitly.
     connection = sqlite3.connect(str(path), isolation_level=None, timeout=busy_timeout_s, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from spanqa import defaults
 from spanqa.answers import Answer, IndexReport, Passage
-from spanqa.errors import SpanQAError
 from spanqa.indexing.ocr import OCR_MODES
 from spanqa.pipelines.cli_common import (
     meta_option,
@@ -26,6 +25,7 @@ from spanqa.pipelines.cli_common import (
     threshold,
     tokens_or_all,
 )
+from spanqa.pipelines.cli_errors import report_error
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -184,6 +184,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     common(compact, models=False)
 
+    from spanqa.pipelines.check_cli import add_command as add_check_command
+
+    add_check_command(commands)
     from spanqa.pipelines.measure_cli import add_commands as add_measure_commands
 
     add_measure_commands(commands, reader_options, retrieval, embedding_options)
@@ -302,6 +305,11 @@ def _run_index(args: argparse.Namespace, qa) -> int:
             f"--ray took '{args.ray}' for a cluster address, but it is a path: give --ray after the paths, "
             "or --ray=ADDRESS"
         )
+    missing = [path for path in args.paths if not Path(path).expanduser().exists()]
+    if missing and not args.sync:  # --sync: a path that is gone removes what was indexed under it
+        raise ConfigError(
+            f"no such file or folder {', '.join(repr(str(path)) for path in missing)}: nothing was indexed"
+        )
     meta = _index_meta(args)
     shown = shows_progress(args)
     total = len(discover_files(args.paths)[0]) if shown else 0
@@ -404,8 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     _quiet_libraries()
     try:
-        from spanqa.pipelines.api import DocumentQA
+        if args.command in ("check", "backup"):  # before the models' libraries load: neither needs them
+            from spanqa.pipelines.check_cli import run_backup, run_check
 
+            return run_check(args) if args.command == "check" else run_backup(args)
+        from spanqa.pipelines.api import DocumentQA, model_reference
+
+        for option in ("reader", "embedder"):  # a path that is not there, named before anything loads
+            if isinstance(getattr(args, option, None), str):
+                model_reference(getattr(args, option), f"--{option}")
         if args.command in ("eval", "calibrate"):
             from spanqa.pipelines.measure_cli import run_calibrate, run_eval
 
@@ -432,12 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "index": _run_index, "ask": _run_ask, "search": _run_search, "remove": _run_remove, "list": _run_list, "compact": _run_compact,
         }[args.command]
         return runner(args, qa)
-    except SpanQAError as exc:
-        print(f"spanqa: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("spanqa: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one plain line, never a traceback (SPANQA_DEBUG=1 shows it)
+        return report_error(exc, getattr(args, "index", None))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from spanqa.errors import ConfigError
+from spanqa.indexing.file_modes import private_opener
 
 # What a confidence is computed from (see `answer_features`).
 CONFIDENCE_FEATURES = ("ranking_sum", "margin", "passages", "similarity")
@@ -114,7 +115,9 @@ class AnswerCalibration:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        # Owner-only, as the index it lives in (issue 24).
+        with open(temporary, "w", encoding="utf-8", opener=private_opener) as handle:
+            handle.write(json.dumps(self.to_dict(), indent=2))
         temporary.replace(path)
 
     @classmethod

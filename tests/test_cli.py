@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from spanqa.indexing import read_pages
+from spanqa.errors import StorageError
 from spanqa.indexing.cleaning import same_text
+from spanqa.pipelines import api as api_module
+from spanqa.pipelines import cli as cli_module
 from spanqa.pipelines.cli import main
 
 
@@ -221,3 +226,114 @@ def test_index_with_shards_writes_a_sharded_index_that_list_and_search_read(tmp_
     assert len(json.loads(capsys.readouterr().out)["files"]) == 3
     assert main(["search", "lighthouse", "--index", str(index_dir), "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["passages"]
+
+
+# -- errors a new user meets (issue 24) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--reader", "--embedder"])
+@pytest.mark.parametrize("value", ["/no/such/dir", "./no-such-dir", "../no/such", "~/no-such-spanqa-model", "a/b/c"])
+def test_a_model_path_that_is_not_there_says_so_before_anything_loads(tmp_path, sample_data_dir, monkeypatch, capsys,
+                                                                      option, value):
+    # Before: "Repo id must be in the form 'repo_name' or 'namespace/repo_name'", from the hub.
+    monkeypatch.setattr(api_module, "make_document_embedder", _never_called)
+    code = main(["index", str(sample_data_dir / "greenhouse_notes.md"), "--index", str(tmp_path / "kb"), option, value])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (f"spanqa: error: no such directory '{value}' ({option} takes a hub id like org/name or a local "
+                   "model directory)\n")
+    assert not (tmp_path / "kb").exists()
+
+
+def test_a_model_path_that_is_a_file_says_so(tmp_path, capsys):
+    file = tmp_path / "model.onnx"
+    file.write_bytes(b"onnx")
+    assert main(["ask", "Who?", "--index", str(tmp_path / "kb"), "--reader", str(file)]) == 1
+    assert f"'{file}' is a file, not a model directory (--reader takes" in capsys.readouterr().err
+
+
+def test_a_hub_id_is_left_to_the_hub():
+    assert api_module.model_reference("org/name") == "org/name"
+    assert api_module.model_reference("distilbert-base-uncased") == "distilbert-base-uncased"
+
+
+def _never_called(*args, **kwargs):
+    raise AssertionError("a model was loaded before the paths were checked")
+
+
+def test_index_checks_every_path_before_any_model_loads(tmp_path, sample_data_dir, monkeypatch, capsys):
+    # Before: offline, the embedder's hub error came first; with one good path, it was indexed.
+    monkeypatch.setattr(api_module, "make_document_embedder", _never_called)
+    index_dir = tmp_path / "kb"
+    assert main(["index", "/no/such/path", "--index", str(index_dir)]) == 1
+    assert capsys.readouterr().err == "spanqa: error: no such file or folder '/no/such/path': nothing was indexed\n"
+    good = str(sample_data_dir / "greenhouse_notes.md")
+    assert main(["index", good, str(tmp_path / "gone.pdf"), "/no/such", "--index", str(index_dir)]) == 1
+    err = capsys.readouterr().err
+    assert f"no such file or folder '{tmp_path / 'gone.pdf'}', '/no/such': nothing was indexed" in err
+    assert not index_dir.exists()
+
+
+def _raising(exc: BaseException):
+    def run(args, qa):
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (sqlite3.IntegrityError("UNIQUE constraint failed: chunks.doc_id"),
+         "the index's database failed (IntegrityError: UNIQUE constraint failed: chunks.doc_id): the index may be "
+         "damaged: run `spanqa check --index KB`"),
+        (sqlite3.OperationalError("database is locked"),
+         "the index's database stayed locked by another process (OperationalError: database is locked): wait for it "
+         "to finish and try again; if no other spanqa uses the index, it may be damaged: run `spanqa check --index KB`"),
+        (sqlite3.DatabaseError("database disk image is malformed"),
+         "the index's database failed (DatabaseError: database disk image is malformed): the index may be damaged: "
+         "run `spanqa check --index KB`"),
+        (sqlite3.OperationalError("database or disk is full"), "the disk is full"),
+        (OSError(errno.ENOSPC, "No space left on device", "/kb/segment.tmp"), "the disk is full"),
+        (OSError(errno.EACCES, "Permission denied", "/kb/chunks.sqlite"),
+         "permission denied '/kb/chunks.sqlite': check who owns it and its mode, or run as that user"),
+        (StorageError("cannot commit to the index", OSError(errno.EIO, "Input/output error")),
+         "cannot commit to the index: the disk reported an error (Input/output error)"),
+        (RuntimeError("something\nbroke"),
+         "unexpected RuntimeError: something broke (run with SPANQA_DEBUG=1 for the traceback)"),
+    ],
+)
+def test_errors_are_one_plain_line_without_a_traceback(tmp_path, monkeypatch, capsys, exc, expected):
+    monkeypatch.delenv("SPANQA_DEBUG", raising=False)
+    monkeypatch.setattr(cli_module, "_run_list", _raising(exc))
+    assert main(["list", "--index", "KB"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("spanqa: error: ") and expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_spanqa_debug_shows_the_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("SPANQA_DEBUG", "1")
+    monkeypatch.setattr(cli_module, "_run_list", _raising(sqlite3.IntegrityError("UNIQUE constraint failed")))
+    assert main(["list", "--index", "KB"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().endswith("run `spanqa check --index KB`")
+
+
+def test_a_damaged_index_database_is_one_line_from_the_real_command(tmp_path):
+    from haystack import Document
+
+    from spanqa.indexing.store import FaissDocumentStore
+
+    store = FaissDocumentStore.create(tmp_path / "kb", embedder="test/e", dimension=4)
+    store.write_documents([Document(id=f"d{i}", content=f"text {i}", meta={"source": "/a.md", "page": 1},
+                                    embedding=[1.0, 0.0, 0.0, float(i)]) for i in range(20)])
+    store.close()
+    database = tmp_path / "kb" / "chunks.sqlite"
+    data = bytearray(database.read_bytes())
+    data[4096::7] = b"\xab" * len(data[4096::7])
+    database.write_bytes(bytes(data))
+    result = _run_cli("list", "--index", str(tmp_path / "kb"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert f"the index may be damaged: run `spanqa check --index {tmp_path / 'kb'}`" in result.stderr

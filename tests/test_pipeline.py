@@ -136,7 +136,11 @@ def test_unknown_device_is_a_config_error(tmp_path):
 
 
 def test_an_unloadable_embedder_is_a_model_load_error_and_creates_no_index(tmp_path, sample_data_dir):
-    qa = DocumentQA(tmp_path / "kb", embedder=str(tmp_path / "no-such-model"), device="cpu")
+    # A path that is not there fails where it is given (issue 24); one that holds no model, when it loads.
+    with pytest.raises(ModelLoadError, match="no such directory .* \\(embedder takes a hub id"):
+        DocumentQA(tmp_path / "kb", embedder=str(tmp_path / "no-such-model"), device="cpu")
+    (tmp_path / "empty-model").mkdir()
+    qa = DocumentQA(tmp_path / "kb", embedder=str(tmp_path / "empty-model"), device="cpu")
     with pytest.raises(ModelLoadError, match="cannot load embedder"):
         qa.index(sample_data_dir / "greenhouse_notes.md")
     assert not (tmp_path / "kb").exists()
