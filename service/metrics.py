@@ -30,6 +30,10 @@ class ServiceMetrics:
         self.rejected = Counter(
             "spanqa_rejected", "Requests refused before any work", ["reason"], registry=self.registry
         )
+        self.page_work = Counter(
+            "spanqa_page_work", "Page calls (boxes, geometry, images, text) by outcome: drawn, cached, over_budget, "
+            "known_over_budget, failed", ["outcome"], registry=self.registry,
+        )
         depth = Gauge("spanqa_queue_depth", "Questions and searches admitted and not yet answered",
                       registry=self.registry)
         depth.set_function(queue_depth)

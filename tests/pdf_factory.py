@@ -84,7 +84,12 @@ def pdf_from_content_streams(streams: list[bytes]) -> bytes:
             b"/Contents %d 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT, page_number + 1)
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"endstream")
+    return pdf_from_objects(objects)
 
+
+def pdf_from_objects(objects: list[bytes]) -> bytes:
+    """The bytes of a PDF whose objects 1, 2, ... are `objects` (object 1 the catalog), with its
+    cross-reference table and trailer."""
     out = io.BytesIO()
     # The second line's bytes above 127 tell file-transfer tools the file is binary.
     out.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
@@ -217,3 +222,38 @@ def image_pdf(images: list) -> bytes:
     out = io.BytesIO()
     images[0].save(out, format="PDF", resolution=200, save_all=True, append_images=images[1:])
     return out.getvalue()
+
+
+def build_form_bomb_pdf(text: str, depth: int = 8, width: int = 10) -> bytes:
+    """A one-page PDF of about 3 KB whose page shows `text` and then draws a Form XObject that draws
+    the next one `width` times, `depth` levels deep: width**depth drawings of the last form (a small
+    square, no text). pypdf stops following forms after 5000 (the text extracts, the file indexes);
+    pdfium builds every drawing when it loads the page: 10**8 of them need tens of GB."""
+    page_stream = content_stream(text) + b"q /X1 Do Q\n"
+    # Objects: 1 catalog, 2 page tree, 3 font, 4 page, 5 its content stream, 6... the forms, outermost first.
+    objects: list[bytes] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] /Resources << /Font << /F1 3 0 R >> "
+        b"/XObject << /X1 6 0 R >> >> /Contents 5 0 R >>" % (PAGE_WIDTH, PAGE_HEIGHT),
+        b"<< /Length %d >>\nstream\n" % len(page_stream) + page_stream + b"endstream",
+    ]
+    for level in range(1, depth + 1):
+        if level < depth:
+            body = b"q /X1 Do Q\n" * width
+            resources = b"<< /XObject << /X1 %d 0 R >> >>" % (6 + level)
+        else:
+            body = b"0 0 1 1 re f\n"
+            resources = b"<< >>"
+        objects.append(
+            b"<< /Type /XObject /Subtype /Form /BBox [0 0 %d %d] /Resources %s /Length %d >>\nstream\n"
+            % (PAGE_WIDTH, PAGE_HEIGHT, resources, len(body)) + body + b"endstream"
+        )
+    return pdf_from_objects(objects)
+
+
+def write_form_bomb_pdf(path: str | Path, text: str, depth: int = 8, width: int = 10) -> Path:
+    path = Path(path)
+    path.write_bytes(build_form_bomb_pdf(text, depth, width))
+    return path

@@ -26,7 +26,7 @@ export class PageViewer {
     this.frame = $("page-frame");
     this.canvas = $("page-canvas");
     this.boxes = $("page-boxes");
-    this.target = null; // {fileId, name, page, highlight, what}
+    this.target = null; // {fileId, name, page, highlight, highlightError, what}
     this.page = 0;
     this.pages = 0;
     this.renderedWidth = 0;
@@ -55,8 +55,10 @@ export class PageViewer {
     this.pages = 0;
     this.section.hidden = false;
     this.title.textContent = target.name;
+    // The server says why it drew no boxes when the page itself was the problem (e.g. over its budget).
+    const why = target.highlightError ? ` (${target.highlightError})` : "";
     this.setNote(target.highlight.length === 0
-      ? `The ${target.what} could not be placed on the page image: its page is shown without highlight.`
+      ? `The ${target.what} could not be placed on the page image${why}: its page is shown without highlight.`
       : "");
     this.title.focus();
     await this.show(target.page);
