@@ -2,6 +2,8 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/service.py [--reader ../shared/data/models/minilm-l6-squad-a16]
         [--embedder MINILM_DIR] [--requests 32] [--concurrency 1,4,16] [--repeats 2] [--only both] [--json F]
+        [--keepalive-requests 200]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/service.py --only keepalive   # the keep-alive latency alone
 
 Both servers run on 127.0.0.1 as subprocesses, over the same documents (the paragraphs of SQuAD
 part a, articles 16-23, one text file each), with the same embedder and reader weights, on the same
@@ -24,6 +26,9 @@ share of questions whose top answer is a gold answer (SQuAD normalisation). Side
 goes first across repeats; figures are medians over repeats, the throughput ratio the median of the
 per-repeat (paired) ratios. The share of the cores other processes kept busy meanwhile is printed
 for every phase ("others' load").
+
+Last, the keep-alive latency of `GET /v1/me` on one connection, `spanqa serve` on uvloop and on
+asyncio's loop, on its own listening socket and on a proto=0 one (bench/service_keepalive.py).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's own modules beside it
 
+import service_keepalive  # noqa: E402
 from service_load import Phase, load, phase_questions, run_phase, summarise  # noqa: E402
 from service_processes import Server, cli, free_port, run_step, start_server, stop_server, wait_ready  # noqa: E402
 
@@ -257,7 +263,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="repeats (sides alternate first); medians reported")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both servers run models")
     parser.add_argument("--workdir", type=Path, default=None, help="texts, indexes, logs (default: a temp dir)")
-    parser.add_argument("--only", choices=("spanqa", "peer", "both"), default="both")
+    parser.add_argument("--only", choices=("spanqa", "peer", "both", "keepalive"), default="both",
+                        help="the sides loaded; keepalive: only the keep-alive latency (no SQuAD index, no peer)")
+    parser.add_argument("--keepalive-requests", type=int, default=200, metavar="N",
+                        help="timed GET /v1/me per client and server in the keep-alive latency; 0 skips it")
     parser.add_argument("--spanqa-fast", action="store_true",
                         help="spanqa's reader in its CPU fast mode (int8 ONNX Runtime); its top-1 EM shows the cost")
     parser.add_argument("--json", type=Path, default=None, help="also write all figures here")
@@ -275,12 +284,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def keepalive_only(args: argparse.Namespace) -> int:
+    """`--only keepalive`: the keep-alive latency over an empty index (GET /v1/me reads no document)."""
+    signal.signal(signal.SIGTERM, interrupt)
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "HAYSTACK_TELEMETRY_ENABLED": "False"}
+    machine = machine_info(env, args.device)
+    print(f"machine: {json.dumps(machine)}", flush=True)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spanqa-bench-keepalive-")))
+        else:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        rows = service_keepalive.measure(workdir / "keepalive-index", args.reader, args.embedder, args.device, env,
+                                         workdir, max(args.keepalive_requests, 1))
+    print(f"\ncommand: {' '.join([sys.executable, *sys.argv])}")
+    service_keepalive.report(rows)
+    if args.json is not None:
+        figures = {"command": [sys.executable, *sys.argv], "machine": machine, "keepalive": rows}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.only == "keepalive":
+        return keepalive_only(args)
     sides = SIDES if args.only == "both" else (args.only,)
     if "peer" in sides:
         import importlib.util
@@ -343,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"errors {sum(phase.errors.values())}  server CPU {fmt(phase.server_cpu_ms_per_request, 0)} "
                           f"ms/req, {phase.server_threads} threads; idle server CPU {fmt(phase.idle_cpu_s_of_other, 2)}"
                           f" s; others' load {fmt(phase.foreign_cpu_share, 2)}", flush=True)
+        keepalive = []
+        if args.keepalive_requests > 0 and "spanqa" in sides:
+            keepalive = service_keepalive.measure(workdir / "spanqa-index", args.reader, args.embedder, args.device,
+                                                  env, workdir, args.keepalive_requests)
     # The servers are stopped here (ExitStack), whatever happened above.
 
     summary = {side: {c: summarise([p for p in phases if p.side == side and p.concurrency == c])
@@ -364,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nsame job? top answer against the gold answers, over all timed questions: " + "; ".join(
         f"{side} EM {fmt(q['top1_exact'], 3)}, F1 {fmt(q['top1_f1'], 3)} ({q['answered']} answers)"
         for side, q in answers.items()))
+    if keepalive:
+        service_keepalive.report(keepalive)
     checks = targets(summary, ratios, args.device)
     for check in checks:
         print(f"target {check['target']}: {check['value']} -> {'met' if check['met'] else 'NOT met'}")
@@ -376,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             "phases": [asdict(p) for p in phases],
             "summary": {side: {str(c): s for c, s in by_level.items()} for side, by_level in summary.items()},
             "ratios": {str(c): r for c, r in ratios.items()}, "quality": answers, "targets": checks,
+            "keepalive": keepalive,
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0

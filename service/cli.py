@@ -13,6 +13,8 @@ from pathlib import Path
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.service import connections
+from spanqa.service.log_repeats import CollapsedLogs
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -49,12 +51,18 @@ def add_commands(commands, reader_options: Callable, retrieval: Callable, positi
                        help="questions in flight before new ones get 503 (default: %(default)s)")
     serve.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="parser processes for uploads (default: the number of CPUs, at most 4)")
+    serve.add_argument("--page-timeout", type=float, default=defaults.SERVICE_PAGE_TIMEOUT_S, metavar="SECONDS",
+                       help="time one page call (highlight boxes, page image, re-OCR of a scanned page) may take "
+                       "before its worker is stopped; the page then answers an error (default: %(default)s)")
+    serve.add_argument("--page-memory-mb", type=positive_int, default=defaults.SERVICE_PAGE_MEMORY_MB, metavar="MB",
+                       help="address space of each page-worker process (default: %(default)s)")
     serve.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="serve as a Ray Serve application (needs pip install 'spanqa[ray]'): alone, on the local "
                        "Ray instance; with ADDRESS (HOST:6379), on that cluster. The API and page are the same; "
                        "the readers run as --replicas")
     serve.add_argument("--replicas", type=positive_int, default=defaults.RAY_READER_REPLICAS, metavar="N",
                        help="reader replicas with --ray, one GPU each where the cluster has GPUs (default: %(default)s)")
+    connections.add_options(serve)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                        help="server log level (default: %(default)s)")
 
@@ -113,17 +121,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """The server's socket, bound before the models load (so a busy port fails at once)."""
+def listening_socket(host: str, port: int, backlog: int = defaults.SERVICE_LISTEN_BACKLOG) -> socket.socket:
+    """The server's socket, bound before the models load (so a busy port fails at once).
+
+    Made with proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted from such a
+    socket, and without it a response written as headers then body waits for the client's delayed
+    ACK (up to 40 ms on a keep-alive connection; uvloop sets it either way)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}: pick another --port") from exc
-    sock.listen(2048)
+    sock.listen(backlog)
     return sock
 
 
@@ -157,11 +169,15 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = ServiceSettings(
         engine=engine, tokens_file=None if args.tokens is None else Path(args.tokens),
         uploads_dir=None if args.uploads is None else Path(args.uploads), max_file_mb=args.max_file_mb,
-        rate_limit_per_minute=args.rate_limit, parse_workers=args.workers,
+        rate_limit_per_minute=args.rate_limit, parse_workers=args.workers, page_timeout_s=args.page_timeout,
+        page_memory_mb=args.page_memory_mb,
     )
     if args.ray is None and args.replicas != defaults.RAY_READER_REPLICAS:
         raise ConfigError("--replicas sizes the readers of a service on Ray: give --ray too")
-    sock = listening_socket(args.host, args.port)
+    guard = connections.settings_from(args)
+    fd_limit = connections.raise_fd_limit()
+    limits = connections.ConnectionLimits(guard.total_cap(fd_limit), guard.max_connections_per_client)
+    sock = listening_socket(args.host, args.port, guard.backlog)
     from spanqa.indexing.sharded_store import index_exists
 
     if not index_exists(index_dir):
@@ -182,9 +198,21 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return _serve_on_ray(args, settings, sock, started)
     app = create_app(settings, state=ServiceState(settings, on_started=started))
+    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the limits.
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
-                            timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[sock])
+                            timeout_graceful_shutdown=10, backlog=guard.backlog, ws="none",
+                            http=connections.guarded_protocol(guard, limits))
+    logs = CollapsedLogs(guard.log_repeat_window_s)  # on uvicorn's handlers too, configured by now
+    logging.getLogger(connections.__name__).info(
+        "at most %d connections (%s per client), %d open files allowed", limits.max_total,
+        limits.max_per_client or "no cap", fd_limit)
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None) -> None:
+            await super().shutdown(sockets=sockets)
+            logs.close()  # here: after a signal, uvicorn re-raises it and run() never returns
+
+    Server(config).run(sockets=[sock])
     return 0
 
 
