@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from spanqa.errors import StorageError
+
 
 class ApiError(Exception):
     """An error to answer with: `status`, a short `code`, a `detail` saying what to do, extra headers."""
@@ -25,3 +27,10 @@ def error_response(status: int, code: str, detail: Any, headers: dict[str, str] 
 def not_found(what: str = "no such file") -> ApiError:
     # The same answer for "does not exist" and "exists outside your scope": names must not leak.
     return ApiError(404, "not_found", what)
+
+
+def storage_failure(exc: StorageError) -> ApiError:
+    """507 for a full disk or quota, 503 for another I/O error; the message names no server path."""
+    if exc.full:
+        return ApiError(507, "insufficient_storage", str(exc))
+    return ApiError(503, "storage_error", str(exc))

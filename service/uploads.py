@@ -5,6 +5,9 @@ An upload's name is never used as a path: the file is stored as `<uploads>/<fold
 uploads), and the name it was uploaded under is kept, sanitised, for display only. Its type comes
 from its bytes (a PDF header, HTML markup, UTF-8 text), never from the name: a ZIP named `.pdf` is
 refused with the reason, a text file named `.pdf` is indexed as text.
+
+A disk that fails a write (full, or an I/O error) is a `StorageError`, never a "malformed body":
+whatever the request had staged is removed, and its message holds no server path.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import re
 import secrets
 import unicodedata
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from spanqa.errors import ConfigError
+from spanqa.errors import ConfigError, StorageError
+from spanqa.indexing.file_modes import private_folder, private_opener, tighten
 from spanqa.indexing.reading import PDF_HEADER_WINDOW
 
 SNIFF_BYTES = 4096
@@ -142,7 +148,13 @@ class UploadReceiver:
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
         self._staging = uploads_dir / STAGING
-        self._staging.mkdir(parents=True, exist_ok=True)
+        try:
+            # Owner-only (issue 24): the uploads folder 0700 (one made before is tightened), files 0600.
+            private_folder(uploads_dir)
+            tighten([uploads_dir])
+            private_folder(self._staging)
+        except OSError as exc:
+            raise StorageError("the upload could not be received", exc) from exc
 
     async def receive(self, content_type: str, chunks: AsyncIterator[bytes]) -> None:
         kind, options = parse_options_header(content_type)
@@ -161,9 +173,13 @@ class UploadReceiver:
         except UploadRejected:
             self.discard()
             raise
-        except Exception as exc:  # noqa: BLE001 - python-multipart's errors on a malformed body
+        except OSError as exc:  # writing a staged file: the server's disk, not the client's body
             self.discard()
-            raise UploadRejected(400, f"malformed multipart body: {exc}") from exc
+            raise StorageError("the upload could not be received", exc) from exc
+        except Exception as exc:  # noqa: BLE001 - a malformed body (python-multipart's words, no server path)
+            self.discard()
+            reason = f": {exc}" if isinstance(exc, FormParserError) else ""
+            raise UploadRejected(400, f"malformed multipart body{reason}") from exc
 
     def discard(self) -> None:
         """Removes whatever was staged (a refused request keeps nothing)."""
@@ -198,7 +214,7 @@ class UploadReceiver:
                 if sum(1 for p in self._parts if p.filename is not None and p.name == "files") > self.max_files:
                     raise UploadRejected(413, f"at most {self.max_files} files per upload: send the rest in another")
                 part.staging = self._staging / secrets.token_hex(16)
-                part.handle = open(part.staging, "wb")
+                part.handle = open(part.staging, "wb", opener=private_opener)
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
@@ -249,21 +265,56 @@ class UploadReceiver:
         part.staging = received.path
 
     def _close(self, part: _Part, keep: bool) -> None:
-        if part.handle is not None:
-            part.handle.close()
-            part.handle = None
+        """Closes the part's staged file: kept on disk (flushed and synced, errors raised), or removed
+        (errors ignored: a refused request must still be answered; startup clears the staging folder)."""
+        handle, part.handle = part.handle, None
+        if handle is not None:
+            try:
+                if keep:
+                    handle.flush()
+                    os.fsync(handle.fileno())  # on disk before a job journaled with it is answered
+            finally:
+                try:
+                    handle.close()
+                except OSError:
+                    if keep:
+                        raise
         if not keep and part.staging is not None:
-            part.staging.unlink(missing_ok=True)
+            with suppress(OSError):
+                part.staging.unlink(missing_ok=True)
             part.staging = None
 
 
-def store_received(received: ReceivedFile, uploads_dir: Path, folder: tuple[str, ...]) -> Path:
-    """Moves a staged file to its place, `<uploads>/<folder>/<sha256><suffix>`; returns that path."""
+def store_received(received: ReceivedFile, uploads_dir: Path, folder: tuple[str, ...]) -> tuple[Path, bool]:
+    """Moves a staged file to its place, `<uploads>/<folder>/<sha256><suffix>`: (that path, whether
+    this call put it there). A file already there has the same content and may belong to another
+    job: it is kept as it is and the staged copy is dropped, so undoing this upload never touches it."""
     if received.path is None:
         raise ValueError("a refused upload has no file to store")
-    target_dir = uploads_dir.joinpath(*folder)
-    target_dir.mkdir(parents=True, exist_ok=True)
+    target_dir = private_folder(uploads_dir.joinpath(*folder))
     target = target_dir / f"{received.sha256}{received.path.suffix}"
-    os.replace(received.path, target)  # same content, same name: replacing changes nothing
+    created = not target.exists()
+    if created:
+        os.replace(received.path, target)
+        sync_directory(target_dir)
+    else:
+        received.path.unlink()
     received.path = target
-    return target
+    return target, created
+
+
+def discard_staged(received: list[ReceivedFile]) -> None:
+    """Removes the staged files of a request that is refused after it was received."""
+    for item in received:
+        if item.path is not None and item.path.parent.name == STAGING:
+            with suppress(OSError):
+                item.path.unlink(missing_ok=True)
+
+
+def sync_directory(directory: Path) -> None:
+    """Makes a rename into `directory` durable (its entry on disk, not only in the page cache)."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import importlib.util
+import os
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 from pdf_factory import build_text_pdf, image_pdf, scan_of
 from service_harness import start_server, wait_for_job
 from spanqa.indexing.store import FaissDocumentStore
+from spanqa.service import uploads as uploads_module
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile
@@ -114,14 +119,19 @@ def test_uploads_need_an_admin_and_a_multipart_body(setup):
     with live.client(tokens["reader"]) as client:
         assert upload(client, [("a.txt", b"text", "text/plain")]).status_code == 403
     with live.client(tokens["admin"]) as client:
-        assert client.post("/v1/files", json={"files": []}).status_code == 415
+        not_multipart = client.post("/v1/files", json={"files": []})
         assert client.post("/v1/files", data={"folder": "x"}, files=[("other", ("a.txt", b"x"))]).status_code == 422
         bad_folder = upload(client, [("a.txt", b"text", "text/plain")], folder="../../etc")
+        malformed = client.post("/v1/files", content=b"garbage, not a multipart body",
+                                headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert not_multipart.status_code == 415 and not_multipart.json()["error"] == "unsupported_media_type"
     assert bad_folder.status_code == 422 and "folder" in bad_folder.json()["detail"]
+    assert malformed.status_code == 400 and malformed.json()["error"] == "bad_upload"
+    assert malformed.json()["detail"].startswith("malformed multipart body")
 
 
 def test_a_scoped_admin_uploads_only_into_its_scope(setup):
-    live, tokens, index_dir = setup
+    live, tokens, _ = setup
     with live.client(tokens["team-admin"]) as client:
         outside = upload(client, [("a.txt", b"The quay is paved.", "text/plain")])
         inside = upload(client, [("b.txt", b"The team room has twelve chairs.", "text/plain")], folder="team")
@@ -130,7 +140,7 @@ def test_a_scoped_admin_uploads_only_into_its_scope(setup):
     assert outside.status_code == 403
     assert job["files"][0]["status"] == "indexed"
     assert [entry["name"] for entry in listed] == ["b.txt"]
-    assert listed[0]["source"].startswith(str((index_dir / "uploads" / "team").resolve()) + "/")
+    assert listed[0]["source"] == "team/b.txt"  # folder/name as uploaded, not the stored path
 
 
 def test_questions_are_answered_from_the_last_commit_while_an_upload_is_being_written(setup, monkeypatch):
@@ -206,3 +216,121 @@ def test_an_uploaded_scan_is_ocred_and_its_passages_are_boxed_where_the_words_ar
             assert " ".join(inside.split()) in " ".join(passage["text"].split()) and len(inside.split()) >= 3, (box, inside)
     finally:
         document.close()
+
+
+# -- a full or failing disk ------------------------------------------------------------------------
+
+
+class FailingWrites:
+    """A staged file whose writes fail as a full (or broken) disk fails them, naming the file as the OS does."""
+
+    def __init__(self, handle, error: int):
+        self._handle = handle
+        self._error = error
+
+    def write(self, data):
+        raise OSError(self._error, os.strerror(self._error), self._handle.name)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+class FailingDatabase:
+    """service.sqlite's connection, except that statements starting with `failing` fail as on a full disk."""
+
+    def __init__(self, connection, failing: str):
+        self._connection = connection
+        self._failing = failing
+
+    def execute(self, sql, *args):
+        if sql.lstrip().upper().startswith(self._failing):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._connection.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+
+def staged_files(index_dir: Path) -> list[Path]:
+    staging = index_dir / "uploads" / ".staging"
+    return sorted(staging.iterdir()) if staging.is_dir() else []
+
+
+def stored_path(index_dir: Path, data: bytes, suffix: str = ".txt") -> Path:
+    return index_dir / "uploads" / f"{hashlib.sha256(data).hexdigest()}{suffix}"
+
+
+@pytest.mark.parametrize(("error", "status", "code"), [
+    (errno.ENOSPC, 507, "insufficient_storage"), (errno.EIO, 503, "storage_error"),
+])
+def test_a_disk_failing_while_an_upload_is_received_is_507_or_503_and_leaves_nothing(setup, monkeypatch, error,
+                                                                                     status, code):
+    live, tokens, index_dir = setup
+    files = [("first.txt", f"The harbour crane {error} lifts forty tonnes.".encode(), "text/plain"),
+             ("second.txt", f"The dry dock {error} holds two ships.".encode(), "text/plain")]
+    real_open = open
+    opened = []
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        opened.append(path)
+        return FailingWrites(handle, error) if "w" in mode and len(opened) == 2 else handle
+
+    with live.client(tokens["admin"]) as client:
+        monkeypatch.setattr(uploads_module, "open", failing_open, raising=False)
+        refused = upload(client, files)
+        monkeypatch.undo()
+        left = [Path(path) for path in opened if Path(path).exists()] + staged_files(index_dir)
+        stored = stored_path(index_dir, files[0][1]).exists()
+        retried = upload(client, files)
+        job = wait_for_job(client, retried.json()["job"])
+    assert refused.status_code == status and refused.json()["error"] == code, refused.text
+    assert ("disk is full" if error == errno.ENOSPC else "Input/output error") in refused.json()["detail"]
+    assert str(index_dir.parent) not in refused.text and ".staging" not in refused.text
+    assert len(opened) == 2 and left == [] and not stored  # the first file, received in full, is gone too
+    assert retried.status_code == 202 and [entry["status"] for entry in job["files"]] == ["indexed", "indexed"]
+    assert staged_files(index_dir) == []
+
+
+def test_a_full_disk_while_journaling_an_upload_is_507_and_keeps_what_was_stored_before(setup, monkeypatch):
+    live, tokens, index_dir = setup
+    known = b"The old mill grinds wheat on Tuesdays."
+    new = b"The new bakery opens next spring."
+    with live.client(tokens["admin"]) as client:
+        first = wait_for_job(client, upload(client, [("mill.txt", known, "text/plain")]).json()["job"])
+        assert first["files"][0]["status"] == "indexed"
+        state = live.state
+        monkeypatch.setattr(state.database, "_connection", FailingDatabase(state.database._connection, "INSERT INTO JOBS"))
+        refused = upload(client, [("mill-again.txt", known, "text/plain"), ("bakery.txt", new, "text/plain")])
+        monkeypatch.undo()
+        # Uploaded again with the same content: the stored file belongs to the first job and stays.
+        assert stored_path(index_dir, known).read_bytes() == known
+        assert not stored_path(index_dir, new).exists() and staged_files(index_dir) == []
+        still = client.post("/v1/search", json={"query": "old mill grinds wheat", "top_k": 3}).json()["passages"]
+        retried = upload(client, [("mill-again.txt", known, "text/plain"), ("bakery.txt", new, "text/plain")])
+        job = wait_for_job(client, retried.json()["job"])
+    assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage", refused.text
+    assert "disk is full" in refused.json()["detail"] and str(index_dir.parent) not in refused.text
+    assert known.decode() in [passage["text"] for passage in still]
+    assert retried.status_code == 202 and job["status"] == "done"
+    assert [entry["status"] for entry in job["files"]] == ["indexed", "indexed"]
+
+
+def test_feedback_on_a_full_disk_is_507_and_recorded_once_there_is_space(setup, monkeypatch):
+    live, tokens, _ = setup
+    question = "When does the library open?"
+    with live.client(tokens["admin"]) as client:
+        answer = client.post("/v1/ask", json={"question": question, "top_k": 1}).json()["answers"][0]
+        body = {"question": question, "correct": True,
+                "answer": {key: answer[key] for key in ("file_id", "page", "start", "end", "text")}}
+        database = live.state.database
+        monkeypatch.setattr(database, "_connection", FailingDatabase(database._connection, "INSERT INTO FEEDBACK"))
+        refused = client.post("/v1/feedback", json=body)
+        monkeypatch.undo()
+        recorded = client.post("/v1/feedback", json=body)
+    assert refused.status_code == 507 and refused.json() == {
+        "error": "insufficient_storage",
+        "detail": "the feedback could not be recorded: the disk is full; nothing committed before is lost: "
+                  "free some space and try again",
+    }
+    assert recorded.status_code == 201
