@@ -3,8 +3,9 @@
 `Ingest.run(files)` is what `DocumentQA.index` does after it has opened the store and the embedder:
 
 1. every file is hashed (SHA-256) first, in discovery order: a file whose content another file of
-   the batch has, or a file still indexed under another path, is reported as a duplicate and not
-   parsed; a file indexed before with the same content, chunk settings and metadata is kept as it is;
+   the batch has, or a file still indexed under another path (of those `duplicate_scope` admits), is
+   reported as a duplicate and not parsed; a file indexed before with the same content, chunk
+   settings and metadata is kept as it is;
 2. the others are parsed, cleaned and chunked by `ParsePool` workers (time and memory budget each);
 3. chunks are embedded as files come in, in batches of up to `embed_batch` chunks, or earlier
    whenever no parsed file is waiting, so the embedder works while the workers parse;
@@ -95,7 +96,12 @@ class Ingest:
         pool: ParsePool | None = None,
         ocr: str = defaults.OCR,
         meta: FileMeta | None = None,
+        duplicate_scope: Callable[[str], bool] | None = None,
     ):
+        """`duplicate_scope(source)` says which indexed files count when a file's content is found
+        indexed under another path (None: every one). A service passes the submitting token's
+        `may_see`, so a copy of a file the token cannot see is indexed as its own file and nothing
+        tells the token that the other exists."""
         self.store = store
         self.embedder = embedder
         self.chunking = chunking
@@ -109,6 +115,7 @@ class Ingest:
         # Recorded in the manifest and on each OCR'd chunk, so another engine re-OCRs those files.
         self.ocr_label = engine_label(self.ocr)
         self.meta_of = meta_for(meta)
+        self.duplicate_scope = duplicate_scope
 
     def _done(self, source: str) -> None:
         if self.on_file_done is not None:
@@ -138,7 +145,10 @@ class Ingest:
         recorded = dict(self.store.chunking or {}) if self.store is not None else {}
         recorded.pop(OCR_MANIFEST_KEY, None)
         settings_unchanged = self.store is not None and recorded == self.chunking.manifest()
-        indexed_hashes = {info["sha256"]: source for source, info in known.items() if info.get("sha256")}
+        indexed_hashes = {
+            info["sha256"]: source for source, info in known.items()
+            if info.get("sha256") and (self.duplicate_scope is None or self.duplicate_scope(source))
+        }
         batch_hashes: dict[str, str] = {}
         tasks: list[ParseTask] = []
         for path in self._files:

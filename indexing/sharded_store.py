@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from spanqa.errors import (
 from spanqa.indexing.atomic_files import write_json_atomically
 from spanqa.indexing.chunk_database import FileChunks, StoredFile, files_by_source
 from spanqa.indexing.commits import CommitReport
+from spanqa.indexing.file_modes import private_folder
 from spanqa.indexing.store import FaissDocumentStore
 from spanqa.indexing.store_settings import StoreSettings
 
@@ -109,6 +110,7 @@ class ShardedStore:
         if cls.exists(index_dir) or FaissDocumentStore.exists(index_dir):
             raise ConfigError(f"an index already exists at '{index_dir}': shard a new folder")
         names = [f"shard-{number}" for number in range(count)]
+        private_folder(index_dir)  # a new folder 0700, as each shard's (issue 24)
         for name in names:
             FaissDocumentStore.create(
                 index_dir / name, embedder=embedder, dimension=dimension, index_type=index_type,
@@ -148,6 +150,13 @@ class ShardedStore:
     def chunking(self, settings: dict[str, Any] | None) -> None:
         for shard in self.shards:
             shard.chunking = settings
+
+    def roots(self) -> list[str]:
+        """The indexed roots (`FaissDocumentStore.roots`), kept in the first shard: one place."""
+        return self.shards[0].roots()
+
+    def add_roots(self, paths: Iterable[str | Path]) -> None:
+        self.shards[0].add_roots(paths)
 
     # -- writing -------------------------------------------------------------------------------
 

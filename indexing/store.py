@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,12 @@ from spanqa.errors import (
     ConfigError,
     IndexMismatchError,
     IndexNotFoundError,
+    StorageError,
     check_positive_int,
+    is_storage_failure,
 )
 from spanqa.indexing.atomic_files import is_leftover
+from spanqa.indexing.file_modes import private_folder, tighten_index
 from spanqa.indexing.chunk_database import (
     DATABASE_FILE,
     ChunkDatabase,
@@ -68,6 +72,7 @@ from spanqa.indexing.vector_segments import (
 __all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoreSettings", "StoredFile", "validate_index_type", "validate_top_k"]
 
 logger = logging.getLogger(__name__)
+ROOTS_KEY = "roots"  # state key: the JSON list of indexed roots (`roots`)
 
 
 class FaissDocumentStore:
@@ -141,22 +146,26 @@ class FaissDocumentStore:
         validate_index_type(index_type)
         if not isinstance(embedder, str) or embedder == "":
             raise ConfigError(f"embedder must name a model (hub id or local path), got {embedder!r}")
-        self.index_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.index_dir)  # a new folder 0700: the index holds every document's text
         # Leftovers of an index that was being created or replaced when it was interrupted.
         for path in self.index_dir.iterdir():
             if path.name.startswith(DATABASE_FILE) or is_segment_file(path.name) or is_leftover(path.name):
                 path.unlink()
-        connection = connect(self.index_dir / DATABASE_FILE, self.settings.busy_timeout_s)
         try:
-            create_schema(connection)
-            connection.execute("BEGIN IMMEDIATE")
-            ensure_cjk_index(connection)
-            ChunkDatabase(connection).set_state({"generation": "0", "next_id": "0", "chunking": "null"})
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
-        # The manifest comes last: a directory is an index only once its database is complete.
-        write_manifest(self.index_dir, new_manifest(embedder, dimension, index_type, embedding))
+            connection = connect(self.index_dir / DATABASE_FILE, self.settings.busy_timeout_s)
+            try:
+                create_schema(connection)
+                connection.execute("BEGIN IMMEDIATE")
+                ensure_cjk_index(connection)
+                ChunkDatabase(connection).set_state({"generation": "0", "next_id": "0", "chunking": "null"})
+                connection.execute("COMMIT")
+            finally:
+                connection.close()
+            # The manifest comes last: a directory is an index only once its database is complete.
+            write_manifest(self.index_dir, new_manifest(embedder, dimension, index_type, embedding))
+        except (OSError, sqlite3.Error) as exc:
+            # Nothing is an index until the manifest is written; the next try starts afresh.
+            raise StorageError("cannot create the index", exc) from exc
 
     def _open(self) -> None:
         manifest = read_manifest(self.index_dir)
@@ -164,7 +173,11 @@ class FaissDocumentStore:
         if not database.is_file():
             raise IndexMismatchError(f"index at '{self.index_dir}' has no {DATABASE_FILE}: rebuild the index")
         self._lock = threading.RLock()
-        self._connection = connect(database, self.settings.busy_timeout_s)
+        try:
+            self._connection = connect(database, self.settings.busy_timeout_s)
+        except (OSError, sqlite3.OperationalError) as exc:
+            # Opening makes the WAL's side files when none are there: a full disk fails it.
+            raise StorageError("cannot open the index's database", exc) from exc
         if manifest["format_version"] == 3:
             manifest = upgrade_format_3(self.index_dir, self._connection, manifest)
         self._manifest = manifest
@@ -174,6 +187,7 @@ class FaissDocumentStore:
         self._database = ChunkDatabase(self._connection)
         self._commits = CommitLog(self.index_dir, self._connection, self._dimension, self._index_type, self.settings)
         self._in_writer = 0  # nesting depth of `writer()` blocks: writes inside them wait for its end
+        self._tightened = False  # whether this store's first writer made the index's files owner-only
         self._vectors_changed = False
         self._chunking_changed = False
         self.last_commit = CommitReport()
@@ -283,12 +297,17 @@ class FaissDocumentStore:
         """One write transaction: every write in the block commits atomically when it ends, or none
         if it raises. Blocks nest (the outermost one commits)."""
         with self._lock:
+            if not self._tightened:  # an index made before its files were private (issue 24)
+                tighten_index(self.index_dir)
+                self._tightened = True
             self._in_writer += 1
             try:
                 yield self
-            except BaseException:
+            except BaseException as exc:
                 if self._in_writer == 1:
                     self._rollback()
+                    if is_storage_failure(exc) and not isinstance(exc, StorageError):
+                        raise StorageError("cannot write to the index", exc) from exc
                 raise
             else:
                 if self._in_writer == 1:
@@ -304,14 +323,27 @@ class FaissDocumentStore:
             yield
 
     def _commit(self, compact: bool = False) -> None:
+        """Commits the open write. A failure rolls it back (the committed state stays as it was, and
+        the store can write again) and raises; a full disk or an I/O error as a StorageError."""
         if not self._commits.writing and not compact:
             return
-        self._commits.begin_write()
-        self.last_commit = self._commits.commit(self._commits.snapshot.chunking, self._vectors_changed, compact=compact)
+        try:
+            self._commits.begin_write()
+            self.last_commit = self._commits.commit(self._commits.snapshot.chunking, self._vectors_changed, compact=compact)
+        except BaseException as exc:
+            self._rollback()
+            if is_storage_failure(exc) and not isinstance(exc, StorageError):
+                raise StorageError("cannot commit to the index", exc) from exc
+            raise
         self._vectors_changed = False
         if self._chunking_changed:
-            # A mirror for people and tools; the database's copy is the one read back.
-            write_manifest(self.index_dir, {**self._manifest, "chunking": self._commits.snapshot.chunking})
+            # A mirror for people and tools; the database's copy is the one read back. Written after
+            # the commit point: if it fails, the commit stands and the next commit writes it again.
+            try:
+                write_manifest(self.index_dir, {**self._manifest, "chunking": self._commits.snapshot.chunking})
+            except OSError as exc:
+                logger.warning("index at %s: committed, but its manifest mirror was not rewritten (%s)", self.index_dir, exc)
+                return
             self._chunking_changed = False
 
     def _rollback(self) -> None:
@@ -410,6 +442,22 @@ class FaissDocumentStore:
         """Each distinct `meta["source"]`, sorted, with its number of stored chunks."""
         with self._reading():
             return self._database.sources()
+
+    def roots(self) -> list[str]:
+        """The paths indexing runs were given (absolute folders or single files, sorted): what a
+        service shows indexed paths relative to. Empty for an index made before they were recorded."""
+        with self._reading():
+            return json.loads(self._database.state().get(ROOTS_KEY, "[]"))
+
+    def add_roots(self, paths: Iterable[str | Path]) -> None:
+        """Records `paths` (made absolute) as indexed roots: in the open `writer()` block, else in a
+        small commit of its own; nothing is written when every one is recorded already."""
+        wanted = {str(Path(path).expanduser().resolve()) for path in paths}
+        if wanted <= set(self.roots()):
+            return
+        with self._writing():
+            known = json.loads(self._database.state().get(ROOTS_KEY, "[]"))
+            self._database.set_state({ROOTS_KEY: json.dumps(sorted(set(known) | wanted))})
 
     def delete_by_source(self, source: str) -> int:
         """Removes every chunk of `source` and its file entry; returns how many chunks were removed."""

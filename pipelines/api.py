@@ -44,12 +44,29 @@ if TYPE_CHECKING:  # Ray's module is imported only by a run on Ray
     from spanqa.indexing.ray_ingest import RaySettings
 
 
-def model_reference(model: str) -> str:
-    """A hub id stays as it is; a local directory becomes its absolute path, so the index can name it."""
+def model_reference(model: str, option: str = "the model") -> str:
+    """A hub id stays as it is; a local directory becomes its absolute path, so the index can name it.
+    A value that can only be a path (see `looks_like_path`) and is no directory is a ModelLoadError
+    saying so (the hub would answer that it is not a valid repo id); `option` names the setting."""
     candidate = Path(model).expanduser()
     if candidate.is_dir():
         return str(candidate.resolve())
+    if looks_like_path(str(model)):
+        what = f"'{model}' is a file, not a model directory" if candidate.exists() else f"no such directory '{model}'"
+        raise ModelLoadError(f"{what} ({option} takes a hub id like org/name or a local model directory)")
     return model
+
+
+def looks_like_path(model: str) -> bool:
+    """Whether a model name can only be a path: absolute, ./ ../ ~, a Windows drive, or more than one
+    "/" (a hub id is NAME or ORG/NAME)."""
+    return (
+        model.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or model in (".", "..")
+        or model.count("/") > 1
+        or "\\" in model
+        or (len(model) > 1 and model[0].isalpha() and model[1] == ":")
+    )
 
 
 def _check_text(text: str, what: str) -> str:
@@ -155,8 +172,8 @@ class DocumentQA:
             index. An existing index keeps its layout (naming another count is a ConfigError).
         """
         self.index_dir = Path(index_dir)
-        self.requested_embedder = None if embedder is None else model_reference(embedder)
-        self.reader_model = model_reference(reader)
+        self.requested_embedder = None if embedder is None else model_reference(embedder, "embedder")
+        self.reader_model = model_reference(reader, "reader")
         self.device = check_device(device)
         self.retriever_top_k = check_positive_int("retriever_top_k", retriever_top_k)
         if index_type is not None:
@@ -240,6 +257,8 @@ class DocumentQA:
         ocr: str = defaults.OCR,
         meta: FileMeta | None = None,
         ray: bool | str | RaySettings | None = None,
+        roots: Iterable[str | Path] | None = None,
+        duplicate_scope: Callable[[str], bool] | None = None,
     ) -> IndexReport:
         """Index files and folders (recursively). A file that cannot be indexed is reported, never fatal.
 
@@ -269,6 +288,12 @@ class DocumentQA:
         shards spread over the cluster's nodes (the index folder must then be on storage those nodes
         share); `device` names where the actors embed. None (the default) indexes on this machine
         and never imports Ray.
+
+        The paths given (those that exist) are recorded in the index as its roots (`store.roots()`),
+        or `roots` instead when given: a service shows each indexed file relative to the root it
+        lies under, never by its absolute path. `duplicate_scope(source)` says which indexed files
+        count when a file's content is found indexed under another path (None: every one; a service
+        passes the submitting token's scope, so a copy of a file it cannot see is indexed as its own).
         """
         from spanqa.indexing.ingest import Ingest, chunk_settings_for
 
@@ -304,10 +329,13 @@ class DocumentQA:
             on_file_done=on_file_done,
             ocr=ocr,
             meta=meta,
+            duplicate_scope=duplicate_scope,
         )
+        recorded = [path for path in (paths if roots is None else roots) if Path(path).expanduser().exists()]
         if ray_settings is not None:
             result = self._index_on_ray(ingest, files, ray_settings, store, embedder_model, embedding)
             store = ingest.store
+            store.add_roots(recorded)
         else:
             if embedding is None:
                 precision = choose_precision(self.embedder_precision, embedder_model, torch_device)
@@ -319,6 +347,8 @@ class DocumentQA:
                 warm_up_embedder(embedder, embedder_model)
                 if store is None:
                     store = self._create_store(embedder_model, embedding, _probe_dimension(embedder))
+                # Before the files: an interrupted run's committed files are shown relative to them too.
+                store.add_roots(recorded)
             except BaseException:
                 ingest.abort()
                 raise

@@ -42,6 +42,12 @@ class SearchRequest(Strict):
     retrieval: Retrieval | None = None
 
 
+SOURCE_DESCRIPTION = (
+    "the file as users see it, never a server path: relative to the folder it was indexed from "
+    "(docs/hr/a.pdf for /srv/docs/hr/a.pdf indexed as /srv/docs), an upload as folder/name"
+)
+
+
 class Box(BaseModel):
     """A highlight box in PDF user-space points of its page (origin bottom-left, as pdfium and pdf.js)."""
 
@@ -53,7 +59,7 @@ class Box(BaseModel):
 
 
 class Place(BaseModel):
-    source: str
+    source: str = Field(description=SOURCE_DESCRIPTION)
     name: str
     file_id: str
     page: int
@@ -74,7 +80,7 @@ class EvidenceBody(BaseModel):
 class AnswerBody(BaseModel):
     text: str
     score: float
-    source: str = Field(description="the indexed file's path")
+    source: str = Field(description=SOURCE_DESCRIPTION)
     name: str = Field(description="the file's name for display (an upload's original name)")
     file_id: str
     file_type: str = Field(description="pdf, txt, md, html, ...: only PDF answers have page images and boxes")
@@ -86,6 +92,10 @@ class AnswerBody(BaseModel):
     answer_end_in_context: int
     sources: list[Place] = Field(description="every place the same answer text was found, this one first")
     highlight: list[Box] = Field(description="one box per line the answer covers; empty for non-PDF files")
+    highlight_error: str | None = Field(
+        default=None, description="why `highlight` is empty on a PDF page, when its page could not be drawn "
+        "(e.g. the page is over the server's time or memory budget); else null"
+    )
     confidence: float | None = Field(
         default=None, description="calibrated chance the question is answered (with `spanqa calibrate`; else null)"
     )
@@ -100,7 +110,7 @@ class AskResponse(BaseModel):
 class PassageBody(BaseModel):
     text: str
     score: float
-    source: str
+    source: str = Field(description=SOURCE_DESCRIPTION)
     name: str
     file_id: str
     file_type: str
@@ -108,6 +118,7 @@ class PassageBody(BaseModel):
     start: int
     end: int
     highlight: list[Box]
+    highlight_error: str | None = Field(default=None, description="as in an answer: why a PDF page has no boxes")
 
 
 class SearchResponse(BaseModel):
@@ -117,7 +128,7 @@ class SearchResponse(BaseModel):
 
 class FileBody(BaseModel):
     id: str
-    source: str
+    source: str = Field(description=SOURCE_DESCRIPTION)
     name: str
     pages: int
     chunks: int
@@ -182,7 +193,7 @@ class FeedbackResponse(BaseModel):
 class MeResponse(BaseModel):
     name: str
     role: Literal["read", "admin"]
-    scope: list[str]
+    scope: list[str] = Field(description="the folders the token sees, shown as sources are (empty: every file)")
     auth: bool = Field(description="whether the server checks tokens")
 
 

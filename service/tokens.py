@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spanqa.errors import ConfigError
+from spanqa.indexing.file_modes import private_opener
 from spanqa.service.database import now_utc
 
 ROLES = ("read", "admin")
@@ -141,7 +142,7 @@ class TokenFile:
     def _exclusive(self) -> Iterator[None]:
         """Serialises writers (two `spanqa token add` at once) with a lock file beside the tokens file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+        with open(self.path.with_name(self.path.name + ".lock"), "a", opener=private_opener) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -163,7 +164,7 @@ class TokenFile:
         payload = json.dumps({"version": FILE_VERSION, "tokens": [r.to_json() for r in records]}, indent=2)
         temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         # Owner-only from the start: the hashes are not secrets, but the scopes and names are nobody else's.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = private_opener(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(payload + "\n")
             handle.flush()
@@ -229,6 +230,11 @@ class TokenFile:
             if hmac.compare_digest(digest, record.sha256):
                 found = record
         return None if found is None else found.principal()
+
+    def principal_named(self, name: str) -> Principal | None:
+        """The principal of the token named `name` as the file holds it now (None: no such token)."""
+        found = [record for record in self._current() if record.name == name]
+        return found[-1].principal() if found else None
 
     def check_readable(self) -> None:
         """Raises ConfigError now (at server start) if the file cannot be used."""

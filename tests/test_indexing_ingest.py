@@ -22,6 +22,7 @@ from spanqa import DocumentQA
 from spanqa.indexing import read_pages
 from spanqa.indexing.cleaning import clean_pages, same_text
 from spanqa.indexing.parsing import load_tokenizer, password_candidates
+from spanqa.indexing.store import FaissDocumentStore
 
 FACTS = [
     "Skarv Point lighthouse was first lit in 1872. Its tower is 28 metres tall and made of granite. "
@@ -113,6 +114,11 @@ def test_reindexing_keeps_unchanged_files_and_replaces_changed_ones(tmp_path, mi
     shutil.copy(folder / "a.pdf", tmp_path / "a_again.pdf")
     third = qa.index([tmp_path / "a_again.pdf"])
     assert third.skipped[0].reason == f"duplicate of {folder / 'a.pdf'} (same content, already indexed)"
+    # Only indexed files `duplicate_scope` admits count: a copy of any other is indexed as its own file.
+    outside = qa.index([tmp_path / "a_again.pdf"], duplicate_scope=lambda source: not source.startswith(f"{folder}/"))
+    assert [Path(f.source).name for f in outside.indexed] == ["a_again.pdf"] and outside.skipped == []
+    # Every path a run was given is recorded as a root of the index (what a service shows paths under).
+    assert FaissDocumentStore.open(tmp_path / "kb").roots() == sorted([str(folder), str(tmp_path / "a_again.pdf")])
 
 
 def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp_path, minilm_dir, monkeypatch, parsed_names):
@@ -187,7 +193,8 @@ def test_chunks_fit_the_token_budget(tmp_path, minilm_dir, tiny_qa_model_dir):
 
 
 def test_without_the_readers_tokenizer_sizes_are_estimated(tmp_path, minilm_dir):
-    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), reader=str(tmp_path / "no-such-reader"), device="cpu")
+    (tmp_path / "reader-without-files").mkdir()  # a path that is not there is refused where it is given
+    qa = DocumentQA(tmp_path / "kb", embedder=str(minilm_dir), reader=str(tmp_path / "reader-without-files"), device="cpu")
     qa.index(write_text_pdf(tmp_path / "a.pdf", [FACTS[0]]))
     chunking = json.loads((tmp_path / "kb" / "manifest.json").read_text(encoding="utf-8"))["chunking"]
     assert chunking["unit"] == "estimated tokens (words)" and chunking["tokenizer"] is None

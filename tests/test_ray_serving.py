@@ -101,12 +101,13 @@ def test_spanqa_serve_ray_from_the_command_line(kb, tiny_qa_model_dir, tmp_path)
 def test_a_reader_that_cannot_load_ends_spanqa_serve_ray_with_its_reason(kb, tmp_path):
     _, index_dir, _, _ = kb
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    (tmp_path / "reader-without-files").mkdir()  # a path that is not there is refused before Ray starts
     command = [str(Path(sys.executable).parent / "spanqa"), "serve", "--ray", "--index", str(index_dir),
-               "--reader", str(tmp_path / "no-such-reader"), "--device", "cpu", "--port", str(free_port())]
+               "--reader", str(tmp_path / "reader-without-files"), "--device", "cpu", "--port", str(free_port())]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=START_TIMEOUT_S)
     assert done.returncode == 1
     assert "spanqa: error: the service could not start on Ray: SpanQAReader:" in done.stderr
-    assert f"cannot load reader model '{tmp_path / 'no-such-reader'}'" in done.stderr
+    assert f"cannot load reader model '{tmp_path / 'reader-without-files'}'" in done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -180,11 +181,11 @@ def test_answers_on_ray_equal_the_local_servers(ray_server, local_server, kb):
 
 
 def test_tokens_scopes_and_the_page_are_the_services(ray_server, kb):
-    root, _, _, secrets = kb
+    _, _, _, secrets = kb
     assert ask(ray_server, None, QUESTIONS[0]).status_code == 401
     assert ask(ray_server, "sqa_not-a-token", QUESTIONS[0]).status_code == 401
     scoped = ask(ray_server, secrets["hr"], QUESTIONS[3]).json()["answers"]
-    assert scoped and all(Path(a["source"]).is_relative_to(root / "docs" / "hr") for a in scoped)
+    assert scoped and all(a["source"].startswith("docs/hr/") for a in scoped)  # relative to the indexed folder
     with client(ray_server, None) as http:
         page = http.get("/")
         ready = http.get("/readyz")

@@ -67,8 +67,9 @@ def ids(server, kb) -> dict[str, str]:
     """File ids by the knowledge base's names (as the admin lists them)."""
     with server.client(kb.tokens["admin"]) as client:
         listed = client.get("/v1/files").json()["files"]
+    # Sources read relative to the indexed folder (docs/hr/...), never as server paths.
     by_source = {entry["source"]: entry["id"] for entry in listed}
-    return {name: by_source[str(path)] for name, path in kb.files.items()}
+    return {name: by_source[path.relative_to(kb.root).as_posix()] for name, path in kb.files.items()}
 
 
 def as_user(server, kb, user):
@@ -136,7 +137,7 @@ def test_auth_matrix(server, kb, ids, user):
 def test_me_tells_the_role_and_scope(server, kb):
     with as_user(server, kb, "hr") as client:
         me = client.get("/v1/me").json()
-    assert me == {"name": "hr", "role": "read", "scope": [str(kb.root / "docs" / "hr")], "auth": True}
+    assert me == {"name": "hr", "role": "read", "scope": ["docs/hr"], "auth": True}
 
 
 def test_a_revoked_token_stops_working_and_a_new_one_works_without_restart(server, kb):
@@ -161,7 +162,7 @@ def test_ask_answers_with_page_offsets_ids_and_sources(server, kb, ids):
     for answer in answers:
         assert set(answer) >= {"text", "score", "source", "name", "file_id", "page", "start", "end", "context",
                                "answer_start_in_context", "answer_end_in_context", "sources", "highlight"}
-        page_text = read_pages(Path(answer["source"]))[answer["page"] - 1]
+        page_text = read_pages(kb.root / answer["source"])[answer["page"] - 1]
         assert same_text(page_text[answer["start"] : answer["end"]], answer["text"])
         context = answer["context"]
         assert context[answer["answer_start_in_context"] : answer["answer_end_in_context"]] == answer["text"]
@@ -190,7 +191,7 @@ def test_highlight_boxes_hold_exactly_the_answer_as_pdfium_reads_the_page(server
                     continue
                 boxes = answer["highlight"]
                 assert boxes and all(box["page"] == answer["page"] for box in boxes)
-                document = pdfium.PdfDocument(answer["source"])
+                document = pdfium.PdfDocument(kb.root / answer["source"])
                 try:
                     textpage = document[answer["page"] - 1].get_textpage()
                     inside = " ".join(textpage.get_text_bounded(b["x0"], b["y0"], b["x1"], b["y1"]) for b in boxes)
@@ -209,7 +210,7 @@ def test_search_finds_the_page_that_talks_about_it(server, kb, ids):
 
 
 def test_scope_applies_inside_retrieval_and_top_k_still_fills(server, kb):
-    hr = str(kb.root / "docs" / "hr")
+    hr = "docs/hr"  # the scope folder as users see sources: relative to the indexed folder
     with as_user(server, kb, "hr") as client:
         # The contract is the best match for this query; the scoped token must not see it, and its
         # top_k must fill from the files it may read.
@@ -240,6 +241,25 @@ def test_filters_and_retrieval_modes_reach_the_search(server, kb, ids):
     assert filtered["passages"] and all(p["page"] == 2 for p in filtered["passages"])
     # BM25 scores are unbounded, fused hybrid scores lie in 0..1: the mode reached the retriever.
     assert keyword["passages"][0]["file_id"] == ids["handbook"] and keyword["passages"][0]["score"] > 1.0
+
+
+def test_source_filters_take_sources_as_users_see_them(server, kb, ids):
+    shown = "docs/legal/supplier_contract.pdf"
+    one_file = {"field": "meta.source", "operator": "==", "value": shown}
+    folder = {"field": "meta.source", "operator": "under", "value": "docs/hr"}
+    listed = {"field": "meta.source", "operator": "in", "value": [shown, "docs/hr/onboarding.md"]}
+    with as_user(server, kb, "reader") as client:
+        by_file = client.post("/v1/search", json={"query": "vacation days", "filters": one_file, "top_k": 5}).json()
+        by_folder = client.post("/v1/search", json={"query": "supplier penalty", "filters": folder, "top_k": 5}).json()
+        by_list = client.post("/v1/search", json={"query": "lunch penalty", "filters": listed, "top_k": 10}).json()
+        asked = client.post("/v1/ask", json={"question": "What penalty?", "filters": one_file}).json()
+    assert by_file["passages"] and {p["source"] for p in by_file["passages"]} == {shown}
+    assert by_folder["passages"] and all(p["source"].startswith("docs/hr/") for p in by_folder["passages"])
+    assert {p["source"] for p in by_list["passages"]} == {shown, "docs/hr/onboarding.md"}
+    assert asked["answers"] and {a["source"] for a in asked["answers"]} == {shown}
+    with as_user(server, kb, "hr") as client:  # a shown source outside the token's scope finds nothing
+        scoped = client.post("/v1/search", json={"query": "supplier penalty", "filters": one_file}).json()
+    assert scoped["passages"] == []
 
 
 # -- limits and malformed input ----------------------------------------------------------------------

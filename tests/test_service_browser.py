@@ -203,6 +203,11 @@ def ink_under(page, box: dict) -> float:
     }""", box)
 
 
+def server_path(site: Site, item: dict) -> Path:
+    """The file an answer or passage quotes, on the server (users see only its display `source`)."""
+    return Path(site.server.state.catalog.snapshot().by_id[item["file_id"]].source)
+
+
 def assert_boxes_over_answer(page, site: Site, answer: dict) -> None:
     """The boxes on screen cover exactly the answer's words of the server's PDF, over ink on the image."""
     canvas, boxes = shown_boxes(page)
@@ -215,7 +220,7 @@ def assert_boxes_over_answer(page, site: Site, answer: dict) -> None:
         expected = tuple(float(box["data"][key]) for key in ("x0", "y0", "x1", "y1"))
         assert points == pytest.approx(expected, abs=0.5)
         assert ink_under(page, box) > MIN_INK, (box, geometry)
-    assert text_inside(Path(answer["source"]), answer["page"], in_points) == collapse(answer["text"])
+    assert text_inside(server_path(site, answer), answer["page"], in_points) == collapse(answer["text"])
 
 
 def has_no_horizontal_scroll(page) -> bool:
@@ -236,10 +241,10 @@ def test_answer_is_marked_and_highlighted_on_its_page_image(page, site, tmp_path
         expect(items.nth(rank).locator(".meta").first).to_contain_text(
             f"confidence {math.floor(100 * answer['confidence'] + 0.5)}%"  # JavaScript's Math.round
         )
-        assert answer["source"] not in items.nth(rank).inner_text()  # the name, never the server's path
+        assert str(server_path(site, answer)) not in items.nth(rank).inner_text()  # never the server's path
     # The first answer from the two-page policy: its page has a neighbour to page to.
     rank, shown = next((rank, answer) for rank, answer in enumerate(answers)
-                       if Path(answer["source"]) == site.files["policy"] and answer["highlight"])
+                       if server_path(site, answer) == site.files["policy"] and answer["highlight"])
     other = 3 - shown["page"]
 
     open_answer_page(page, rank, shown)
@@ -270,7 +275,7 @@ def test_the_readme_screenshot_shows_the_sample_question_answered_on_its_page(pa
     body = ask(page, "When was Aurora Bicycle Works founded?")
     # The right answer, wherever the small trained reader ranks it.
     rank, shown = next((rank, answer) for rank, answer in enumerate(body["answers"]) if answer["text"] == "1984")
-    assert Path(shown["source"]) == site.files["aurora"] and shown["page"] == 1
+    assert server_path(site, shown) == site.files["aurora"] and shown["page"] == 1
     open_answer_page(page, rank, shown)
     assert_boxes_over_answer(page, site, shown)
     # The README's picture is refreshed on request only, so a test run leaves the checkout as it was.

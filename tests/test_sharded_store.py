@@ -87,6 +87,24 @@ def test_shards_built_with_different_embedders_are_refused(tmp_path):
     assert listing == {"format": 1, "shards": ["shard-0", "shard-1"]}
 
 
+def test_indexed_roots_are_recorded_once_in_one_place_and_roll_back_with_their_block(tmp_path):
+    root = tmp_path.resolve()
+    single = FaissDocumentStore.create(tmp_path / "single", embedder="e", dimension=DIMENSION)
+    sharded = ShardedStore.create(tmp_path / "sharded", 3, embedder="e", dimension=DIMENSION)
+    for store in (single, sharded):
+        assert store.roots() == []
+        store.add_roots([tmp_path / "docs", tmp_path / "docs" / ".." / "one.pdf"])
+        store.add_roots([tmp_path / "docs"])  # recorded already
+        with pytest.raises(RuntimeError), store.writer():
+            store.add_roots([tmp_path / "gone"])
+            raise RuntimeError("the block fails")
+        assert store.roots() == [str(root / "docs"), str(root / "one.pdf")]
+    assert FaissDocumentStore.open(tmp_path / "single").roots() == [str(root / "docs"), str(root / "one.pdf")]
+    reopened = ShardedStore(tmp_path / "sharded")
+    assert reopened.roots() == [str(root / "docs"), str(root / "one.pdf")]
+    assert [shard.roots() for shard in reopened.shards[1:]] == [[], []]  # kept in the first shard only
+
+
 def test_document_qa_indexes_into_shards_and_searches_them_as_one(tmp_path, sample_data_dir, minilm_dir):
     from spanqa.pipelines.api import DocumentQA
 

@@ -8,8 +8,6 @@ import { FilesView } from "./files.js";
 import { $, busy, button, element, say, showAlert } from "./ui.js";
 import { PageViewer } from "./viewer.js";
 
-const PDF_NAME = /\.pdf$/i;
-
 const state = { me: null }; // me: GET /v1/me of the signed-in token (null: signed out)
 
 // -- messages ---------------------------------------------------------------------------------
@@ -141,12 +139,14 @@ function placeLine(item) {
 }
 
 function pageAction(item, what) {
-  const isPdf = PDF_NAME.test(item.source ?? "") || PDF_NAME.test(item.name);
+  // The server says the type it indexed the file as (an upload named .pdf may be text).
+  const isPdf = item.file_type === "pdf";
   if (!isPdf) {
     return element("p", "note no-image", `No page image: ${item.name} is a text file, not a PDF.`);
   }
   const action = button("Show on page", () => {
-    viewer.open({ fileId: item.file_id, name: item.name, page: item.page, highlight: item.highlight, what }, action)
+    viewer.open({ fileId: item.file_id, name: item.name, page: item.page, highlight: item.highlight,
+      highlightError: item.highlight_error ?? null, what }, action)
       .catch(reportError);
   }, "show-page");
   action.setAttribute("aria-label", `Show ${what} on page ${item.page} of ${item.name}`);
