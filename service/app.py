@@ -2,7 +2,8 @@
 
 Every response carries the security headers (a strict Content-Security-Policy: scripts and styles
 from this server only, nothing inline, no framing), every error is `{"error", "detail"}` with its
-status, and no traceback ever reaches a client. JSON bodies are capped before they are parsed.
+status, and no traceback ever reaches a client (nor a server path: details show paths as
+`spanqa.service.paths` does). JSON bodies are capped before they are parsed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spanqa import defaults
-from spanqa.errors import ConfigError, DocumentError, SpanQAError
-from spanqa.service.errors import ApiError, error_response
+from spanqa.errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, SpanQAError, StorageError
+from spanqa.service.errors import ApiError, error_response, storage_failure
 from spanqa.service.routes import router
 from spanqa.service.schemas import ErrorBody, Health
 from spanqa.service.state import ServiceSettings, ServiceState
@@ -56,11 +57,11 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status_seen = {"status": 500}
+        status_seen = {"status": 500, "started": False}
 
         async def send_with_headers(message) -> None:
             if message["type"] == "http.response.start":
-                status_seen["status"] = message["status"]
+                status_seen["status"], status_seen["started"] = message["status"], True
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in SECURITY_HEADER_NAMES]
                 headers += SECURITY_HEADERS
                 if not any(k.lower() == b"cache-control" for k, _ in headers):
@@ -77,6 +78,15 @@ class GuardMiddleware:
                 if receive is None:
                     return
             await self.app(scope, receive, send_with_headers)
+        except Exception:  # noqa: BLE001 - a bug in a route: answered here, the connection kept alive
+            # Caught here rather than by Starlette's outermost handler, which answers without the
+            # security headers and then re-raises, so that uvicorn drops a kept-alive connection.
+            logger.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if status_seen["started"]:
+                raise  # half a response went out: only closing the connection can end it
+            status_seen["status"] = 500
+            response = error_response(500, "server_error", "the server failed to answer; the error is in its log")
+            await response(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or ("static" if scope["path"].startswith("/static/") else "other")
@@ -150,7 +160,7 @@ def create_app(settings: ServiceSettings, state: ServiceState | None = None, loa
         lifespan=lifespan,
         docs_url=None,  # Swagger UI loads scripts from a CDN; the API is described at /openapi.json
         redoc_url=None,
-        responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)},
+        responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 429, 503, 507)},
     )
     app.state.spanqa = state
     app.add_middleware(GuardMiddleware, state=state)
@@ -163,10 +173,14 @@ def create_app(settings: ServiceSettings, state: ServiceState | None = None, loa
 
     @app.get("/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def readyz() -> Any:
-        """200 once the index is open and the models are loaded; 503 (with the reason) until then."""
+        """200 once the index is open and the models are loaded; 503 (with the reason) until then, and
+        for an index that fails its check (at startup, or a read found it inconsistent)."""
+        if state.index_problem is not None:
+            detail = state.paths().redact(state.index_problem)
+            return JSONResponse({"status": "failed", "detail": detail}, status_code=503)
         if state.engine.ready and state.writer is not None:
             return {"status": "ready"}
-        detail = state.engine.load_error
+        detail = None if state.engine.load_error is None else state.paths().redact(state.engine.load_error)
         return JSONResponse({"status": "failed" if detail else "loading", "detail": detail}, status_code=503)
 
     app.include_router(router)
@@ -179,35 +193,58 @@ def create_app(settings: ServiceSettings, state: ServiceState | None = None, loa
     return app
 
 
+def _shown(request: Request, detail: Any) -> Any:
+    """An error's detail with every server path in its display form (spanqa.service.paths)."""
+    return request.app.state.spanqa.paths().redact(detail) if isinstance(detail, str) else detail
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+        return error_response(exc.status, exc.code, _shown(request, exc.detail), exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, _shown(request, exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         status, code, detail = _validation_detail(exc)
-        return error_response(status, code, detail)
+        return error_response(status, code, _shown(request, detail))
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> Response:
-        return error_response(422, "invalid_request", str(exc))
+        return error_response(422, "invalid_request", _shown(request, str(exc)))
 
     @app.exception_handler(DocumentError)
     async def document_error(request: Request, exc: DocumentError) -> Response:
-        return error_response(422, "unreadable_document", exc.reason)
+        return error_response(422, "unreadable_document", _shown(request, exc.reason))
+
+    @app.exception_handler(StorageError)
+    async def storage_error(request: Request, exc: StorageError) -> Response:
+        failure = storage_failure(exc)
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(failure.status, failure.code, _shown(request, failure.detail))
+
+    @app.exception_handler(IndexBusyError)
+    async def index_busy(request: Request, exc: IndexBusyError) -> Response:
+        return error_response(503, "busy", "the index is being written by another process: retry shortly",
+                              retry_after_header())
+
+    @app.exception_handler(IndexMismatchError)
+    async def index_damaged(request: Request, exc: IndexMismatchError) -> Response:
+        # A read found the index inconsistent: /readyz fails from now on, with the way out.
+        state: ServiceState = request.app.state.spanqa
+        logger.error("%s %s: %s", request.method, request.url.path, exc)
+        state.index_problem = f"{exc}: run `spanqa check --index DIR --repair`"
+        return error_response(503, "index_damaged", _shown(request, state.index_problem))
 
     @app.exception_handler(SpanQAError)
     async def spanqa_error(request: Request, exc: SpanQAError) -> Response:
-        return error_response(500, "server_error", str(exc))
+        return error_response(500, "server_error", _shown(request, str(exc)))
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        logger.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "server_error", "the server failed to answer; the error is in its log")
+
+def retry_after_header() -> dict[str, str]:
+    return {"Retry-After": str(defaults.SERVICE_RETRY_AFTER_S)}
 

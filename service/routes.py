@@ -3,7 +3,8 @@
 Every route acts for a principal (a token's name, role and scope). The scope is a store filter
 ANDed into every search, so retrieval only ever ranks chunks the token may read (top_k still fills
 from those); file, page and job routes look files up through the catalog, which answers 404 for a
-file outside the scope exactly as for a file that does not exist.
+file outside the scope exactly as for a file that does not exist. No server path leaves: every
+`source` is the file's display form (`service.paths`), and job reasons are redacted the same way.
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from starlette.concurrency import run_in_threadpool
 
 from spanqa import defaults
 from spanqa.answers import Answer, Passage
-from spanqa.errors import DocumentError
+from spanqa.errors import DocumentError, StorageError, is_storage_failure
 from spanqa.indexing.cleaning import same_text
 from spanqa.indexing.filters import filter_sql
 from spanqa.service.catalog import CatalogFile, CatalogSnapshot, FileCatalog, file_id, file_type
 from spanqa.service.database import Feedback, squad_export
 from spanqa.service.engine import NotReady, ServiceBusy
-from spanqa.service.errors import ApiError, not_found
+from spanqa.service.errors import ApiError, not_found, storage_failure
+from spanqa.service.jobs import Job
 from spanqa.service.metrics import CONTENT_TYPE
+from spanqa.service.page_workers import PageOverBudget
 from spanqa.service.schemas import (
     AskRequest,
     AskResponse,
@@ -40,12 +43,14 @@ from spanqa.service.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from spanqa.service.paths import server_filters
 from spanqa.service.state import ANONYMOUS, ServiceState
 from spanqa.service.tokens import Principal
 from spanqa.service.uploads import UploadReceiver, UploadRejected, check_folder
 
 router = APIRouter()
 bearer = HTTPBearer(auto_error=False, description="a token made with `spanqa token add`")
+UPLOAD_ERROR_CODES = {400: "bad_upload", 413: "too_large", 415: "unsupported_media_type"}
 MEDIA_TYPES = {".pdf": "application/pdf", ".html": "text/html", ".htm": "text/html", ".md": "text/markdown",
                ".markdown": "text/markdown", ".txt": "text/plain"}
 
@@ -88,7 +93,7 @@ async def admin(who: Principal = Depends(principal)) -> Principal:
 
 def catalog_of(state: ServiceState) -> FileCatalog:
     if state.catalog is None or state.writer is None:
-        detail = state.engine.load_error or "the models are still loading: retry shortly"
+        detail = state.paths().redact(state.engine.load_error or "the models are still loading: retry shortly")
         raise ApiError(503, "not_ready", detail, retry_after(defaults.SERVICE_RETRY_AFTER_S))
     return state.catalog
 
@@ -98,10 +103,15 @@ async def files_now(state: ServiceState) -> CatalogSnapshot:
     return await run_in_threadpool(catalog_of(state).snapshot)
 
 
-def scoped_filters(filters: dict[str, Any] | None, who: Principal) -> dict[str, Any] | None:
-    """The request's filters ANDed with the token's scope (checked first: a bad filter is a 422)."""
+def scoped_filters(
+    filters: dict[str, Any] | None, who: Principal, catalog: CatalogSnapshot | None = None
+) -> dict[str, Any] | None:
+    """The request's filters (their `meta.source` values in the form users see them turned into
+    server paths, with `catalog`) ANDed with the token's scope (checked first: a bad filter is a 422)."""
     if filters is not None:
         filter_sql(filters)
+        if catalog is not None:
+            filters = server_filters(filters, catalog.sources_shown_as, catalog.paths.folders)
     scope = who.scope_filter()
     if scope is None:
         return filters
@@ -120,20 +130,25 @@ def admitted(state: ServiceState):
 
 async def place_boxes(
     state: ServiceState, catalog: CatalogSnapshot, source: str, page: int, start: int, end: int, text: str
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
+    """`highlight` (the boxes) and `highlight_error` (why a PDF page has none: e.g. it is over budget)."""
     entry = catalog.entry_for(source)
-    return await state.pages.boxes(source, None if entry is None else entry.sha256, page, start, end, text)
+    shown = await state.pages.highlight(source, None if entry is None else entry.sha256, page, start, end, text)
+    error = None if shown.error is None else catalog.paths.redact(shown.error)  # no server path leaves
+    return {"highlight": shown.boxes, "highlight_error": error}
 
 
 async def answer_body(state: ServiceState, catalog: CatalogSnapshot, answer: Answer) -> dict[str, Any]:
     body = answer.to_json()
     body.update(
-        name=catalog.name_of(answer.source), file_id=file_id(answer.source), file_type=file_type(answer.source),
-        answer_start_in_context=answer.answer_start_in_context, answer_end_in_context=answer.answer_end_in_context,
-        highlight=await place_boxes(state, catalog, answer.source, answer.page, answer.start, answer.end, answer.text),
+        source=catalog.shown(answer.source), name=catalog.name_of(answer.source), file_id=file_id(answer.source),
+        file_type=file_type(answer.source), answer_start_in_context=answer.answer_start_in_context,
+        answer_end_in_context=answer.answer_end_in_context,
+        **await place_boxes(state, catalog, answer.source, answer.page, answer.start, answer.end, answer.text),
     )
     for place in body["sources"]:
-        place.update(name=catalog.name_of(place["source"]), file_id=file_id(place["source"]))
+        source = place["source"]
+        place.update(source=catalog.shown(source), name=catalog.name_of(source), file_id=file_id(source))
     return body
 
 
@@ -141,9 +156,9 @@ async def passage_body(state: ServiceState, catalog: CatalogSnapshot, passage: P
     body = passage.to_json()
     body.pop("chunk_id", None)
     body.update(
-        name=catalog.name_of(passage.source), file_id=file_id(passage.source), file_type=file_type(passage.source),
-        highlight=await place_boxes(state, catalog, passage.source, passage.page, passage.start, passage.end,
-                                    passage.text),
+        source=catalog.shown(passage.source), name=catalog.name_of(passage.source), file_id=file_id(passage.source),
+        file_type=file_type(passage.source),
+        **await place_boxes(state, catalog, passage.source, passage.page, passage.start, passage.end, passage.text),
     )
     return body
 
@@ -158,7 +173,7 @@ async def ask(body: AskRequest, request: Request, who: Principal = Depends(princ
 
     state = service(request)
     catalog_of(state)
-    filters = scoped_filters(body.filters, who)
+    filters = scoped_filters(body.filters, who, await files_now(state))
     with admitted(state):
         extracted = await state.engine.ask(
             body.question, top_k=body.top_k, passages=body.passages, filters=filters, threshold=body.threshold,
@@ -177,7 +192,7 @@ async def search(body: SearchRequest, request: Request, who: Principal = Depends
 
     state = service(request)
     catalog_of(state)
-    filters = scoped_filters(body.filters, who)
+    filters = scoped_filters(body.filters, who, await files_now(state))
     with admitted(state):
         documents = await state.engine.search(body.query, body.top_k, filters, body.retrieval)
     passages = [passage_from_document(document) for document in documents]
@@ -189,7 +204,11 @@ async def search(body: SearchRequest, request: Request, who: Principal = Depends
 @router.get("/v1/me", response_model=MeResponse, tags=["tokens"])
 async def me(request: Request, who: Principal = Depends(principal)) -> dict:
     """The token's name, role and scope (the web page shows admin views to admins only)."""
-    return {**who.to_json(), "auth": service(request).auth}
+    state = service(request)
+    if state.catalog is not None and who.scope:
+        # The roots as of the last commit: the scope is shown relative to them.
+        await run_in_threadpool(state.catalog.snapshot)
+    return {**who.to_json(), "scope": state.paths().scope(who.scope), "auth": state.auth}
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -230,12 +249,17 @@ async def upload(request: Request, who: Principal = Depends(admin)) -> dict:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"the upload is over {limit} bytes ({settings.max_files_per_upload} files "
                        f"of at most {settings.max_file_mb:g} MB)")
-    receiver = UploadReceiver(settings.uploads, settings.max_file_bytes, settings.max_files_per_upload)
+    try:
+        receiver = UploadReceiver(settings.uploads, settings.max_file_bytes, settings.max_files_per_upload)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
     try:
         await receiver.receive(request.headers.get("content-type", ""), _capped(request, limit))
         folder = check_folder(receiver.fields.get("folder"))
     except UploadRejected as exc:
-        raise ApiError(exc.status, "bad_upload" if exc.status < 413 else "too_large", exc.detail) from exc
+        raise ApiError(exc.status, UPLOAD_ERROR_CODES.get(exc.status, "bad_upload"), exc.detail) from exc
+    except StorageError as exc:  # the receiver removed what it had staged
+        raise storage_failure(exc) from exc
     except Exception:
         receiver.discard()
         raise
@@ -246,8 +270,12 @@ async def upload(request: Request, who: Principal = Depends(admin)) -> dict:
     if not who.may_see(target):
         receiver.discard()
         raise ApiError(403, "forbidden", "uploads go to a folder outside this token's scope: give a 'folder' inside it")
-    job = state.writer.submit_upload(receiver.files, folder, who.name)
-    return job.to_json(file_id)
+    try:
+        # Off the event loop: the files are moved to their place and the job journaled (synced) first.
+        job = await run_in_threadpool(state.writer.submit_upload, receiver.files, folder, who.name)
+    except StorageError as exc:
+        raise storage_failure(exc) from exc
+    return job_body(state, job)
 
 
 async def _capped(request: Request, limit: int):
@@ -264,10 +292,23 @@ async def job_status(job_id: str, request: Request, who: Principal = Depends(adm
     """An upload job and the status of each of its files (pending, indexed, skipped or failed, with the reason)."""
     state = service(request)
     catalog_of(state)
-    job = state.writer.job(job_id)
+    job = await run_in_threadpool(state.writer.job, job_id)  # finished jobs are read from the journal
     if job is None or (who.scope and job.submitted_by != who.name):
         raise not_found("no such job")
-    return job.to_json(file_id)
+    await files_now(state)  # the roots as of the last commit: reasons name files relative to them
+    return job_body(state, job)
+
+
+def job_body(state: ServiceState, job: Job) -> dict[str, Any]:
+    """The job as its user sees it: reasons and details name files by their display form."""
+    body = job.to_json(file_id)
+    paths = state.paths()
+    if body["detail"] is not None:
+        body["detail"] = paths.redact(body["detail"])
+    for entry in body["files"]:
+        if entry["reason"] is not None:
+            entry["reason"] = paths.redact(entry["reason"])
+    return body
 
 
 def _pdf_only(entry: CatalogFile) -> None:
@@ -276,10 +317,17 @@ def _pdf_only(entry: CatalogFile) -> None:
                        "for PDF files only")
 
 
+def over_budget(entry: CatalogFile, exc: PageOverBudget) -> ApiError:
+    """A page whose work went over the server's budget: a 422 saying so (the server goes on serving)."""
+    return ApiError(422, "page_over_budget", f"{entry.name}: {exc.reason}")
+
+
 async def _checked_page(state: ServiceState, entry: CatalogFile, page: int) -> int:
     _pdf_only(entry)
     try:
         count = await state.pages.page_count(entry.source)
+    except PageOverBudget as exc:
+        raise over_budget(entry, exc) from exc
     except DocumentError as exc:
         raise ApiError(404, "not_found", f"{entry.name}: {exc.reason}") from exc
     if not 1 <= page <= count:
@@ -293,7 +341,10 @@ async def page_geometry(file_id: str, page: int, request: Request, who: Principa
     state = service(request)
     entry = await visible_file(state, file_id, who)
     count = await _checked_page(state, entry, page)
-    geometry = await state.pages.geometry(entry.source, page)
+    try:
+        geometry = await state.pages.geometry(entry.source, page)
+    except PageOverBudget as exc:
+        raise over_budget(entry, exc) from exc
     box = {"page": page, "x0": geometry.x0, "y0": geometry.y0, "x1": geometry.x1, "y1": geometry.y1}
     return {"file_id": entry.id, "page": page, "pages": count, "width": geometry.width, "height": geometry.height,
             "box": box, "rotation": geometry.rotation}
@@ -310,7 +361,10 @@ async def page_image(
     state = service(request)
     entry = await visible_file(state, file_id, who)
     await _checked_page(state, entry, page)
-    png = await state.pages.png(entry.source, page, width)
+    try:
+        png = await state.pages.png(entry.source, page, width)
+    except PageOverBudget as exc:
+        raise over_budget(entry, exc) from exc
     return Response(png, media_type="image/png", headers={"cache-control": "private, max-age=300"})
 
 
@@ -346,6 +400,8 @@ async def feedback(body: FeedbackRequest, request: Request, who: Principal = Dep
         raise ApiError(409, "conflict", f"{entry.name} changed since it was indexed: ask again")
     try:
         text = await state.pages.page_text(entry.source, answer.page)
+    except PageOverBudget as exc:
+        raise over_budget(entry, exc) from exc
     except DocumentError as exc:
         raise ApiError(422, "invalid_request", f"{entry.name}: {exc.reason}") from exc
     if not 0 <= answer.start < answer.end <= len(text) or not same_text(text[answer.start : answer.end], answer.text):
@@ -355,7 +411,12 @@ async def feedback(body: FeedbackRequest, request: Request, who: Principal = Dep
     record = Feedback(question=body.question, source=entry.source, page=answer.page, start=answer.start,
                       end=answer.end, text=text[answer.start : answer.end], correct=body.correct, context=text,
                       title=entry.name, given_by=who.name)
-    return {"id": state.database.add_feedback(record)}
+    try:
+        return {"id": await run_in_threadpool(state.database.add_feedback, record)}
+    except Exception as exc:
+        if is_storage_failure(exc):
+            raise storage_failure(StorageError("the feedback could not be recorded", exc)) from exc
+        raise
 
 
 @router.get("/v1/feedback/export", tags=["feedback"],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.indexing.index_check import index_problem
 from spanqa.indexing.ocr import OCR_MANIFEST_KEY, recorded_mode
 from spanqa.service.catalog import FileCatalog
 from spanqa.service.database import ServiceDatabase
@@ -18,7 +19,9 @@ from spanqa.service.engine import EngineSettings, QAEngine
 from spanqa.service.jobs import IndexWriter
 from spanqa.service.limits import RateLimiter
 from spanqa.service.metrics import ServiceMetrics
+from spanqa.service.page_workers import check_page_budget
 from spanqa.service.pages import PageService
+from spanqa.service.paths import PathView
 from spanqa.service.tokens import Principal, TokenFile
 from spanqa.service.uploads import STAGING
 
@@ -41,10 +44,15 @@ class ServiceSettings:
     parse_workers: int | None = defaults.PARSE_WORKERS
     parse_timeout_s: float | None = defaults.PARSE_TIMEOUT_S
     parse_memory_mb: int | None = defaults.PARSE_MEMORY_MB
+    # Page work (boxes, geometry, page images, page text) runs in capped worker processes.
+    page_workers: int = defaults.SERVICE_RENDER_WORKERS
+    page_timeout_s: float | None = defaults.SERVICE_PAGE_TIMEOUT_S  # seconds one page call may take
+    page_memory_mb: int | None = defaults.SERVICE_PAGE_MEMORY_MB  # address space of each page worker
 
     def __post_init__(self) -> None:
         if isinstance(self.max_file_mb, bool) or not isinstance(self.max_file_mb, (int, float)) or self.max_file_mb <= 0:
             raise ConfigError(f"max_file_mb={self.max_file_mb!r} must be a number of megabytes > 0")
+        check_page_budget(self.page_timeout_s, self.page_memory_mb)
 
     @property
     def index_dir(self) -> Path:
@@ -81,11 +89,16 @@ class ServiceState:
             queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
         )
         self.database = ServiceDatabase(settings.index_dir)
-        self.pages = PageService()
+        self.pages = PageService(
+            settings.page_workers, settings.page_timeout_s, settings.page_memory_mb,
+            observe=lambda outcome: self.metrics.page_work.labels(outcome).inc(),
+        )
         self.catalog: FileCatalog | None = None
         self.writer: IndexWriter | None = None
         self._writer_qa_instance = None
         self.started = threading.Event()  # set when start() has finished, loaded or not
+        # Why the index fails its check (/readyz fails while it does): found at startup, or by a read.
+        self.index_problem: str | None = None
 
     def _observe_batch(self, size: int) -> None:
         self.metrics.batch_size.observe(size)
@@ -99,6 +112,9 @@ class ServiceState:
         try:
             staging = self.settings.uploads / STAGING
             shutil.rmtree(staging, ignore_errors=True)  # left over from a server that stopped mid-upload
+            self.index_problem = index_problem(self.settings.index_dir)
+            if self.index_problem is not None:
+                logger.error("%s", self.index_problem)
             try:
                 self.engine.load()
             except Exception:
@@ -108,8 +124,11 @@ class ServiceState:
             self.pages.layout = bool(chunking.get("layout", defaults.LAYOUT_READING_ORDER))
             # An index without a manifest yet gets its first files from this service's writer.
             self.pages.ocr = recorded_mode(chunking[OCR_MANIFEST_KEY]) if OCR_MANIFEST_KEY in chunking else defaults.OCR
-            self.catalog = FileCatalog(self.engine.store, self.database)
-            self.writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
+            self.catalog = FileCatalog(self.engine.store, self.database, self.settings.uploads, self.settings.index_dir)
+            writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
+            # Jobs a stopped or killed server left unfinished go first, before any new upload is taken.
+            writer.resume()
+            self.writer = writer
             logger.info("spanqa is ready: %s", self.settings.index_dir)
         finally:
             self.started.set()
@@ -120,6 +139,13 @@ class ServiceState:
     def load_error(self) -> str | None:
         """Why the server cannot answer (None once the models are in and the writer runs)."""
         return None if self.writer is not None else self.engine.load_error or "not loaded"
+
+    def paths(self) -> PathView:
+        """How this server shows paths to users: the catalog's last view (without reading the store);
+        before the index is open, its own folders only."""
+        if self.catalog is not None:
+            return self.catalog.paths
+        return PathView(uploads_dir=str(self.settings.uploads), index_dir=str(self.settings.index_dir))
 
     def stop(self) -> None:
         if self.writer is not None:
@@ -140,11 +166,24 @@ class ServiceState:
             self._writer_qa_instance = DocumentQA(self.settings.index_dir, reader=engine.reader, device=engine.device)
         return self._writer_qa_instance
 
-    def _index_files(self, paths: list[Path]):
+    def _index_files(self, paths: list[Path], submitted_by: str):
+        # Uploads are shown relative to the uploads folder, which the server knows: no roots to record.
         return self._writer_qa().index(
             paths, workers=self.settings.parse_workers, timeout_s=self.settings.parse_timeout_s,
-            memory_mb=self.settings.parse_memory_mb, max_file_mb=self.settings.max_file_mb,
+            memory_mb=self.settings.parse_memory_mb, max_file_mb=self.settings.max_file_mb, roots=(),
+            duplicate_scope=self._duplicate_scope(submitted_by),
         )
+
+    def _duplicate_scope(self, submitted_by: str) -> Callable[[str], bool] | None:
+        """Which indexed files an upload of `submitted_by` may be found a duplicate of: those its token
+        sees now (None: every file). Nothing, for a token revoked since: no job tells of a file its
+        token cannot see."""
+        if self.tokens is None:
+            return None
+        who = self.tokens.principal_named(submitted_by)
+        if who is None:
+            return lambda source: False
+        return who.may_see if who.scope else None
 
     def _remove_file(self, source: str) -> int:
         removed = self._writer_qa().remove([source])
