@@ -83,3 +83,19 @@ def parsed_names(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(ingest.ParsePool, "start", counting_start)
     return parsed
+
+
+@pytest.fixture(scope="session")
+def failwrite_shim(tmp_path_factory) -> Path:
+    """The fault-injection shim of tests/faults/failwrite.c, compiled here (a C compiler is a CI
+    dependency: .ci/run installs gcc; without one the tests that need it skip)."""
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("the fault-injection tests need a C compiler (apt-get install gcc)")
+    library = tmp_path_factory.mktemp("failwrite") / "failwrite.so"
+    source = REPO_ROOT / "tests" / "faults" / "failwrite.c"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(source), "-ldl"], check=True)
+    return library

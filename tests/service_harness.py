@@ -1,4 +1,5 @@
-"""A real spanqa server for tests: uvicorn on a free loopback port, in this process, on a thread.
+"""A real spanqa server for tests: uvicorn on a free loopback port, in this process, on a thread; or
+`spanqa serve` itself in a subprocess (`ServeProcess`).
 
 The socket is bound before the server starts, so the port is known without a race, and the test
 waits on the server's own "started" event (models loaded) rather than polling or sleeping.
@@ -6,8 +7,15 @@ waits on the server's own "started" event (models loaded) rather than polling or
 
 from __future__ import annotations
 
+import os
+import queue
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +106,57 @@ def write_knowledge_base(root: Path) -> dict[str, Path]:
         encoding="utf-8",
     )
     return files
+
+
+class ServeProcess:
+    """`spanqa serve` on a free loopback port (no tokens: loopback only); its stderr read on a thread."""
+
+    def __init__(self, index_dir: Path, reader: Path, environment: dict[str, str] | None = None):
+        spanqa = Path(sys.executable).with_name("spanqa")
+        self.process = subprocess.Popen(
+            [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(reader), "--device", "cpu",
+             "--port", "0", "--log-level", "warning", "--rate-limit", "0"],  # the test polls its jobs
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **({} if environment is None else environment)},
+        )
+        self.lines: queue.Queue = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.client = httpx.Client(timeout=120)
+        try:
+            port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", self._line()).group(1))
+            assert self._line().strip() == "spanqa: ready: models loaded", self.log
+        except BaseException:
+            self.kill()
+            raise
+        self.client.base_url = f"http://127.0.0.1:{port}"
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.log.append(line)
+            self.lines.put(line)
+        self.lines.put("")  # the stream closed: the server exited
+
+    def _line(self) -> str:
+        return self.lines.get(timeout=180)
+
+    def job_when(self, job: str, statuses: tuple[str, ...], timeout_s: float = 180) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            body = self.client.get(f"/v1/jobs/{job}").json()
+            if body.get("status") in statuses:
+                return body
+            assert time.monotonic() < deadline, f"job {job} still {body} after {timeout_s} s"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL to the server (the crash), then to whatever it started (its parse workers)."""
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=60)
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.stderr.close()

@@ -4,19 +4,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import queue
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
-import httpx
-
+from service_harness import ServeProcess
 from spanqa.answers import IndexedFile, IndexReport
 from spanqa.service.database import Job, JobFile, ServiceDatabase
 from spanqa.service.jobs import GONE, IndexWriter
@@ -139,59 +131,6 @@ def test_a_removal_keeps_a_stored_upload_that_a_waiting_job_holds(tmp_path):
 
 
 # -- a real server killed with SIGKILL in the middle of a job ----------------------------------------
-
-
-class ServeProcess:
-    """`spanqa serve` on a free loopback port (no tokens: loopback only); its stderr read on a thread."""
-
-    def __init__(self, index_dir: Path, reader: Path):
-        spanqa = Path(sys.executable).with_name("spanqa")
-        self.process = subprocess.Popen(
-            [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(reader), "--device", "cpu",
-             "--port", "0", "--log-level", "warning", "--rate-limit", "0"],  # the test polls its jobs
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True,
-        )
-        self.lines: queue.Queue = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.client = httpx.Client(timeout=120)
-        try:
-            port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", self._line()).group(1))
-            assert self._line().strip() == "spanqa: ready: models loaded", self.log
-        except BaseException:
-            self.kill()
-            raise
-        self.client.base_url = f"http://127.0.0.1:{port}"
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.log.append(line)
-            self.lines.put(line)
-        self.lines.put("")  # the stream closed: the server exited
-
-    def _line(self) -> str:
-        return self.lines.get(timeout=180)
-
-    def job_when(self, job: str, statuses: tuple[str, ...], timeout_s: float = 180) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            body = self.client.get(f"/v1/jobs/{job}").json()
-            if body.get("status") in statuses:
-                return body
-            assert time.monotonic() < deadline, f"job {job} still {body} after {timeout_s} s"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        """SIGKILL to the server (the crash), then to whatever it started (its parse workers)."""
-        self.client.close()
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=60)
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.stderr.close()
 
 
 def test_upload_jobs_survive_a_sigkill_of_spanqa_serve_and_resume_under_their_ids(tmp_path, minilm_dir,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,18 +15,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "fault_writer.py"
-SHIM_SOURCE = HERE / "faults" / "failwrite.c"
-
-
-@pytest.fixture(scope="session")
-def failwrite_shim(tmp_path_factory) -> Path:
-    """The fault-injection shim, compiled here (a C compiler is a CI dependency: .ci/run installs gcc)."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("the fault-injection tests need a C compiler (apt-get install gcc)")
-    library = tmp_path_factory.mktemp("failwrite") / "failwrite.so"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O2", "-o", str(library), str(SHIM_SOURCE), "-ldl"], check=True)
-    return library
 
 
 def inject(shim: Path, work: Path, index_type: str, operation: str, error: str, mode: str, stride: int = 1) -> dict:

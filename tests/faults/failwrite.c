@@ -8,6 +8,10 @@
  * Python itself all write through these calls, so the store sees real errors from the system calls
  * it makes, as on a full disk. The test drives it through ctypes: failwrite_arm / failwrite_disarm /
  * failwrite_count.
+ *
+ * A process the test cannot call into (a server) is driven by two environment variables instead:
+ * while the file FAILWRITE_CONTROL exists, every write under the folder FAILWRITE_PREFIX fails with
+ * ENOSPC (the disk is full); once the test removes it, space has returned.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -45,14 +49,34 @@ long failwrite_disarm(void) {
 
 long failwrite_count(void) { return seen; }
 
+/* The disk is full by the environment's say (see the header): the folder, or NULL. */
+static const char *full_by_control_file(void) {
+    static const char *control = NULL, *folder = NULL;
+    static int read_environment = 0;
+    if (!read_environment) {
+        control = getenv("FAILWRITE_CONTROL");
+        folder = getenv("FAILWRITE_PREFIX");
+        read_environment = 1;
+    }
+    if (control == NULL || folder == NULL || access(control, F_OK) != 0) return NULL;
+    return folder;
+}
+
+static int starts_with(const char *path, const char *folder) {
+    return path != NULL && strncmp(path, folder, strlen(folder)) == 0;
+}
+
 static int path_under(const char *path) {
-    if (prefix_length == 0 || path == NULL) return 0;
-    return strncmp(path, prefix, prefix_length) == 0;
+    if (prefix_length == 0) {
+        const char *folder = full_by_control_file();
+        return folder != NULL && starts_with(path, folder);
+    }
+    return starts_with(path, prefix);
 }
 
 static int fd_under(int fd) {
     char link[64], path[4096];
-    if (prefix_length == 0) return 0;
+    if (prefix_length == 0 && full_by_control_file() == NULL) return 0;
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
     ssize_t n = readlink(link, path, sizeof path - 1);
     if (n < 0) return 0;
@@ -62,6 +86,10 @@ static int fd_under(int fd) {
 
 /* 1 when this write (already known to be under the folder) must fail. */
 static int fails(void) {
+    if (prefix_length == 0) {  /* full by the control file: every write fails while it exists */
+        errno = ENOSPC;
+        return 1;
+    }
     seen++;
     if (fail_at <= 0) return 0;
     if (seen == fail_at || (persistent && seen > fail_at)) {
