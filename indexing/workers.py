@@ -53,7 +53,7 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _limit_memory(memory_mb: int | None) -> None:
+def limit_memory(memory_mb: int | None) -> None:
     if memory_mb is None:
         return
     try:
@@ -74,7 +74,7 @@ def _worker_main(connection: Any, memory_mb: int | None, job: Callable[[Any], Pa
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     # One file at a time, one thread: a tokenizer thread pool would only spend the address-space cap.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    _limit_memory(memory_mb)
+    limit_memory(memory_mb)
     while True:
         try:
             task = connection.recv()
@@ -105,7 +105,9 @@ def _worker_main(connection: Any, memory_mb: int | None, job: Callable[[Any], Pa
             return  # a process that ran out of memory may be left in a bad state: start afresh
 
 
-def _context() -> Any:
+def worker_context() -> Any:
+    """The multiprocessing context worker processes start from (the parsers', the service's page
+    workers'): one forkserver per process, which imported the parser once, else spawn."""
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -119,7 +121,7 @@ _MAIN_LOCK = threading.Lock()
 
 
 @contextmanager
-def _main_module_hidden() -> Iterator[None]:
+def main_module_hidden() -> Iterator[None]:
     """Start a worker without re-running the caller's main script in it.
 
     spawn and forkserver children import the parent's `__main__` module; a script that calls
@@ -231,7 +233,7 @@ class ParsePool:
         self.ocr_page_s = ocr_page_s
         self.max_ready = max_ready if max_ready is not None else 2 * workers + 2
         self.keep_workers = keep_workers
-        self._context = _context()
+        self._context = worker_context()
         self._stop = threading.Event()
         self._pool: list[_Worker] = []
 
@@ -281,7 +283,7 @@ class ParsePool:
         process = self._context.Process(
             target=_worker_main, args=(child_end, self.memory_mb, self.job), name="spanqa-parser", daemon=True
         )
-        with _main_module_hidden():
+        with main_module_hidden():
             process.start()
         child_end.close()
         worker = _Worker(process=process, connection=parent_end)

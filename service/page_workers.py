@@ -32,7 +32,7 @@ from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, check_positive_int
 from spanqa.indexing.ocr import check_ocr_mode
 from spanqa.indexing.pdf_pages import PdfPages
-from spanqa.indexing.workers import _context, _limit_memory, _main_module_hidden
+from spanqa.indexing.workers import limit_memory, main_module_hidden, worker_context
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _worker_main(connection: Any, memory_mb: int | None, layout: bool, ocr: str,
     # Ctrl-C goes to the whole process group: the server decides when its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # odd fonts are the file's business, not the log's
-    _limit_memory(memory_mb)
+    limit_memory(memory_mb)
     pages = PdfPages(layout=layout, ocr=ocr)
     connection.send(("ready", os.getpid()))
     while True:
@@ -149,7 +149,7 @@ class PagePool:
         self.job = job
         self._settings = (bool(layout), check_ocr_mode(ocr))
         self._generation = 0
-        self._context = _context()
+        self._context = worker_context()
         self._lock = threading.Lock()
         self._live: list[_Worker] = []
         self._closed = False
@@ -230,7 +230,7 @@ class PagePool:
             target=_worker_main, args=(child_end, self.memory_mb, layout, ocr, self.job), name="spanqa-pages",
             daemon=True,
         )
-        with _main_module_hidden():
+        with main_module_hidden():
             process.start()
         child_end.close()
         worker = _Worker(process, parent_end, generation)
