@@ -1,5 +1,7 @@
 """Builds a tiny random-weight DistilBERT QA model and its WordPiece tokenizer, saved like a hub model.
 
+`python tests/model_factory.py` trains the tokenizer's vocabulary again into tests/fixtures.
+
 Tests need a real tokenizer and model that load through `AutoTokenizer` and
 `AutoModelForQuestionAnswering.from_pretrained(directory)` without network. The weights are
 random (seeded), so answers are arbitrary but the whole load/tokenise/forward/decode path is real.
@@ -46,18 +48,15 @@ Scientists measured the temperature, pressure and humidity every hour during the
 """.strip()
 
 
-def build_tiny_qa_model(directory: Path) -> Path:
-    """Train a WordPiece tokenizer on CORPUS, build a seeded 2-layer DistilBERT QA model, save both.
+VOCAB_FILE = Path(__file__).resolve().parent / "fixtures" / "tiny_wordpiece_vocab.txt"
 
-    Returns `directory`, which `AutoTokenizer.from_pretrained` and
-    `AutoModelForQuestionAnswering.from_pretrained` then load offline.
-    """
-    import torch
+
+def train_wordpiece_vocab() -> list[str]:
+    """A WordPiece vocabulary trained on CORPUS, tokens in id order. The trainer breaks ties between
+    equally frequent pairs in a hash order that changes from run to run (the vocabulary came out 705
+    to 707 tokens, with different ids), so the tests read the one saved in VOCAB_FILE, made by this
+    function: `python tests/model_factory.py` writes it again."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from transformers import DistilBertConfig, DistilBertForQuestionAnswering, DistilBertTokenizer
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
 
     wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     # Cased like distilbert-base-cased-distilled-squad: the answer text keeps its capitals.
@@ -65,11 +64,28 @@ def build_tiny_qa_model(directory: Path) -> Path:
     wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=VOCAB_SIZE, special_tokens=SPECIAL_TOKENS)
     wordpiece.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
+    return [token for token, _ in sorted(wordpiece.get_vocab().items(), key=lambda item: item[1])]
 
-    # DistilBertTokenizer (the fast, tokenizers-backed class in transformers 5) rebuilds the same
-    # normaliser/pre-tokeniser around the trained vocabulary and adds the [CLS] A [SEP] B [SEP]
-    # template, so the saved files are exactly what a hub DistilBERT ships.
-    tokenizer = DistilBertTokenizer(vocab=wordpiece.get_vocab(), do_lower_case=False, strip_accents=False)
+
+def build_tiny_qa_model(directory: Path) -> Path:
+    """The WordPiece tokenizer of VOCAB_FILE and a seeded 2-layer DistilBERT QA model, saved like a
+    hub model: the same files in every run.
+
+    Returns `directory`, which `AutoTokenizer.from_pretrained` and
+    `AutoModelForQuestionAnswering.from_pretrained` then load offline.
+    """
+    import torch
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering, DistilBertTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = VOCAB_FILE.read_text(encoding="utf-8").split("\n")[:-1]
+    vocab = {token: number for number, token in enumerate(tokens)}
+
+    # DistilBertTokenizer (the fast, tokenizers-backed class in transformers 5) rebuilds the
+    # normaliser/pre-tokeniser around the vocabulary and adds the [CLS] A [SEP] B [SEP] template, so
+    # the saved files are exactly what a hub DistilBERT ships.
+    tokenizer = DistilBertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(directory)
 
@@ -184,3 +200,8 @@ def weights_checksum(model: torch.nn.Module) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
+
+
+if __name__ == "__main__":
+    VOCAB_FILE.write_text("".join(token + "\n" for token in train_wordpiece_vocab()), encoding="utf-8")
+    print(f"wrote {VOCAB_FILE}")
