@@ -26,6 +26,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from spanqa.errors import ConfigError, StorageError
+from spanqa.indexing.atomic_files import fsync_file
 from spanqa.indexing.file_modes import private_folder, private_opener, tighten
 from spanqa.indexing.reading import PDF_HEADER_WINDOW
 
@@ -296,7 +297,7 @@ def store_received(received: ReceivedFile, uploads_dir: Path, folder: tuple[str,
     created = not target.exists()
     if created:
         os.replace(received.path, target)
-        sync_directory(target_dir)
+        fsync_file(target_dir)  # the rename made durable; a failing disk raises (unlike fsync_directory)
     else:
         received.path.unlink()
     received.path = target
@@ -309,12 +310,3 @@ def discard_staged(received: list[ReceivedFile]) -> None:
         if item.path is not None and item.path.parent.name == STAGING:
             with suppress(OSError):
                 item.path.unlink(missing_ok=True)
-
-
-def sync_directory(directory: Path) -> None:
-    """Makes a rename into `directory` durable (its entry on disk, not only in the page cache)."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
