@@ -61,17 +61,18 @@ def start_server(settings: ServiceSettings, state: ServiceState | None = None) -
     return LiveServer(url=f"http://127.0.0.1:{port}", state=state, server=server, thread=thread)
 
 
-def wait_for_job(client: httpx.Client, job: str, timeout_s: float = 180.0) -> dict:
-    """The job once it is done or failed (the writer thread runs it; poll its status)."""
-    import time
-
+def wait_for_job(
+    client: httpx.Client, job: str, statuses: tuple[str, ...] = ("done", "failed"), timeout_s: float = 180.0
+) -> dict:
+    """The job once its status is one of `statuses` (the server's writer thread runs it, and says
+    nothing when it moves on: poll). `timeout_s` only ends a hang."""
     deadline = time.monotonic() + timeout_s
     while True:
         body = client.get(f"/v1/jobs/{job}").json()
-        if body["status"] in ("done", "failed"):
+        if body.get("status") in statuses:
             return body
         if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job} still {body['status']} after {timeout_s} s: {body}")
+            raise TimeoutError(f"job {job} still {body.get('status')} after {timeout_s} s: {body}")
         time.sleep(0.1)
 
 
@@ -140,14 +141,8 @@ class ServeProcess:
     def _line(self) -> str:
         return self.lines.get(timeout=180)
 
-    def job_when(self, job: str, statuses: tuple[str, ...], timeout_s: float = 180) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            body = self.client.get(f"/v1/jobs/{job}").json()
-            if body.get("status") in statuses:
-                return body
-            assert time.monotonic() < deadline, f"job {job} still {body} after {timeout_s} s"
-            time.sleep(0.1)
+    def job_when(self, job: str, statuses: tuple[str, ...]) -> dict:
+        return wait_for_job(self.client, job, statuses)
 
     def kill(self) -> None:
         """SIGKILL to the server (the crash), then to whatever it started (its parse workers)."""
