@@ -10,7 +10,7 @@ import os
 # Set before any Haystack module is imported (spanqa.* import Haystack only after this package).
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
-from spanqa.answers import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
+from spanqa.records import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
 from spanqa.errors import (  # noqa: E402
     ChunkNotFoundError,
     ConfigError,

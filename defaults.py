@@ -174,7 +174,7 @@ SERVICE_PAGE_CACHE_ENTRIES = 4096
 SERVICE_PAGE_FAILURES_KEPT = 1024
 
 # Highlight boxes and page images (issue #11): pdfium (pypdfium2) finds where an answer's characters
-# are drawn (spanqa.indexing.highlight) and draws page images (spanqa.indexing.pdf_pages, which keeps
+# are drawn (spanqa.indexing.pages.highlight) and draws page images (spanqa.indexing.pages.pdf_pages, which keeps
 # the last PDFs open and the last pages' glyph positions, so a second answer on a page costs little).
 PDF_OPEN_DOCUMENTS = 8  # PDFs kept open by pdfium (each holds its parsed objects and fonts)
 HIGHLIGHT_CACHED_PAGES = 128  # pages whose text, glyph boxes and alignment are kept (~0.3 MB each)

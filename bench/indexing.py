@@ -68,8 +68,8 @@ def run_chunk_sizes(args) -> dict:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from spanqa.indexing.parsing import estimate_tokens, token_weights
-    from spanqa.indexing.spans import chunk_spans, context_chunk_spans, word_spans
+    from spanqa.indexing.ingest.parsing import estimate_tokens, token_weights
+    from spanqa.indexing.ingest.spans import chunk_spans, context_chunk_spans, word_spans
 
     tokenizer_file = str(Path(args.tokenizer) / "tokenizer.json")
     texts, qas = squad_corpus(Path(args.squad), args.articles, args.questions, args.seed)
@@ -278,8 +278,8 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
     from haystack.components.preprocessors import DocumentSplitter
 
     from spanqa import defaults
-    from spanqa.indexing.parsing import ChunkSettings, ParseTask
-    from spanqa.indexing.workers import ParsePool
+    from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
+    from spanqa.indexing.ingest.workers import ParsePool
 
     started = time.perf_counter()
     documents = PyPDFToDocument().run(sources=[str(f) for f in files])["documents"]
@@ -313,7 +313,7 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
 def prepare_int8_embedder(embedder_dir: str) -> float:
     """Exports and quantises the embedder into spanqa's cache unless it is there: a one-time cost per
     model and machine (like a hub download, which neither side's timing includes). Returns its seconds."""
-    from spanqa.indexing.embedding import cache_directory, quantised_model_path, read_sentence_model_layout
+    from spanqa.indexing.retrieval.embedding import cache_directory, quantised_model_path, read_sentence_model_layout
 
     started = time.perf_counter()
     path = quantised_model_path(read_sentence_model_layout(embedder_dir), cache_directory())
@@ -406,9 +406,9 @@ def run_embedder(args) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from spanqa import defaults
-    from spanqa.indexing.embedding import Int8SentenceEncoder
-    from spanqa.indexing.parsing import ChunkSettings, ParseTask
-    from spanqa.indexing.workers import ParsePool
+    from spanqa.indexing.retrieval.embedding import Int8SentenceEncoder
+    from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
+    from spanqa.indexing.ingest.workers import ParsePool
 
     settings = ChunkSettings(tokenizer=args.tokenizer, tokenizer_file=str(Path(args.tokenizer) / "tokenizer.json"))
     parsed = ParsePool().map([ParseTask(str(f), chunking=settings) for f in pdf_files(Path(args.pdfs))])

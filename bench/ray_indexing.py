@@ -109,10 +109,10 @@ def stage_rates(pdfs: Path, embedder: str, tokenizer: str, commit_files: int, de
     import numpy as np
     from haystack import Document
 
-    from spanqa.indexing.embedding import EmbeddingSettings
-    from spanqa.indexing.parsing import ChunkSettings, ParseTask
-    from spanqa.indexing.store import FaissDocumentStore
-    from spanqa.indexing.workers import ParsePool
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
+    from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
+    from spanqa.indexing.ingest.workers import ParsePool
     from spanqa.pipelines.api import warm_up_embedder
     from spanqa.pipelines.builders import make_document_embedder
 

@@ -156,7 +156,7 @@ async def load(
 
 def run_phase(server: Server, others: list[Server], questions, concurrency: int, warm_up: list[str],
               repeat: int) -> Phase:
-    from spanqa.pipelines.metrics import best_over_golds
+    from spanqa.pipelines.eval_metrics import best_over_golds
 
     def usage() -> tuple[float, dict, float | None]:
         own = resource.getrusage(resource.RUSAGE_SELF)

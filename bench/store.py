@@ -147,7 +147,7 @@ def open_store(side: str, directory: Path, dimension: int):
         from haystack_integrations.document_stores.faiss import FAISSDocumentStore
 
         return FAISSDocumentStore(index_path=str(directory / "store"), embedding_dim=dimension)
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
     return FaissDocumentStore.open(directory)
 
@@ -165,7 +165,7 @@ def phase_build(side: str, index_type: str, size: int, directory: Path) -> dict:
         directory.mkdir(parents=True)
         store = FAISSDocumentStore(index_path=str(directory / "store"), embedding_dim=DIMENSION)
     else:
-        from spanqa.indexing.store import FaissDocumentStore
+        from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
         store = FaissDocumentStore.create(directory, embedder="bench/random", dimension=DIMENSION, index_type=index_type)
 
@@ -200,7 +200,7 @@ def phase_query(side: str, size: int, directory: Path, queries_path: Path, truth
     if side == "haystack":
         import haystack_integrations.document_stores.faiss  # noqa: F401
     else:
-        import spanqa.indexing.store  # noqa: F401
+        import spanqa.indexing.store.faiss_store  # noqa: F401
     before, _ = rss_mb()
     started = time.perf_counter()
     store = open_store(side, directory, DIMENSION)
@@ -222,7 +222,7 @@ def phase_query(side: str, size: int, directory: Path, queries_path: Path, truth
 
     sweep = {}
     if side == "spanqa" and store.structure == "hnsw":
-        from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+        from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 
         chosen = store
         for ef_search in (32, 48, 64, 96, 128):

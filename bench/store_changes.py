@@ -105,7 +105,7 @@ def timed_commit(store, directory: Path, write) -> tuple[float, int]:
 
 
 def phase_build(size: int, directory: Path) -> dict:
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
     if directory.exists():
         shutil.rmtree(directory)
@@ -147,7 +147,7 @@ def phase_changes(size: int, directory: Path) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)
-    from spanqa.indexing import store as store_module
+    from spanqa.indexing.store import faiss_store as store_module
 
     segmented = hasattr(store_module, "StoreSettings")
     started = time.perf_counter()

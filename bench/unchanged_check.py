@@ -27,8 +27,8 @@ from haystack import Document
 
 
 def main() -> None:
-    from spanqa.indexing.chunk_meta import ChunkMeta
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.chunk_meta import ChunkMeta
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=200)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from haystack import Document, Pipeline
 
 from spanqa import defaults
-from spanqa.answers import Answer, IndexReport, Passage
+from spanqa.records import Answer, IndexReport, Passage
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import (
     ChunkNotFoundError,
@@ -20,28 +20,28 @@ from spanqa.errors import (
     check_positive_int,
 )
 from spanqa.indexing import FaissDocumentStore, discover_files
-from spanqa.indexing.chunk_meta import ChunkMeta, file_type_of
-from spanqa.indexing.embedding import EmbeddingSettings, check_precision, choose_precision
-from spanqa.indexing.file_meta import FileMeta
-from spanqa.indexing.filters import filter_sql
-from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
-from spanqa.indexing.hybrid import with_similarity
-from spanqa.indexing.commits import CommitReport
-from spanqa.indexing.sharded_store import ShardedStore, index_exists, open_index
-from spanqa.indexing.store import StoredFile, validate_index_type
+from spanqa.chunk_meta import ChunkMeta, file_type_of
+from spanqa.indexing.retrieval.embedding import EmbeddingSettings, check_precision, choose_precision
+from spanqa.indexing.ingest.file_meta import FileMeta
+from spanqa.indexing.store.filters import filter_sql
+from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode
+from spanqa.indexing.retrieval.hybrid import with_similarity
+from spanqa.indexing.store.commits import CommitReport
+from spanqa.indexing.store.shards import ShardedStore, index_exists, open_index
+from spanqa.indexing.store.faiss_store import StoredFile, validate_index_type
 from spanqa.pipelines.builders import (
     build_query_pipeline,
     build_search_pipeline,
     make_document_embedder,
     make_text_embedder,
 )
-from spanqa.pipelines.records import answer_from_extracted, passage_from_document
+from spanqa.pipelines.documents import answer_from_extracted, passage_from_document
 from spanqa.reader import ExtractiveReader
 from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration, index_calibration
 
 if TYPE_CHECKING:  # Ray's module is imported only by a run on Ray
-    from spanqa.indexing.ingest import Ingest, IngestResult
-    from spanqa.indexing.ray_ingest import RaySettings
+    from spanqa.indexing.ingest.indexer import Ingest, IngestResult
+    from spanqa.indexing.ingest.ray_ingest import RaySettings
 
 
 def model_reference(model: str, option: str = "the model") -> str:
@@ -167,7 +167,7 @@ class DocumentQA:
             the same way.
         :param embed_max_tokens: word pieces of each chunk a new index's embedder reads (BM25 reads
             all of it); None: as many as the model takes. Recorded in the index.
-        :param shards: a new index split into this many shards (`spanqa.indexing.sharded_store`:
+        :param shards: a new index split into this many shards (`spanqa.indexing.store.shards`:
             files placed by a hash of their path, searches fanned out and merged); None or 1: one
             index. An existing index keeps its layout (naming another count is a ConfigError).
         """
@@ -282,7 +282,7 @@ class DocumentQA:
 
         `ray` indexes on a Ray cluster (needs `pip install 'spanqa[ray]'`): True or "local" for
         the local Ray instance (started for the run when none runs), an address ("HOST:6379") for
-        a cluster, or `spanqa.indexing.ray_ingest.RaySettings`. Files are listed and hashed here,
+        a cluster, or `spanqa.indexing.ingest.ray_ingest.RaySettings`. Files are listed and hashed here,
         parsed by Ray tasks (same limits and statuses), embedded by Ray actors (one per GPU where
         the cluster has GPUs) and committed in the same atomic batches by one writer per shard, the
         shards spread over the cluster's nodes (the index folder must then be on storage those nodes
@@ -295,11 +295,11 @@ class DocumentQA:
         count when a file's content is found indexed under another path (None: every one; a service
         passes the submitting token's scope, so a copy of a file it cannot see is indexed as its own).
         """
-        from spanqa.indexing.ingest import Ingest, chunk_settings_for
+        from spanqa.indexing.ingest.indexer import Ingest, chunk_settings_for
 
         ray_settings = None
         if ray is not None and ray is not False:
-            from spanqa.indexing.ray_ingest import RaySettings
+            from spanqa.indexing.ingest.ray_ingest import RaySettings
 
             ray_settings = RaySettings.from_option(ray)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -389,10 +389,10 @@ class DocumentQA:
         model: str,
         embedding: EmbeddingSettings | None,
     ) -> IngestResult:
-        """Steps 2 to 4 of `Ingest` on the Ray cluster (spanqa.indexing.ray_ingest): parsed by Ray
-        tasks, embedded by Ray actors, committed by one writer per shard (spanqa.indexing.ray_writers)."""
-        from spanqa.indexing.ray_ingest import EmbedderPlan, ParseLimits, indexed_batches
-        from spanqa.indexing.ray_writers import ShardWriters
+        """Steps 2 to 4 of `Ingest` on the Ray cluster (spanqa.indexing.ingest.ray_ingest): parsed by Ray
+        tasks, embedded by Ray actors, committed by one writer per shard (spanqa.indexing.ingest.ray_writers)."""
+        from spanqa.indexing.ingest.ray_ingest import EmbedderPlan, ParseLimits, indexed_batches
+        from spanqa.indexing.ingest.ray_writers import ShardWriters
         from spanqa.ray_cluster import ray_connection, uses_gpus
 
         with ray_connection(settings.address, "indexing") as ray_module:

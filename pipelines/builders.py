@@ -1,5 +1,5 @@
 """The query and search pipelines, wired from Haystack components and ours (indexing runs in
-`spanqa.indexing.ingest`: parser processes feeding the embedder)."""
+`spanqa.indexing.ingest.indexer`: parser processes feeding the embedder)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
-from spanqa.indexing.embedding import EmbeddingSettings, Int8DocumentEmbedder, Int8TextEmbedder
-from spanqa.indexing.hybrid import HybridRetriever
+from spanqa.indexing.retrieval.embedding import EmbeddingSettings, Int8DocumentEmbedder, Int8TextEmbedder
+from spanqa.indexing.retrieval.hybrid import HybridRetriever
 from spanqa.reader import ExtractiveReader
 
 

@@ -1,6 +1,6 @@
 """`spanqa check --index DIR [--repair]`: verifies an index (each shard of a sharded one) and, asked
 to, brings it back to its last consistent state, saying what it dropped. `spanqa backup --index DIR
-DEST`: a consistent copy of a live index (see spanqa.indexing.index_backup)."""
+DEST`: a consistent copy of a live index (see spanqa.indexing.store.backup)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import argparse
 import json
 import sys
 
-from spanqa.indexing.index_backup import backup_index
-from spanqa.indexing.index_check import index_health
+from spanqa.indexing.store.backup import backup_index
+from spanqa.indexing.store.check import index_health
 
 
 def add_command(commands) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spanqa import defaults
-from spanqa.answers import Answer, IndexReport, Passage
-from spanqa.indexing.ocr import OCR_MODES
+from spanqa.records import Answer, IndexReport, Passage
+from spanqa.indexing.ocr.engines import OCR_MODES
 from spanqa.pipelines.cli_common import (
     meta_option,
     non_negative,
@@ -290,7 +290,7 @@ def _read_passwords(path: str | None) -> dict[str, str] | None:
 
 def _index_meta(args: argparse.Namespace):
     """--meta and --meta-file as the `meta` of DocumentQA.index."""
-    from spanqa.indexing.file_meta import MetaFile, combined, gathered
+    from spanqa.indexing.ingest.file_meta import MetaFile, combined, gathered
 
     return combined(gathered(args.meta), None if args.meta_file is None else MetaFile(args.meta_file))
 

@@ -16,9 +16,9 @@ def tokens_or_all(text: str) -> int | None:
 
 
 def meta_option(text: str) -> tuple[str, Any]:
-    """A --meta KEY=VALUE of `spanqa index` (see spanqa.indexing.file_meta)."""
+    """A --meta KEY=VALUE of `spanqa index` (see spanqa.indexing.ingest.file_meta)."""
     from spanqa.errors import ConfigError
-    from spanqa.indexing.file_meta import parse_meta_option
+    from spanqa.indexing.ingest.file_meta import parse_meta_option
 
     try:
         return parse_meta_option(text)

@@ -9,7 +9,7 @@ Stages, for each question:
 - reader: the reader reads only the gold paragraph (this is the model card's setting).
 - end to end: the reader reads the retrieved passages; its best answer is scored.
 
-EM and F1 are SQuAD v1.1's (`spanqa.pipelines.metrics`).
+EM and F1 are SQuAD v1.1's (`spanqa.pipelines.eval_metrics`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from spanqa import defaults
-from spanqa.answers import Passage
+from spanqa.records import Passage
 from spanqa.errors import ConfigError, DocumentError
-from spanqa.pipelines.metrics import (
+from spanqa.pipelines.eval_metrics import (
     best_over_golds,
     first_hit_rank,
     mean_reciprocal_rank,

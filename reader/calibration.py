@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.file_modes import private_opener
+from spanqa.file_modes import private_opener
 
 # What a confidence is computed from (see `answer_features`).
 CONFIDENCE_FEATURES = ("ranking_sum", "margin", "passages", "similarity")

@@ -245,7 +245,7 @@ class ExtractiveReader:
         `context` is that span with up to `context_chars` characters either side, and
         `context_offset` the answer's place in it. Documents without text are skipped; the same
         span of the same Document is returned once. `meta` holds the span's `start_logit` and
-        `end_logit`, its `ranking_sum` and `evidence` (see `spanqa.answers.AnswerEvidence`), and
+        `end_logit`, its `ranking_sum` and `evidence` (see `spanqa.records.AnswerEvidence`), and
         its `confidence` when the reader has a calibration.
         """
         return {"answers": self.run_batch([query], [documents], top_k)["answers"][0]}

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, SpanQAError, StorageError
-from spanqa.service.errors import ApiError, error_response, storage_failure
+from spanqa.service.http_errors import ApiError, error_response, storage_failure
 from spanqa.service.routes import router
 from spanqa.service.schemas import ErrorBody, Health
 from spanqa.service.state import ServiceSettings, ServiceState

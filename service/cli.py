@@ -178,7 +178,7 @@ def run_serve(args: argparse.Namespace) -> int:
     fd_limit = connections.raise_fd_limit()
     limits = connections.ConnectionLimits(guard.total_cap(fd_limit), guard.max_connections_per_client)
     sock = listening_socket(args.host, args.port, guard.backlog)
-    from spanqa.indexing.sharded_store import index_exists
+    from spanqa.indexing.store.shards import index_exists
 
     if not index_exists(index_dir):
         print(f"spanqa: no index at {index_dir}: making an empty one (upload files to fill it)", file=sys.stderr)

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from spanqa.indexing.file_modes import create_private_file, sqlite_files, tighten
+from spanqa.file_modes import create_private_file, sqlite_files, tighten
 
 DATABASE_FILE = "service.sqlite"
 

@@ -23,7 +23,7 @@ from haystack.dataclasses import ExtractedAnswer
 from spanqa import defaults
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, SpanQAError, check_positive_int
-from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode
+from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode
 from spanqa.service.batching import MicroBatcher
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,9 @@ class QAEngine:
         self._ready.set()
 
     def _load(self) -> None:
-        from spanqa.indexing.embedding import EmbeddingSettings
-        from spanqa.indexing.hybrid import HybridRetriever
-        from spanqa.indexing.sharded_store import open_index
+        from spanqa.indexing.retrieval.embedding import EmbeddingSettings
+        from spanqa.indexing.retrieval.hybrid import HybridRetriever
+        from spanqa.indexing.store.shards import open_index
         from spanqa.pipelines.api import model_reference, warm_up_embedder
         from spanqa.pipelines.builders import make_text_embedder
 

@@ -12,7 +12,7 @@ first; each is capped at `memory_mb` of address space (RLIMIT_AS), and each call
 all three raise PageOverBudget, a DocumentError whose reason says so without a server path. The
 server process itself never opens the file. At most `workers` processes run: a burst of calls
 waits for a free one. `call` blocks; callers run it on their own threads. Workers start with
-forkserver, as the parse workers do (spanqa.indexing.workers).
+forkserver, as the parse workers do (spanqa.indexing.ingest.workers).
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, check_positive_int
-from spanqa.indexing.ocr import check_ocr_mode
-from spanqa.indexing.pdf_pages import PdfPages
-from spanqa.indexing.workers import limit_memory, main_module_hidden, worker_context
+from spanqa.indexing.ocr.engines import check_ocr_mode
+from spanqa.indexing.pages.pdf_pages import PdfPages
+from spanqa.indexing.ingest.workers import limit_memory, main_module_hidden, worker_context
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError
-from spanqa.indexing.ingest import file_sha256
-from spanqa.indexing.pdf_pages import PageGeometry, file_stamp
+from spanqa.indexing.ingest.indexer import file_sha256
+from spanqa.indexing.pages.pdf_pages import PageGeometry, file_stamp
 from spanqa.service.page_workers import PageOverBudget, PagePool
 
 logger = logging.getLogger(__name__)

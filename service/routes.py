@@ -19,14 +19,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from spanqa import defaults
-from spanqa.answers import Answer, Passage
+from spanqa.records import Answer, Passage
 from spanqa.errors import DocumentError, StorageError, is_storage_failure
-from spanqa.indexing.cleaning import same_text
-from spanqa.indexing.filters import filter_sql
+from spanqa.indexing.formats.cleaning import same_text
+from spanqa.indexing.store.filters import filter_sql
 from spanqa.service.catalog import CatalogFile, CatalogSnapshot, FileCatalog, file_id, file_type
 from spanqa.service.database import Feedback, squad_export
 from spanqa.service.engine import NotReady, ServiceBusy
-from spanqa.service.errors import ApiError, not_found, storage_failure
+from spanqa.service.http_errors import ApiError, not_found, storage_failure
 from spanqa.service.jobs import Job
 from spanqa.service.metrics import CONTENT_TYPE
 from spanqa.service.page_workers import PageOverBudget
@@ -169,7 +169,7 @@ async def passage_body(state: ServiceState, catalog: CatalogSnapshot, passage: P
 @router.post("/v1/ask", response_model=AskResponse, tags=["questions"])
 async def ask(body: AskRequest, request: Request, who: Principal = Depends(principal)) -> dict:
     """Answers quoted from the files the token may read, best first, each with its highlight boxes."""
-    from spanqa.pipelines.records import answer_from_extracted
+    from spanqa.pipelines.documents import answer_from_extracted
 
     state = service(request)
     catalog_of(state)
@@ -188,7 +188,7 @@ async def ask(body: AskRequest, request: Request, who: Principal = Depends(princ
 @router.post("/v1/search", response_model=SearchResponse, tags=["questions"])
 async def search(body: SearchRequest, request: Request, who: Principal = Depends(principal)) -> dict:
     """The passages most related to the query among the files the token may read, without reading them."""
-    from spanqa.pipelines.records import passage_from_document
+    from spanqa.pipelines.documents import passage_from_document
 
     state = service(request)
     catalog_of(state)

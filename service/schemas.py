@@ -68,7 +68,7 @@ class Place(BaseModel):
 
 
 class EvidenceBody(BaseModel):
-    """Why an answer ranks where it does (spanqa.answers.AnswerEvidence)."""
+    """Why an answer ranks where it does (spanqa.records.AnswerEvidence)."""
 
     ranking_sum: float = Field(description="start + end logit plus the passage's retrieval prior")
     margin: float = Field(description="how far it stands above the best other answer")

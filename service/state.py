@@ -11,8 +11,8 @@ from pathlib import Path
 
 from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.indexing.index_check import index_problem
-from spanqa.indexing.ocr import OCR_MANIFEST_KEY, recorded_mode
+from spanqa.indexing.store.check import index_problem
+from spanqa.indexing.ocr.engines import OCR_MANIFEST_KEY, recorded_mode
 from spanqa.service.catalog import FileCatalog
 from spanqa.service.database import ServiceDatabase
 from spanqa.service.engine import EngineSettings, QAEngine

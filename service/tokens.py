@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.file_modes import private_opener
+from spanqa.file_modes import private_opener
 from spanqa.service.database import now_utc
 
 ROLES = ("read", "admin")

@@ -26,9 +26,9 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from spanqa.errors import ConfigError, StorageError
-from spanqa.indexing.atomic_files import fsync_file
-from spanqa.indexing.file_modes import private_folder, private_opener, tighten
-from spanqa.indexing.reading import PDF_HEADER_WINDOW
+from spanqa.atomic_files import fsync_file
+from spanqa.file_modes import private_folder, private_opener, tighten
+from spanqa.indexing.formats.extraction import PDF_HEADER_WINDOW
 
 SNIFF_BYTES = 4096
 MAX_NAME_CHARS = 200

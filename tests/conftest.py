@@ -71,7 +71,7 @@ def tiny_qa_model_dir(tmp_path_factory) -> Path:
 def parsed_names(monkeypatch) -> list[str]:
     """The names of the files indexing runs hand to the parse workers, from now on in the test
     (clear it before the run a test counts)."""
-    from spanqa.indexing import ingest
+    from spanqa.indexing.ingest import indexer as ingest
 
     parsed: list[str] = []
     start = ingest.ParsePool.start

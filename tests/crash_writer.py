@@ -48,7 +48,7 @@ def run_writer(index_dir: Path, batches: int, size: int, index_type: str) -> Non
     from haystack import Document
     from haystack.document_stores.types import DuplicatePolicy
 
-    from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 
     # Small tiers, so commits merge segments often (a kill lands in merges too).
     settings = StoreSettings(merge_factor=3, merge_floor_vectors=1000)
@@ -84,7 +84,7 @@ def main() -> None:
     index_dir, batches, size, index_type = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     import gc
 
-    import spanqa.indexing.store  # noqa: F401 - imported once, before the forks
+    import spanqa.indexing.store.faiss_store  # noqa: F401 - imported once, before the forks
 
     # The imported modules' objects move to a generation the collector never scans: otherwise the
     # first full collection in each forked writer walks (and copies on write) the whole inherited

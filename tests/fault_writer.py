@@ -33,7 +33,7 @@ from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import StorageError
-from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 
 DIMENSION = 16
 BATCH = 40

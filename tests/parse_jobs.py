@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
+from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
 
 MARKS = "parsed"
 

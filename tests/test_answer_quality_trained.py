@@ -9,7 +9,7 @@ import json
 import pytest
 from haystack import Document
 
-from spanqa.pipelines.metrics import best_over_golds
+from spanqa.pipelines.eval_metrics import best_over_golds
 from spanqa.reader import ExtractiveReader
 from spanqa.reader.calibration import auroc, fit_calibration
 

@@ -13,7 +13,7 @@ import pytest
 
 from spanqa.indexing import read_pages
 from spanqa.errors import StorageError
-from spanqa.indexing.cleaning import same_text
+from spanqa.indexing.formats.cleaning import same_text
 from spanqa.pipelines import api as api_module
 from spanqa.pipelines import cli as cli_module
 from spanqa.pipelines.cli import main
@@ -323,7 +323,7 @@ def test_spanqa_debug_shows_the_traceback(monkeypatch, capsys):
 def test_a_damaged_index_database_is_one_line_from_the_real_command(tmp_path):
     from haystack import Document
 
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
     store = FaissDocumentStore.create(tmp_path / "kb", embedder="test/e", dimension=4)
     store.write_documents([Document(id=f"d{i}", content=f"text {i}", meta={"source": "/a.md", "page": 1},

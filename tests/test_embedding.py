@@ -10,7 +10,7 @@ import pytest
 from haystack import Document
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.embedding import (
+from spanqa.indexing.retrieval.embedding import (
     EmbeddingSettings,
     Int8DocumentEmbedder,
     Int8SentenceEncoder,
@@ -225,7 +225,7 @@ def test_an_export_that_does_not_reproduce_the_model_is_refused(minilm_dir, tmp_
     import torch
     from transformers import AutoModel
 
-    from spanqa.indexing.embedding import _check_export, _export_transformer
+    from spanqa.indexing.retrieval.embedding import _check_export, _export_transformer
 
     exported = tmp_path / "model.onnx"
     _export_transformer(Path(minilm_dir), exported)  # checks itself: passes for the real model
@@ -240,7 +240,7 @@ def test_an_export_that_does_not_reproduce_the_model_is_refused(minilm_dir, tmp_
 def test_a_hub_id_fetches_only_what_the_int8_embedder_reads(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from spanqa.indexing.embedding import resolve_model_directory
+    from spanqa.indexing.retrieval.embedding import resolve_model_directory
 
     calls = []
 

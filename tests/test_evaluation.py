@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from spanqa.answers import Answer, Passage
+from spanqa.records import Answer, Passage
 from spanqa.errors import ConfigError, DocumentError
 from spanqa.pipelines.evaluation import contains_an_answer, evaluate, load_squad, write_contexts
 

@@ -12,7 +12,7 @@ import pytest
 from haystack import Document
 
 from service_harness import start_server, wait_for_job
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service.database import ServiceDatabase
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings
@@ -75,7 +75,7 @@ def test_index_service_database_and_uploads_are_owner_only(served):
 
 
 def test_a_new_sharded_index_is_owner_only(tmp_path, umask_022):
-    from spanqa.indexing.sharded_store import ShardedStore
+    from spanqa.indexing.store.shards import ShardedStore
 
     ShardedStore.create(tmp_path / "kb", 2, embedder="test/e", dimension=4).close()
     assert mode(tmp_path / "kb") == 0o700 and mode(tmp_path / "kb" / "shard-1") == 0o700

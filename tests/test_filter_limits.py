@@ -15,8 +15,8 @@ from haystack.utils.filters import document_matches_filter
 from service_harness import start_server
 from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.indexing.filters import filter_sql
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.filters import filter_sql
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings
 

@@ -1,7 +1,7 @@
 import pytest
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings, min_max_scaled
+from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings, min_max_scaled
 
 
 def test_min_max_scaling_maps_best_to_one_and_worst_to_zero():

@@ -29,11 +29,11 @@ from pdf_factory import (
 )
 
 from spanqa.errors import ConfigError, DocumentError
-from spanqa.indexing.glyph_alignment import align
-from spanqa.indexing.glyphs import PageGlyphs
-from spanqa.indexing.highlight import HighlightBox, span_boxes
-from spanqa.indexing.pdf_pages import PdfPages
-from spanqa.indexing.reading import read_pages, read_pdf_page
+from spanqa.indexing.pages.glyph_alignment import align
+from spanqa.indexing.pages.glyphs import PageGlyphs
+from spanqa.indexing.pages.highlight import HighlightBox, span_boxes
+from spanqa.indexing.pages.pdf_pages import PdfPages
+from spanqa.indexing.formats.extraction import read_pages, read_pdf_page
 
 # -- hand-made glyphs ------------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ def left_edge_of(path: Path, word: str) -> float:
 
 
 def test_second_answer_on_a_page_reuses_the_page(generated_pdfs, monkeypatch):
-    import spanqa.indexing.pdf_pages as pdf_pages
+    import spanqa.indexing.pages.pdf_pages as pdf_pages
 
     calls = []
     real = pdf_pages.read_glyphs

@@ -5,9 +5,9 @@ from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.hybrid import HybridRetriever
-from spanqa.indexing.keyword import cjk_bigrams, cjk_match_expression, match_expression, query_terms
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.retrieval.hybrid import HybridRetriever
+from spanqa.indexing.store.keyword import cjk_bigrams, cjk_match_expression, match_expression, query_terms
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
 DIMENSION = 4
 TEXTS = {

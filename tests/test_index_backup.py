@@ -16,11 +16,11 @@ import pytest
 from haystack import Document
 
 from spanqa.errors import ConfigError, StorageError
-from spanqa.indexing import index_backup
-from spanqa.indexing.index_backup import PARTIAL_SUFFIX, STAGING_PREFIX, backup_index, copy_database
-from spanqa.indexing.index_check import check_index, index_health
-from spanqa.indexing.sharded_store import ShardedStore
-from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store import backup as index_backup
+from spanqa.indexing.store.backup import PARTIAL_SUFFIX, STAGING_PREFIX, backup_index, copy_database
+from spanqa.indexing.store.check import check_index, index_health
+from spanqa.indexing.store.shards import ShardedStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 from spanqa.pipelines.cli import main
 from spanqa.service.database import ServiceDatabase
 

@@ -12,10 +12,10 @@ import pytest
 from haystack import Document
 
 from spanqa.errors import IndexMismatchError
-from spanqa.indexing.chunk_database import connect
-from spanqa.indexing.index_check import check_index, index_problem, repair_index
-from spanqa.indexing.sharded_store import ShardedStore
-from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.chunk_database import connect
+from spanqa.indexing.store.check import check_index, index_problem, repair_index
+from spanqa.indexing.store.shards import ShardedStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 from spanqa.pipelines.cli import main
 
 DIMENSION = 8

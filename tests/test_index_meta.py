@@ -11,8 +11,8 @@ import pytest
 from spanqa import DocumentQA
 from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
-from spanqa.indexing.chunk_meta import ChunkMeta
-from spanqa.indexing.file_meta import parse_meta_option
+from spanqa.chunk_meta import ChunkMeta
+from spanqa.indexing.ingest.file_meta import parse_meta_option
 from spanqa.pipelines.cli import main
 
 FERRY = {

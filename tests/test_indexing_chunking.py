@@ -1,4 +1,4 @@
-"""Sentence splitting and chunking: pure span arithmetic (`spanqa.indexing.spans`). The PageChunker
+"""Sentence splitting and chunking: pure span arithmetic (`spanqa.indexing.ingest.spans`). The PageChunker
 component is tested with the converter in test_indexing_components.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import pytest
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.spans import chunk_spans, sentence_spans
+from spanqa.indexing.ingest.spans import chunk_spans, sentence_spans
 
 
 def sentences(text: str) -> list[str]:
@@ -240,7 +240,7 @@ def test_unit_weights_are_the_word_count():
 
 
 def test_context_chunks_partition_cores_and_widen_them_within_the_margin():
-    from spanqa.indexing.spans import context_chunk_spans
+    from spanqa.indexing.ingest.spans import context_chunk_spans
 
     for seed in range(4):
         text = random_prose(seed, 100)
@@ -257,7 +257,7 @@ def test_context_chunks_partition_cores_and_widen_them_within_the_margin():
 
 
 def test_context_chunks_widen_by_whole_sentences_where_they_fit():
-    from spanqa.indexing.spans import context_chunk_spans
+    from spanqa.indexing.ingest.spans import context_chunk_spans
 
     text = "One two three. Four five six. Seven eight nine. Ten eleven."
     assert [(text[c[0]:c[1]], text[s[0]:s[1]]) for c, s in context_chunk_spans(text, 6, 3)] == [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from spanqa.indexing.cleaning import CleanPage, clean_page, clean_pages, raw_span_of, running_lines, same_text
+from spanqa.indexing.formats.cleaning import CleanPage, clean_page, clean_pages, raw_span_of, running_lines, same_text
 
 
 def check_map(raw: str, page: CleanPage) -> None:

@@ -13,11 +13,11 @@ from pdf_factory import write_text_pdf
 from spanqa import DocumentQA
 from spanqa.errors import ConfigError
 from spanqa.indexing import read_pages
-from spanqa.indexing.chunk_meta import ChunkMeta
-from spanqa.indexing.chunking import ChunkEmbeddings, PageChunker
-from spanqa.indexing.cleaning import same_text
-from spanqa.indexing.converters import PageConverter, ReadSettings
-from spanqa.indexing.parsing import ChunkSettings
+from spanqa.chunk_meta import ChunkMeta
+from spanqa.indexing.ingest.chunking import ChunkEmbeddings, PageChunker
+from spanqa.indexing.formats.cleaning import same_text
+from spanqa.indexing.formats.converters import PageConverter, ReadSettings
+from spanqa.indexing.ingest.parsing import ChunkSettings
 
 PROSE = (
     "The harbour of Skarv Point has a deep-water quay built in 1880. The infor-\nmation office on the quay "
@@ -59,7 +59,7 @@ def component_pipeline(chunk_settings: ChunkSettings, embedder) -> Pipeline:
 
 def test_a_pipeline_of_our_components_yields_the_chunks_index_stores(tmp_path, minilm_dir, tiny_qa_model_dir):
     from spanqa.indexing import FaissDocumentStore
-    from spanqa.indexing.embedding import EmbeddingSettings
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
     from spanqa.pipelines.builders import make_document_embedder
 
     files = write_files(tmp_path / "docs")
@@ -121,7 +121,7 @@ def test_page_chunker_serialization_round_trip(tiny_qa_model_dir):
     settings = ChunkSettings.for_reader(str(tiny_qa_model_dir))
     chunker = PageChunker(ChunkSettings(**{**settings.__dict__, "max_tokens": 100, "mode": "overlap"}))
     data = chunker.to_dict()
-    assert data["type"] == "spanqa.indexing.chunking.PageChunker"
+    assert data["type"] == "spanqa.indexing.ingest.chunking.PageChunker"
     assert data["init_parameters"]["settings"]["max_tokens"] == 100
     assert PageChunker.from_dict(data).settings == chunker.settings
     assert PageChunker.from_dict(PageChunker().to_dict()).settings == ChunkSettings()

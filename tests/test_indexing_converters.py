@@ -18,11 +18,11 @@ from pdf_factory import (
     write_text_pdf,
 )
 
-from spanqa.answers import SkippedFile
+from spanqa.records import SkippedFile
 from spanqa.errors import DocumentError
-from spanqa.indexing import reading
-from spanqa.indexing.converters import PageConverter, ReadSettings
-from spanqa.indexing.reading import discover_files, html_to_text, read_pages
+from spanqa.indexing.formats import extraction as reading
+from spanqa.indexing.formats.converters import PageConverter, ReadSettings
+from spanqa.indexing.formats.extraction import discover_files, html_to_text, read_pages
 
 
 def words(text: str) -> list[str]:
@@ -395,7 +395,7 @@ def test_page_converter_serialization_round_trip():
     settings = ReadSettings(layout=False, ocr="off", max_file_mb=5.0, password="sesame", passwords={"a.pdf": "x"})
     data = PageConverter(settings).to_dict()
     assert data == {
-        "type": "spanqa.indexing.converters.PageConverter",
+        "type": "spanqa.indexing.formats.converters.PageConverter",
         "init_parameters": {"settings": {"layout": False, "ocr": "off", "max_file_mb": 5.0,
                                          "password": "sesame", "passwords": {"a.pdf": "x"}}},
     }

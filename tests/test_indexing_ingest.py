@@ -20,9 +20,9 @@ from pdf_factory import (
 
 from spanqa import DocumentQA
 from spanqa.indexing import read_pages
-from spanqa.indexing.cleaning import clean_pages, same_text
-from spanqa.indexing.parsing import load_tokenizer, password_candidates
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.formats.cleaning import clean_pages, same_text
+from spanqa.indexing.ingest.parsing import load_tokenizer, password_candidates
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
 FACTS = [
     "Skarv Point lighthouse was first lit in 1872. Its tower is 28 metres tall and made of granite. "
@@ -122,7 +122,7 @@ def test_reindexing_keeps_unchanged_files_and_replaces_changed_ones(tmp_path, mi
 
 
 def test_a_new_index_stopped_after_its_first_commit_resumes_where_it_stopped(tmp_path, minilm_dir, monkeypatch, parsed_names):
-    from spanqa.indexing import ingest
+    from spanqa.indexing.ingest import indexer as ingest
 
     folder = tmp_path / "docs"
     folder.mkdir()

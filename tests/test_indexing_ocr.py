@@ -1,4 +1,4 @@
-"""OCR of pages without a usable text layer (spanqa.indexing.ocr), with the built-in engine (RapidOCR).
+"""OCR of pages without a usable text layer (spanqa.indexing.ocr.engines), with the built-in engine (RapidOCR).
 
 Scans are made here: a text PDF the test writes is rendered by pdfium and wrapped, as images
 only, in a new PDF, so the words the OCR must find are known. One page costs a few seconds of OCR
@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from spanqa.errors import ConfigError, DocumentError
-from spanqa.indexing.ocr import OcrPage, OcrWord, PageFrame, engine_label, words_text
-from spanqa.indexing.highlight import HighlightBox
-from spanqa.indexing.ocr_glyphs import ocr_glyphs, to_user_space
-from spanqa.indexing.parsing import ParsedFile, ParseTask, parse_file
-from spanqa.indexing.reading import read_document, read_pages
-from spanqa.indexing.workers import ParsePool
+from spanqa.indexing.ocr.engines import OcrPage, OcrWord, PageFrame, engine_label, words_text
+from spanqa.indexing.pages.highlight import HighlightBox
+from spanqa.indexing.pages.ocr_glyphs import ocr_glyphs, to_user_space
+from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
+from spanqa.indexing.formats.extraction import read_document, read_pages
+from spanqa.indexing.ingest.workers import ParsePool
 from tests.pdf_factory import build_text_pdf, image_pdf, scan_of
 
 needs_rapidocr = pytest.mark.skipif(importlib.util.find_spec("rapidocr") is None, reason="needs rapidocr")
@@ -89,7 +89,7 @@ class FindsInkOnCropsOnly:
 def test_a_page_with_ink_but_no_words_is_read_again_in_tiles():
     from PIL import Image, ImageDraw
 
-    from spanqa.indexing.ocr import tiled_words
+    from spanqa.indexing.ocr.engines import tiled_words
 
     image = Image.new("L", (1000, 1200), 255)
     draw = ImageDraw.Draw(image)
@@ -133,9 +133,9 @@ class TestBuiltInEngine:
         assert page_two[answer_start : answer_start + 4] == "1873"
 
     def test_the_page_converter_reads_scans_as_indexing_does_and_records_the_engine(self, mixed_pdf):
-        from spanqa.indexing.chunking import PageChunker
-        from spanqa.indexing.converters import PageConverter, ReadSettings
-        from spanqa.indexing.parsing import ChunkSettings
+        from spanqa.indexing.ingest.chunking import PageChunker
+        from spanqa.indexing.formats.converters import PageConverter, ReadSettings
+        from spanqa.indexing.ingest.parsing import ChunkSettings
 
         pages = PageConverter(ReadSettings(ocr="auto")).run(sources=[str(mixed_pdf)])["documents"]
         assert [(page.meta["page"], page.meta.get("ocr")) for page in pages] == [(1, None), (2, engine_label("auto"))]
@@ -161,7 +161,7 @@ class TestBuiltInEngine:
 
 @needs_rapidocr
 def test_a_file_ocred_by_another_engine_version_is_ocred_again(tmp_path, mixed_pdf, minilm_dir, monkeypatch):
-    from spanqa.indexing import ingest
+    from spanqa.indexing.ingest import indexer as ingest
     from spanqa.pipelines.api import DocumentQA
 
     qa = DocumentQA(tmp_path / "index", embedder=str(minilm_dir), device="cpu")
@@ -172,7 +172,7 @@ def test_a_file_ocred_by_another_engine_version_is_ocred_again(tmp_path, mixed_p
 
 
 def test_indexing_without_ocr_keeps_what_earlier_runs_ocred(tmp_path, mixed_pdf, minilm_dir):
-    from spanqa.indexing.store import FaissDocumentStore
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
     from spanqa.pipelines.api import DocumentQA
 
     index = tmp_path / "index"
@@ -224,7 +224,7 @@ class CrashingEngine:
 
 def misbehaving_ocr_job(task: ParseTask, ocr_page_started=None) -> ParsedFile:
     """The real parser, with an OCR engine that hangs (files named stuck*) or crashes (crash*)."""
-    from spanqa.indexing import ocr
+    from spanqa.indexing.ocr import engines as ocr
 
     name = Path(task.path).name
     ocr.ocr_engine = lambda mode: StuckEngine() if name.startswith("stuck") else CrashingEngine()
@@ -325,7 +325,7 @@ def test_an_answer_on_a_scan_is_boxed_where_its_words_are_printed(tmp_path, upri
     from page_overlay import PageGeometry, image_point_to_user_space
     from pypdf import PdfReader, PdfWriter
 
-    from spanqa.indexing.pdf_pages import PdfPages
+    from spanqa.indexing.pages.pdf_pages import PdfPages
 
     text_pdf, image = upright_scan
     writer = PdfWriter()

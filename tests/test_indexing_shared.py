@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spanqa.indexing.parsing import ParseTask
-from spanqa.indexing.workers import ParsePool
+from spanqa.indexing.ingest.parsing import ParseTask
+from spanqa.indexing.ingest.workers import ParsePool
 
 
 def manifest(shared_data_dir: Path) -> list[dict]:

@@ -12,8 +12,8 @@ from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError
-from spanqa.indexing.retriever import FaissEmbeddingRetriever
-from spanqa.indexing.store import FORMAT_VERSION, FaissDocumentStore
+from spanqa.indexing.retrieval.retriever import FaissEmbeddingRetriever
+from spanqa.indexing.store.faiss_store import FORMAT_VERSION, FaissDocumentStore
 
 DIMENSION = 8
 EMBEDDER = "test/random-embedder"
@@ -373,7 +373,7 @@ def test_store_to_dict_from_dict_round_trip(store):
     store.write_documents(make_documents(4))
     data = store.to_dict()
     assert data == {
-        "type": "spanqa.indexing.store.FaissDocumentStore",
+        "type": "spanqa.indexing.store.faiss_store.FaissDocumentStore",
         "init_parameters": {
             "index_dir": str(store.index_dir), "embedder": EMBEDDER, "dimension": DIMENSION, "index_type": "flat",
             "embedding": None,
@@ -423,7 +423,7 @@ def test_retriever_to_dict_from_dict_round_trip(store):
     retriever = FaissEmbeddingRetriever(document_store=store, top_k=3)
     data = retriever.to_dict()
     assert data == {
-        "type": "spanqa.indexing.retriever.FaissEmbeddingRetriever",
+        "type": "spanqa.indexing.retrieval.retriever.FaissEmbeddingRetriever",
         "init_parameters": {"document_store": store.to_dict(), "top_k": 3, "filters": None},
     }
     restored = FaissEmbeddingRetriever.from_dict(data)

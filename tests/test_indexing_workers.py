@@ -17,8 +17,8 @@ from pdf_factory import (
     write_text_pdf,
 )
 from spanqa.errors import ConfigError
-from spanqa.indexing.parsing import ChunkSettings, ParseTask, parse_file
-from spanqa.indexing.workers import ParsePool
+from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask, parse_file
+from spanqa.indexing.ingest.workers import ParsePool
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from spanqa.pipelines.metrics import (
+from spanqa.pipelines.eval_metrics import (
     best_over_golds,
     exact_match,
     f1,

@@ -10,7 +10,7 @@ import pytest
 from spanqa import AnswerSource, DocumentQA, defaults
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import read_pages
-from spanqa.indexing.cleaning import comparable, same_text
+from spanqa.indexing.formats.cleaning import comparable, same_text
 from spanqa.reader.answers import answer_key
 
 FOUNDING_QUESTION = "When was Aurora Bicycle Works founded?"
@@ -233,7 +233,7 @@ def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
 ):
     import json
 
-    from spanqa.indexing.embedding import Int8TextEmbedder
+    from spanqa.indexing.retrieval.embedding import Int8TextEmbedder
 
     _, _, int8_dir = sample_index
     # On the CPU "auto" embeds in int8, reading the default number of word pieces of each chunk.

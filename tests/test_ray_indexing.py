@@ -26,8 +26,8 @@ from pdf_factory import write_corrupt_pdf
 
 from spanqa import DocumentQA
 from spanqa.errors import ClusterError, ConfigError
-from spanqa.indexing.ray_ingest import RaySettings
-from spanqa.indexing.workers import ParsePool
+from spanqa.indexing.ingest.ray_ingest import RaySettings
+from spanqa.indexing.ingest.workers import ParsePool
 from spanqa.pipelines.cli import main
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def ray_local():
 def marked_notes(tmp_path: Path, monkeypatch, openings: dict[str, str]) -> Path:
     """A docs/ folder of notes (each its opening and the ferry text), parsed by `marked_parse`,
     which leaves a mark per parse (which files were parsed, on which node)."""
-    from spanqa.indexing import ingest
+    from spanqa.indexing.ingest import indexer as ingest
 
     monkeypatch.setattr(ingest, "ParsePool", functools.partial(ParsePool, job=marked_parse))
     docs = tmp_path / "docs"
@@ -138,8 +138,8 @@ def test_ray_options():
     ],
 )
 def test_the_embedder_pool_is_sized_to_the_cluster(resources, precision, gpu, actor_cpus, max_actors):
-    from spanqa.indexing.embedding import EmbeddingSettings
-    from spanqa.indexing.ray_ingest import EmbedderPlan
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
+    from spanqa.indexing.ingest.ray_ingest import EmbedderPlan
     from spanqa.ray_cluster import uses_gpus
 
     embedding = EmbeddingSettings(precision=precision, max_tokens=96)
@@ -196,7 +196,7 @@ def test_an_unreachable_cluster_is_a_clear_error_at_once(tmp_path, minilm_dir, m
     ],
 )
 def test_shard_writers_go_round_the_nodes_the_drivers_first(shards, alive, driver, expected):
-    from spanqa.indexing.ray_writers import writer_nodes
+    from spanqa.indexing.ingest.ray_writers import writer_nodes
 
     assert writer_nodes(shards, alive, driver) == expected
 
@@ -287,7 +287,7 @@ def test_the_clusters_gpu_embeds_as_a_local_gpu_does(tmp_path, ray_local, sample
 
 
 def test_bad_files_get_the_same_status_through_ray(tmp_path, ray_local, minilm_dir, monkeypatch):
-    from spanqa.indexing import ingest
+    from spanqa.indexing.ingest import indexer as ingest
 
     monkeypatch.setattr(ingest, "ParsePool", functools.partial(ParsePool, job=misbehaving_parse))
     docs = tmp_path / "docs"
@@ -357,7 +357,7 @@ def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray
 
 def test_a_writer_placed_on_a_node_that_is_gone_is_placed_again_on_one_that_is_there(tmp_path, ray_local, monkeypatch):
     from spanqa.indexing import FaissDocumentStore
-    from spanqa.indexing.ray_writers import ShardWriters
+    from spanqa.indexing.ingest.ray_writers import ShardWriters
 
     for name in ("shard-0", "shard-1"):
         FaissDocumentStore.create(tmp_path / name, embedder="e", dimension=4).close()
@@ -373,7 +373,7 @@ def test_a_writer_placed_on_a_node_that_is_gone_is_placed_again_on_one_that_is_t
 
 
 def test_a_writer_that_cannot_open_its_shard_stops_the_run_naming_the_shared_file_system(tmp_path, ray_local):
-    from spanqa.indexing.ray_writers import ShardWriters
+    from spanqa.indexing.ingest.ray_writers import ShardWriters
 
     with pytest.raises(ClusterError, match=r"writer of shard 0 cannot start.*IndexNotFoundError.*same path on every node"):
         ShardWriters.start(ray_local, [tmp_path / "not-an-index"], {}, None)
@@ -423,7 +423,7 @@ def two_node_cluster(**env_vars: str):
 
 
 def test_each_shard_is_written_on_a_node_of_its_own(tmp_path, minilm_dir, tiny_qa_model_dir, monkeypatch):
-    from spanqa.indexing.ray_writers import ShardWriters
+    from spanqa.indexing.ingest.ray_writers import ShardWriters
 
     names = [f"note{n:02d}.txt" for n in range(16)]
     docs = marked_notes(tmp_path, monkeypatch, {name: f"Note {n}: the ferry leaves at {n} o'clock. " for n, name in enumerate(names)})

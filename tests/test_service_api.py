@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from service_harness import start_server, write_knowledge_base
-from spanqa.indexing.cleaning import same_text
-from spanqa.indexing.reading import read_pages
+from spanqa.indexing.formats.cleaning import same_text
+from spanqa.indexing.formats.extraction import read_pages
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile

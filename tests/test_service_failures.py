@@ -11,7 +11,7 @@ import pytest
 
 from service_harness import start_server, write_knowledge_base
 from spanqa.errors import StorageError
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings
 

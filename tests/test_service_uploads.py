@@ -14,7 +14,7 @@ import pytest
 
 from pdf_factory import build_text_pdf, image_pdf, scan_of
 from service_harness import start_server, wait_for_job
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service import uploads as uploads_module
 from spanqa.service.engine import EngineSettings
 from spanqa.service.state import ServiceSettings

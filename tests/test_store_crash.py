@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from crash_writer import batch_vectors, committed_batches, expected_contents
 
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 BATCH_SIZE = 300

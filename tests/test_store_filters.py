@@ -8,9 +8,9 @@ from haystack import Document
 from haystack.utils.filters import document_matches_filter
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.retriever import FaissEmbeddingRetriever
-from spanqa.indexing.filters import filter_sql
-from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.retrieval.retriever import FaissEmbeddingRetriever
+from spanqa.indexing.store.filters import filter_sql
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 
 DIMENSION = 8
 

@@ -11,8 +11,8 @@ from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError, IndexMismatchError
-from spanqa.indexing.commits import plan_merges
-from spanqa.indexing.store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.commits import plan_merges
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
 
 DIMENSION = 16
 
@@ -246,7 +246,7 @@ def test_an_index_of_format_3_is_upgraded_in_place_when_opened(tmp_path):
     format-4 index by undoing the upgrade, then opened."""
     import sqlite3
 
-    from spanqa.indexing.keyword import CJK_FUNCTION, cjk_bigrams
+    from spanqa.indexing.store.keyword import CJK_FUNCTION, cjk_bigrams
 
     index_dir = tmp_path / "i"
     docs = [Document(id=d.id, content=d.content, meta={**d.meta, "team": "hr" if i % 2 else "ops"}, embedding=d.embedding)

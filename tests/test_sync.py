@@ -10,7 +10,7 @@ import pytest
 
 from spanqa import DocumentQA
 from spanqa.errors import ConfigError
-from spanqa.indexing.store import FaissDocumentStore
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.pipelines.cli import main
 
 TEXTS = {
