@@ -132,7 +132,8 @@ class ForwardClock:
 
 def clock_forward(reader) -> ForwardClock:
     """Time the model calls of a warm spanqa ExtractiveReader (packed, padded or ONNX Runtime runner)."""
-    from spanqa.reader.forward import OnnxInt8Runner, PackedDistilBertRunner, PaddedRunner
+    from spanqa.reader.fast_mode import OnnxInt8Runner
+    from spanqa.reader.forward import PackedDistilBertRunner, PaddedRunner
 
     clock = ForwardClock()
     qa_model = reader._loaded()

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanqa import defaults
-from spanqa.records import Passage
 from spanqa.errors import ConfigError, DocumentError
 from spanqa.pipelines.eval_metrics import (
     best_over_golds,
@@ -33,6 +31,8 @@ from spanqa.pipelines.eval_metrics import (
     normalize_answer,
     recall_at,
 )
+from spanqa.records import Passage
+from spanqa.settings import AUTO_THRESHOLD, RetrievalSettings
 
 RECALL_CUTOFFS = (1, 5, 10, 20)
 CONTEXTS_FOLDER = "contexts"  # where `--build` writes the file's contexts, one text file each
@@ -207,6 +207,7 @@ class EvalReport:
 
 
 EVAL_MODES = ("full", "retrieval-only", "reader-only")
+STAGE_SECONDS = ("retrieve", "read (gold paragraph)", "read (retrieved)")  # timed stages, as reported
 
 
 def evaluate(
@@ -215,7 +216,7 @@ def evaluate(
     *,
     file: str,
     mode: str = "full",
-    passages: tuple[int, ...] = (10,),
+    passages: tuple[int, ...] = (RetrievalSettings.retriever_top_k,),
     limit: int | None = None,
     sources: dict[str, int] | None = None,
     threshold: float | str | None = None,
@@ -232,74 +233,134 @@ def evaluate(
     file paths to context indices (an index built by `write_contexts`); without it, a passage is
     relevant when it contains a gold answer.
     """
+    _check_evaluation(mode, limit, passages, threshold)
+    plan = _Plan(mode=mode, passages=tuple(sorted(set(passages))), threshold=threshold, sources=sources)
+    questions = squad.questions if limit is None else squad.questions[:limit]
+    tally = _Tally()
+    if questions:
+        plan.warm_up(qa, squad, questions[0])
+    for question in questions:
+        tally.add(qa, squad, question, plan)
+        if on_question_done is not None:
+            on_question_done()
+    report = EvalReport(
+        file=file, questions=len(questions), mode=mode, passages=plan.passages, threshold=threshold
+    )
+    tally.fill(report, plan)
+    return report
+
+
+def _check_evaluation(
+    mode: str, limit: int | None, passages: tuple[int, ...], threshold: float | str | None
+) -> None:
     if mode not in EVAL_MODES:
         raise ConfigError(f"eval mode {mode!r} is not one of {', '.join(EVAL_MODES)}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit={limit!r} must be a whole number >= 1 (or None for every question)")
     if not passages:
         raise ConfigError("passages must name at least one number of passages to read")
-    # The calibration reads how similar the retrieved passages are to the question; a gold
-    # paragraph handed to the reader has no such figure, so "auto" cannot judge its answers.
-    reads_gold = mode != "retrieval-only" and threshold != defaults.AUTO_THRESHOLD
-    if mode == "reader-only" and threshold == defaults.AUTO_THRESHOLD:
+    if mode == "reader-only" and threshold == AUTO_THRESHOLD:
         raise ConfigError(
             "threshold 'auto' judges answers by the retrieved passages' similarity to the question, and "
             "--reader-only retrieves nothing: give a numeric threshold, or leave out --reader-only"
         )
-    passages = tuple(sorted(set(passages)))
-    questions = squad.questions if limit is None else squad.questions[:limit]
-    report = EvalReport(file=file, questions=len(questions), mode=mode, passages=passages, threshold=threshold)
-    depth = max(max(RECALL_CUTOFFS), *passages)
-    ranks: list[int | None] = []
-    reader_scores: list[tuple[float, float, bool]] = []
-    end_to_end_scores: dict[tuple[int, float], list[tuple[float, float, bool]]] = {}
-    seconds: dict[str, list[float]] = {"retrieve": [], "read (gold paragraph)": [], "read (retrieved)": []}
-    if questions:
-        # Models load on first use: one untimed pass keeps loading out of the per-question times.
-        warm_up = questions[0]
-        if mode != "reader-only":
-            qa.search(warm_up.question, top_k=1)
-        if reads_gold:
-            qa.read(warm_up.question, [_gold_passage(squad.contexts[warm_up.context_index])], top_k=1)
-    for question in questions:
-        if mode != "reader-only":
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which stages an evaluation runs, and how."""
+
+    mode: str
+    passages: tuple[int, ...]  # sorted, distinct
+    threshold: float | str | None
+    sources: dict[str, int] | None
+
+    @property
+    def retrieves(self) -> bool:
+        return self.mode != "reader-only"
+
+    @property
+    def reads_gold(self) -> bool:
+        # The calibration reads how similar the retrieved passages are to the question; a gold
+        # paragraph handed to the reader has no such figure, so "auto" cannot judge its answers.
+        return self.mode != "retrieval-only" and self.threshold != AUTO_THRESHOLD
+
+    @property
+    def reads_retrieved(self) -> bool:
+        return self.mode == "full"
+
+    @property
+    def depth(self) -> int:
+        """Passages retrieved per question: enough for every recall cutoff and every count read."""
+        return max(max(RECALL_CUTOFFS), *self.passages)
+
+    def warm_up(self, qa: Any, squad: SquadSet, question: EvalQuestion) -> None:
+        """Models load on first use: one untimed pass keeps loading out of the per-question times."""
+        if self.retrieves:
+            qa.search(question.question, top_k=1)
+        if self.reads_gold:
+            qa.read(question.question, [_gold_passage(squad.contexts[question.context_index])], top_k=1)
+
+
+@dataclass
+class _Tally:
+    """What the questions of an evaluation gave so far, stage by stage."""
+
+    ranks: list[int | None] = field(default_factory=list)
+    reader: list[tuple[float, float, bool]] = field(default_factory=list)
+    end_to_end: dict[tuple[int, float], list[tuple[float, float, bool]]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGE_SECONDS})
+
+    def add(self, qa: Any, squad: SquadSet, question: EvalQuestion, plan: _Plan) -> None:
+        """Runs `plan`'s stages for one question and records their scores and times."""
+        retrieved: list[Passage] = []
+        if plan.retrieves:
             started = time.perf_counter()
-            retrieved = qa.search(question.question, top_k=depth)
-            seconds["retrieve"].append(time.perf_counter() - started)
-            ranks.append(first_hit_rank((_relevant(p, question, sources) for p in retrieved), True))
-        if reads_gold:
+            retrieved = qa.search(question.question, top_k=plan.depth)
+            self.seconds["retrieve"].append(time.perf_counter() - started)
+            self.ranks.append(first_hit_rank((_relevant(p, question, plan.sources) for p in retrieved), True))
+        if plan.reads_gold:
             gold = squad.contexts[question.context_index]
             started = time.perf_counter()
             answers = qa.read(question.question, [_gold_passage(gold)], top_k=1)
-            seconds["read (gold paragraph)"].append(time.perf_counter() - started)
-            reader_scores.append(_scored(answers, question))
-        if mode == "full":
+            self.seconds["read (gold paragraph)"].append(time.perf_counter() - started)
+            self.reader.append(_scored(answers, question))
+        if plan.reads_retrieved:
             started = time.perf_counter()
-            if len(passages) == 1:
-                found = {(passages[0], qa.rank_weight): qa.read(question.question, retrieved[: passages[0]], top_k=1)}
-            else:
-                # the reader alone beside the prior; not under "auto", whose calibration holds for one weight
-                alone = [] if threshold == defaults.AUTO_THRESHOLD else [0.0]
-                weights = list(dict.fromkeys([qa.rank_weight, *alone]))
-                found = qa.read_prefixes(question.question, retrieved[: passages[-1]], passages, 1, weights)
-            seconds["read (retrieved)"].append(time.perf_counter() - started)
+            found = _read_retrieved(qa, question, retrieved, plan)
+            self.seconds["read (retrieved)"].append(time.perf_counter() - started)
             for key, answers in found.items():
-                end_to_end_scores.setdefault(key, []).append(_scored(answers, question))
-        if on_question_done is not None:
-            on_question_done()
+                self.end_to_end.setdefault(key, []).append(_scored(answers, question))
 
-    if ranks:
-        report.relevance = "passage from the question's paragraph" if sources is not None else "passage contains a gold answer"
-        report.recall = {k: recall_at(ranks, k) for k in sorted({*RECALL_CUTOFFS, *passages})}
-        report.mrr = mean_reciprocal_rank(ranks)
-    if reader_scores:
-        report.reader = AnswerScores.of(reader_scores)
-    if mode == "full":
-        report.end_to_end = {key: AnswerScores.of(scored) for key, scored in sorted(end_to_end_scores.items())}
-    count = max(1, len(questions))
-    report.seconds_per_question = {stage: sum(times) / count for stage, times in seconds.items() if times}
-    report.median_seconds = {stage: float(statistics.median(times)) for stage, times in seconds.items() if times}
-    return report
+    def fill(self, report: EvalReport, plan: _Plan) -> None:
+        """`report`'s figures from the questions tallied."""
+        if self.ranks:
+            report.relevance = (
+                "passage contains a gold answer" if plan.sources is None else "passage from the question's paragraph"
+            )
+            report.recall = {k: recall_at(self.ranks, k) for k in sorted({*RECALL_CUTOFFS, *plan.passages})}
+            report.mrr = mean_reciprocal_rank(self.ranks)
+        if self.reader:
+            report.reader = AnswerScores.of(self.reader)
+        if plan.reads_retrieved:
+            report.end_to_end = {key: AnswerScores.of(scored) for key, scored in sorted(self.end_to_end.items())}
+        count = max(1, report.questions)
+        timed = {stage: times for stage, times in self.seconds.items() if times}
+        report.seconds_per_question = {stage: sum(times) / count for stage, times in timed.items()}
+        report.median_seconds = {stage: float(statistics.median(times)) for stage, times in timed.items()}
+
+
+def _read_retrieved(
+    qa: Any, question: EvalQuestion, retrieved: list[Passage], plan: _Plan
+) -> dict[tuple[int, float], list]:
+    """The best answer from each count of `plan.passages` of the retrieved passages, by (count, rank weight)."""
+    if len(plan.passages) == 1:
+        count = plan.passages[0]
+        return {(count, qa.rank_weight): qa.read(question.question, retrieved[:count], top_k=1)}
+    # the reader alone beside the prior; not under "auto", whose calibration holds for one weight
+    alone = [] if plan.threshold == AUTO_THRESHOLD else [0.0]
+    weights = list(dict.fromkeys([qa.rank_weight, *alone]))
+    return qa.read_prefixes(question.question, retrieved[: plan.passages[-1]], plan.passages, 1, weights)
 
 
 def _scored(answers: list, question: EvalQuestion) -> tuple[float, float, bool]:

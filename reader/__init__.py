@@ -3,8 +3,10 @@
 `ExtractiveReader` is the Haystack component; `read_passages` (one question) and
 `read_passages_batch` (many) are the same reading without Haystack documents; the functions of
 `spanqa.reader.decoding` turn logits into spans and need only numpy; `spanqa.reader.forward` runs
-the model over batches of windows (packed DistilBERT, the model's own padded forward, or the int8
-ONNX Runtime fast mode).
+the model over batches of windows (packed DistilBERT or the model's own padded forward), and
+`spanqa.reader.fast_mode` in the int8 ONNX Runtime fast mode. The reader's settings are
+`spanqa.settings.ReaderSettings`: `read_passages` takes them as they are, and `ExtractiveReader`
+takes them as keywords (or `ExtractiveReader.from_settings`).
 """
 
 from spanqa.reader.decoding import (
@@ -17,14 +19,13 @@ from spanqa.reader.decoding import (
 )
 from spanqa.reader.extractive_reader import ExtractiveReader
 from spanqa.reader.loading import LoadedQAModel, load_qa_model, prepare_qa_model
-from spanqa.reader.span_reader import PassageSpan, ReadingSettings, read_passages, read_passages_batch
+from spanqa.reader.span_reader import PassageSpan, read_passages, read_passages_batch
 
 __all__ = [
     "SCORE_CALIBRATION",
     "ExtractiveReader",
     "LoadedQAModel",
     "PassageSpan",
-    "ReadingSettings",
     "SpanCandidates",
     "best_spans",
     "comparable_score",

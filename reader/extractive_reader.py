@@ -8,40 +8,39 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.dataclasses import ExtractedAnswer
 
 from spanqa import defaults
-from spanqa.devices import check_device
 from spanqa.errors import ConfigError, check_positive_int
-from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
 from spanqa.reader.answers import build_answers, rank_priors
 from spanqa.reader.calibration import AnswerCalibration
-from spanqa.reader.span_reader import PassageSpan, ReadingSettings, per_question_top_k, read_passages_batch
+from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
+from spanqa.reader.span_reader import PassageSpan, check_windows_fit, per_question_top_k, read_passages_batch
+from spanqa.settings import AUTO_THRESHOLD, DeviceSettings, ReaderSettings
+
+# The component's keywords that name a ReaderSettings field otherwise (Haystack's and the reader's
+# older names); every other setting keyword is the field's own name.
+KEYWORD_FIELDS = {
+    "model": "reader",
+    "fast": "fast_reader",
+    "batch_size": "reader_batch_size",
+    "max_batch_tokens": "reader_max_batch_tokens",
+    "adaptive": "adaptive_reading",
+    "top_k": "answer_top_k",
+}
+FIELD_KEYWORDS = {field: keyword for keyword, field in KEYWORD_FIELDS.items()}
+_CHECKS = {info.name: info.check for info in ReaderSettings.infos()}
 
 
-def _check_context_chars(context_chars: object) -> None:
-    if not isinstance(context_chars, int) or isinstance(context_chars, bool) or context_chars < 0:
-        raise ConfigError(
-            f"context_chars={context_chars!r} must be an integer >= 0 (default {defaults.CONTEXT_CHARS})"
-        )
+def reader_settings(**keywords: Any) -> ReaderSettings:
+    """The ReaderSettings that ExtractiveReader keywords describe; a bad value is the declared check's
+    ConfigError, naming the keyword as the caller wrote it."""
+    fields = {KEYWORD_FIELDS.get(keyword, keyword): value for keyword, value in keywords.items()}
+    for keyword, value in keywords.items():
+        _CHECKS[KEYWORD_FIELDS.get(keyword, keyword)](keyword, value)
+    return ReaderSettings(**fields)
 
 
-def _check_score_threshold(score_threshold: object) -> None:
-    if score_threshold is None or score_threshold == defaults.AUTO_THRESHOLD:
-        return
-    if isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float)) or not (
-        0.0 <= score_threshold <= 1.0
-    ):
-        raise ConfigError(
-            f"score_threshold={score_threshold!r} must be a number from 0 to 1, 'auto' (the answer "
-            "calibration's threshold), or None to keep every answer"
-        )
-
-
-def _check_rank_weight(rank_weight: object) -> float:
-    if isinstance(rank_weight, bool) or not isinstance(rank_weight, (int, float)) or not rank_weight >= 0:
-        raise ConfigError(
-            f"rank_weight={rank_weight!r} must be a number >= 0 (0: rank answers by the reader's logits "
-            f"alone; default {defaults.READER_RANK_WEIGHT})"
-        )
-    return float(rank_weight)
+def reader_keywords(settings: ReaderSettings) -> dict[str, Any]:
+    """`settings` as ExtractiveReader keywords (the inverse of `reader_settings`)."""
+    return {FIELD_KEYWORDS.get(name, name): value for name, value in settings.to_dict().items()}
 
 
 def _has_text(document: Document) -> bool:
@@ -68,73 +67,54 @@ class ExtractiveReader:
     unread Document could outrank the best answer found.
 
     The model loads in `warm_up` (called by `run` if needed). To read with a model already in
-    memory (tests, notebooks), build the reader with `ExtractiveReader.from_loaded(tokenizer, model)`.
+    memory (tests, notebooks), build the reader with `ExtractiveReader.from_loaded(tokenizer, model)`;
+    from the settings of a query engine, with `ExtractiveReader.from_settings`.
     """
 
     def __init__(
         self,
-        model: str = defaults.READER_MODEL,
-        device: str = defaults.DEVICE,
-        top_k: int = defaults.ANSWER_TOP_K,
-        max_answer_length: int = defaults.MAX_ANSWER_LENGTH,
-        max_seq_length: int = defaults.MAX_SEQ_LENGTH,
-        doc_stride: int = defaults.DOC_STRIDE,
-        max_question_length: int = defaults.MAX_QUESTION_LENGTH,
-        batch_size: int | None = defaults.READER_BATCH_SIZE,
-        context_chars: int = defaults.CONTEXT_CHARS,
-        score_threshold: float | None = defaults.SCORE_THRESHOLD,
+        model: str = ReaderSettings.reader,
+        device: str = DeviceSettings.device,
+        top_k: int = ReaderSettings.answer_top_k,
+        max_answer_length: int = ReaderSettings.max_answer_length,
+        max_seq_length: int = ReaderSettings.max_seq_length,
+        doc_stride: int = ReaderSettings.doc_stride,
+        max_question_length: int = ReaderSettings.max_question_length,
+        batch_size: int | None = ReaderSettings.reader_batch_size,
+        context_chars: int = ReaderSettings.context_chars,
+        score_threshold: float | str | None = ReaderSettings.score_threshold,
         merge_same_answers: bool = True,
-        max_batch_tokens: int | None = defaults.READER_MAX_BATCH_TOKENS,
-        fast: bool = defaults.READER_FAST,
-        rank_weight: float = defaults.READER_RANK_WEIGHT,
+        max_batch_tokens: int | None = ReaderSettings.reader_max_batch_tokens,
+        fast: bool = ReaderSettings.fast_reader,
+        rank_weight: float = ReaderSettings.rank_weight,
         calibration: AnswerCalibration | dict | None = None,
-        adaptive: bool = False,
+        adaptive: bool = ReaderSettings.adaptive_reading,
     ):
-        """
-        :param model: Hugging Face hub id or local directory of a question-answering model with a
-            fast tokenizer (tokenizer.json).
-        :param device: 'auto' (CUDA when torch sees a GPU, else CPU), 'cpu', 'cuda' or 'cuda:N'.
-            On CUDA the model runs in fp16.
-        :param top_k: answers returned by `run` unless it is given another top_k.
-        :param max_answer_length: longest answer, in tokens.
-        :param max_seq_length: tokens per (question, passage window) model input.
-        :param doc_stride: tokens shared by consecutive windows of one long passage.
-        :param max_question_length: questions are cut to this many tokens so a passage fits beside them.
-        :param batch_size: most windows per forward pass; None (default): as many as
-            `max_batch_tokens` allows.
-        :param context_chars: characters of the Document kept on each side of an answer as its context.
-        :param score_threshold: answers scoring below this (0..1) are not returned, so a question
-            the documents cannot answer gets no answer; "auto": answers whose calibrated confidence
-            is below the `calibration`'s threshold are not returned; None (default) returns the best
-            spans found.
+        """The reader's settings are those of `spanqa.settings.ReaderSettings`, where each is declared
+        with its default, what it means and its check; the keywords are the fields' names but for
+        `model` (the field `reader`), `fast` (`fast_reader`), `batch_size` (`reader_batch_size`),
+        `max_batch_tokens` (`reader_max_batch_tokens`), `adaptive` (`adaptive_reading`) and `top_k`
+        (`answer_top_k`, the answers `run` returns unless it is given another top_k). On CUDA the
+        model runs in fp16: `fast` (a CPU mode) with a "cuda" device is a ConfigError, and with
+        "auto" on a GPU it changes nothing. `score_threshold="auto"` and `adaptive=True` need a
+        `calibration`.
+
+        :param device: where the model runs: 'auto' (CUDA when torch sees a GPU, else the CPU),
+            'cpu', 'cuda' or 'cuda:N'.
         :param merge_same_answers: one answer per answer text: the same text found in several
             Documents (or twice in one) is returned once, quoting its best occurrence and listing
             every occurrence in `meta["sources"]`.
-        :param max_batch_tokens: tokens per forward pass, counted with padding (windows are sorted
-            by length, so there is little); None (default): 8192 on CPU, sized from free GPU memory
-            on CUDA.
-        :param fast: CPU fast mode: the model runs in ONNX Runtime with int8 weights (needs the
-            optional `onnxruntime` and `onnx` packages; warm-up exports and quantises the model,
-            seconds). Several times faster than the default exact mode but not identical: the best
-            span of a passage agrees with exact mode's in most, not all, cases (see bench/README.md).
-            On CUDA the model runs in fp16: `fast` with a "cuda" device is a ConfigError, and with
-            "auto" on a GPU it changes nothing.
-        :param rank_weight: how much a Document's retrieval rank counts against its spans: a span's
-            ranking sum is its start + end logit minus `rank_weight * ln(1 + rank)`. 0 ranks by the
-            reader alone; the default was chosen on SQuAD (docs/measurements/answer-quality.md).
         :param calibration: an `AnswerCalibration` (or its dict) fitted for this model and
             `rank_weight`; answers then carry `meta["confidence"]`.
-        :param adaptive: read Documents in rounds of a few, in the given order, and stop once the
-            best answer's ranking sum is at least the calibration's highest logit sum plus the next
-            Document's prior (no unread Document could outrank it). Needs a `calibration`.
         :raises ConfigError: a setting has a value the reader cannot use.
         """
-        if not isinstance(model, str) or model.strip() == "":
-            raise ConfigError(f"model={model!r} must be a hub id or a local model directory")
-        check_device(device)
-        check_positive_int("top_k", top_k, f"(default {defaults.ANSWER_TOP_K})")
-        _check_context_chars(context_chars)
-        _check_score_threshold(score_threshold)
+        self.settings = reader_settings(
+            model=model, top_k=top_k, max_answer_length=max_answer_length, max_seq_length=max_seq_length,
+            doc_stride=doc_stride, max_question_length=max_question_length, batch_size=batch_size,
+            context_chars=context_chars, score_threshold=score_threshold, max_batch_tokens=max_batch_tokens,
+            fast=fast, rank_weight=rank_weight, adaptive=adaptive,
+        )
+        self.device = DeviceSettings(device=device).device
         if not isinstance(merge_same_answers, bool):
             raise ConfigError(f"merge_same_answers={merge_same_answers!r} must be True or False")
         check_fast(fast)
@@ -143,36 +123,30 @@ class ExtractiveReader:
                 f"fast=True is a CPU mode (int8 ONNX Runtime) and device={device!r} is a GPU, where the "
                 "model already runs in fp16: use fast=False, or device='cpu'"
             )
-        self.rank_weight = _check_rank_weight(rank_weight)
         if isinstance(calibration, dict):
             calibration = AnswerCalibration.from_dict(calibration)
         if calibration is not None and not isinstance(calibration, AnswerCalibration):
             raise ConfigError(f"calibration={calibration!r} must be an AnswerCalibration, its dict, or None")
-        if not isinstance(adaptive, bool):
-            raise ConfigError(f"adaptive={adaptive!r} must be True or False")
-        if calibration is None and (adaptive or score_threshold == defaults.AUTO_THRESHOLD):
+        if calibration is None and (adaptive or score_threshold == AUTO_THRESHOLD):
             raise ConfigError(
                 "adaptive reading and score_threshold='auto' need an answer calibration (spanqa calibrate): "
                 "give calibration=..., or adaptive=False and a numeric threshold"
             )
         self.calibration = calibration
-        self.adaptive = adaptive
-        self.fast = fast
-        self.model = model
-        self.device = device
-        self.top_k = top_k
-        self.context_chars = context_chars
-        self.score_threshold = score_threshold
         self.merge_same_answers = merge_same_answers
-        self.settings = ReadingSettings(
-            max_answer_length=max_answer_length,
-            max_seq_length=max_seq_length,
-            doc_stride=doc_stride,
-            max_question_length=max_question_length,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-        )
         self._qa_model: LoadedQAModel | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: ReaderSettings, device: str = DeviceSettings.device,
+        calibration: AnswerCalibration | dict | None = None, merge_same_answers: bool = True,
+    ) -> ExtractiveReader:
+        """The reader of `settings` (a query engine's `QASettings.reader`) on `device` (not loaded:
+        call `warm_up`)."""
+        return cls(
+            **reader_keywords(settings), device=device, calibration=calibration,
+            merge_same_answers=merge_same_answers,
+        )
 
     @classmethod
     def from_loaded(cls, tokenizer: Any, model: Any, **settings: Any) -> ExtractiveReader:
@@ -184,11 +158,11 @@ class ExtractiveReader:
         `model` setting only names the model in `to_dict`.
         """
         reader = cls(**settings)
-        reader._adopt(prepare_qa_model(tokenizer, model, reader.device, fast=reader.fast))
+        reader._adopt(prepare_qa_model(tokenizer, model, reader.device, fast=reader.settings.fast_reader))
         return reader
 
     def _adopt(self, qa_model: LoadedQAModel) -> None:
-        self.settings.check_fits(qa_model)
+        check_windows_fit(self.settings, qa_model)
         self._qa_model = qa_model
 
     def warm_up(self) -> None:
@@ -200,7 +174,7 @@ class ExtractiveReader:
         """
         if self._qa_model is not None:
             return
-        self._adopt(load_qa_model(self.model, self.device, fast=self.fast))
+        self._adopt(load_qa_model(self.settings.reader, self.device, fast=self.settings.fast_reader))
 
     def _loaded(self) -> LoadedQAModel:
         self.warm_up()
@@ -212,22 +186,10 @@ class ExtractiveReader:
         """The reader as a Haystack pipeline stores it: its model and settings."""
         return default_to_dict(
             self,
-            model=self.model,
+            **reader_keywords(self.settings),
             device=self.device,
-            top_k=self.top_k,
-            max_answer_length=self.settings.max_answer_length,
-            max_seq_length=self.settings.max_seq_length,
-            doc_stride=self.settings.doc_stride,
-            max_question_length=self.settings.max_question_length,
-            batch_size=self.settings.batch_size,
-            context_chars=self.context_chars,
-            score_threshold=self.score_threshold,
             merge_same_answers=self.merge_same_answers,
-            max_batch_tokens=self.settings.max_batch_tokens,
-            fast=self.fast,
-            rank_weight=self.rank_weight,
             calibration=None if self.calibration is None else self.calibration.to_dict(),
-            adaptive=self.adaptive,
         )
 
     @classmethod
@@ -266,13 +228,13 @@ class ExtractiveReader:
         when given, holds each query's threshold (None: keep all) in place of the reader's own,
         so that a server can batch the questions of requests with different settings.
         """
-        top_ks = per_question_top_k(self.top_k if top_k is None else top_k, len(queries))
+        top_ks = per_question_top_k(self.settings.answer_top_k if top_k is None else top_k, len(queries))
         if len(queries) != len(documents):
             raise ConfigError(
                 f"run_batch got {len(queries)} queries and {len(documents)} document lists: give one list per query"
             )
         if score_thresholds is None:
-            thresholds = [self.score_threshold] * len(queries)
+            thresholds = [self.settings.score_threshold] * len(queries)
         else:
             thresholds = list(score_thresholds)
             if len(thresholds) != len(queries):
@@ -280,7 +242,7 @@ class ExtractiveReader:
                     f"run_batch got {len(thresholds)} score thresholds for {len(queries)} queries: give one per query"
                 )
             for threshold in thresholds:
-                _check_score_threshold(threshold)
+                _CHECKS["score_threshold"]("score_threshold", threshold)
         answers: list[list[ExtractedAnswer]] = [[] for _ in queries]
         readable = [[document for document in docs if _has_text(document)] for docs in documents]
         asked = [index for index, query in enumerate(queries) if query.strip() != "" and readable[index]]
@@ -289,7 +251,7 @@ class ExtractiveReader:
         contents = [[str(document.content) for document in readable[index]] for index in asked]
         asked_queries = [queries[index] for index in asked]
         asked_top_ks = [top_ks[index] for index in asked]
-        if self.adaptive:
+        if self.settings.adaptive_reading:
             spans = self._read_adaptively(asked_queries, contents, asked_top_ks)
         else:
             spans = read_passages_batch(self._loaded(), asked_queries, contents, self.settings, asked_top_ks)
@@ -313,10 +275,13 @@ class ExtractiveReader:
         `spanqa eval` compares passages read and rankings). Reads every Document, whatever
         `adaptive` says; answers carry a confidence only under the calibration's rank weight.
         """
-        weights = [self.rank_weight] if rank_weights is None else [_check_rank_weight(w) for w in rank_weights]
+        if rank_weights is None:
+            weights = [self.settings.rank_weight]
+        else:
+            weights = [_CHECKS["rank_weight"]("rank_weight", weight) for weight in rank_weights]
         for count in counts:
             check_positive_int("count", count, "(Documents of a prefix)")
-        top_k = check_positive_int("top_k", self.top_k if top_k is None else top_k)
+        top_k = check_positive_int("top_k", self.settings.answer_top_k if top_k is None else top_k)
         readable = [document for document in documents[: max(counts, default=0)] if _has_text(document)]
         if query.strip() == "" or not readable:
             return {(count, weight): [] for count in counts for weight in weights}
@@ -324,7 +289,7 @@ class ExtractiveReader:
         spans = read_passages_batch(self._loaded(), [query], [contents], self.settings, top_k)[0]
         return {
             (count, weight): self._answers(
-                query, readable[:count], contents[:count], spans[:count], top_k, self.score_threshold, weight
+                query, readable[:count], contents[:count], spans[:count], top_k, self.settings.score_threshold, weight
             )
             for count in counts
             for weight in weights
@@ -334,10 +299,10 @@ class ExtractiveReader:
         self, query: str, documents: list[Document], contents: list[str], spans: list[list[PassageSpan]],
         top_k: int, threshold: float | str | None, rank_weight: float | None = None,
     ) -> list[ExtractedAnswer]:
-        rank_weight = self.rank_weight if rank_weight is None else rank_weight
-        calibration = self.calibration if rank_weight == self.rank_weight else None
+        rank_weight = self.settings.rank_weight if rank_weight is None else rank_weight
+        calibration = self.calibration if rank_weight == self.settings.rank_weight else None
         confidence_threshold = None
-        if threshold == defaults.AUTO_THRESHOLD:
+        if threshold == AUTO_THRESHOLD:
             if calibration is None:
                 raise ConfigError(
                     f"score_threshold='auto' needs an answer calibration (spanqa calibrate) fitted with "
@@ -347,9 +312,9 @@ class ExtractiveReader:
         return build_answers(
             query, documents, contents, spans,
             top_k=top_k,
-            context_chars=self.context_chars,
+            context_chars=self.settings.context_chars,
             merge_same_text=self.merge_same_answers,
-            score_threshold=None if threshold == defaults.AUTO_THRESHOLD else threshold,
+            score_threshold=None if threshold == AUTO_THRESHOLD else threshold,
             rank_weight=rank_weight,
             calibration=calibration,
             confidence_threshold=confidence_threshold,
@@ -388,7 +353,7 @@ class ExtractiveReader:
     def _beyond_reach(self, spans: list[list[PassageSpan]], read_count: int, bound: float) -> bool:
         """Whether the best answer of the Documents read outranks any span with a logit sum up to
         `bound` in the next Document (and so in every later one, whose priors are lower)."""
-        priors = rank_priors(read_count + 1, self.rank_weight)
+        priors = rank_priors(read_count + 1, self.settings.rank_weight)
         best = max(
             (s.start_logit + s.end_logit + priors[s.passage_index] for per in spans for s in per), default=None
         )

@@ -9,29 +9,16 @@ arrays of the batch's padded shape (B, L) whose values on padding are meaningles
   without padding rows, and attention runs per group of windows of (nearly) equal length. Same
   weights, same float32 math: logits equal the model's own to float rounding (about 1e-5),
   and it is checked against the model's own forward when the model is loaded.
-- `OnnxInt8Runner`: the opt-in CPU fast mode: the model exported to ONNX, the weights of its
-  matrix products quantised to int8 per output channel (dynamic quantisation: activations are
-  quantised on the fly, their inputs smoothed first) but for the first feed-forward output, run by
-  ONNX Runtime one window at a time (no padding). Faster, and close to the exact model but not equal.
+- `OnnxInt8Runner` (`spanqa.reader.fast_mode`): the opt-in CPU fast mode, int8 ONNX Runtime.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spanqa.errors import ConfigError
-from spanqa.onnx_int8 import (
-    export_onnx,
-    quantise_weights_int8,
-    require_onnx_runtime,
-    smooth_product_inputs,
-    weight_products,
-)
 from spanqa.reader.windows import WindowBatch
 
 # Attention of a group of windows is padded to the group's longest window. A group keeps growing
@@ -48,19 +35,6 @@ CUDA_MEMORY_SHARE = 0.5
 # ... within these bounds.
 CUDA_MIN_BATCH_TOKENS = 2048
 CUDA_MAX_BATCH_TOKENS = 262_144
-
-# Fast mode smooths the inputs of its int8 products (SmoothQuant's migration strength: 0.5 balances
-# input and weight ranges, higher moves more of the input's range into the weights) and keeps the
-# first layer's feed-forward output in float. Chosen with the trained MiniLM reader on SQuAD part-a
-# (bench/README.md, "Reader") by how often fast mode's answer is exact mode's: 0.5 and 1.0 agreed
-# least, 0.6-0.8 most; keeping that one product in float raised agreement from 90% to 93%.
-FAST_SMOOTHING_ALPHA = 0.7
-FAST_FLOAT_FEED_FORWARD_LAYERS = 1
-# The smoothing scales come from the inputs' largest values on these (question, passage) pairs of
-# everyday text, shipped with spanqa: measured on the same questions, windows of random tokens gave
-# scales that moved EM by up to 2.5 points from one random draw to the next.
-FAST_CALIBRATION_TEXT = Path(__file__).parent / "data" / "fast_calibration.txt"
-
 
 def _host_float64(tensor) -> np.ndarray:
     """A device tensor as a float64 numpy array: one conversion on the device, one transfer."""
@@ -262,7 +236,7 @@ class PackedDistilBertRunner:
         return self.model.qa_outputs(hidden)
 
 
-def _probe_batch(vocab_size: int, pad_token_id: int) -> WindowBatch:
+def probe_batch(vocab_size: int, pad_token_id: int) -> WindowBatch:
     """Two short windows of different lengths (so one is padded) with deterministic token ids."""
     lengths = np.array([7, 12], dtype=np.int64)
     length = int(lengths.max())
@@ -285,7 +259,12 @@ def _probe_batch(vocab_size: int, pad_token_id: int) -> WindowBatch:
     )
 
 
-def _agrees(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray], batch: WindowBatch, tolerance: float) -> bool:
+def logits_agree(
+    reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray], batch: WindowBatch,
+    tolerance: float,
+) -> bool:
+    """Whether `other`'s start and end logits are finite and within `tolerance` (relative to the
+    largest reference logit, at least 1) of `reference`'s on the batch's real tokens."""
     real = batch.attention_mask.astype(bool)
     for expected, got in zip(reference, other, strict=True):
         expected, got = expected[real], got[real]
@@ -295,7 +274,9 @@ def _agrees(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, n
     return True
 
 
-def packed_runner_if_equivalent(model: Any, device: Any, input_names: tuple[str, ...], vocab_size: int, pad_token_id: int):
+def packed_runner_if_equivalent(
+    model: Any, device: Any, input_names: tuple[str, ...], vocab_size: int, pad_token_id: int
+) -> PackedDistilBertRunner | None:
     """A `PackedDistilBertRunner` when the model is a DistilBERT QA model and the packed forward
     reproduces the model's own logits on a probe batch; else None (the padded runner is used).
 
@@ -306,11 +287,11 @@ def packed_runner_if_equivalent(model: Any, device: Any, input_names: tuple[str,
         return None
     import torch
 
-    probe = _probe_batch(vocab_size, pad_token_id)
+    probe = probe_batch(vocab_size, pad_token_id)
     tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 3e-2
     try:
         packed = PackedDistilBertRunner(model, device)
-        if _agrees(PaddedRunner(model, device, input_names)(probe), packed(probe), probe, tolerance):
+        if logits_agree(PaddedRunner(model, device, input_names)(probe), packed(probe), probe, tolerance):
             return packed
     except Exception:  # an unexpected module layout: fall back to the model's own forward
         return None
@@ -339,120 +320,3 @@ def cuda_batch_tokens(model: Any, device: Any, max_seq_length: int) -> int:
     per_token = 2 * element * (8 * hidden + 2 * feed_forward + heads * max_seq_length)
     budget = int(free * CUDA_MEMORY_SHARE) // per_token
     return int(min(CUDA_MAX_BATCH_TOKENS, max(CUDA_MIN_BATCH_TOKENS, budget)))
-
-
-def _calibration_feeds(tokenizer: Any) -> list[dict[str, np.ndarray]]:
-    """FAST_CALIBRATION_TEXT's (question, passage) pairs as model inputs, one window each."""
-    pairs = [block.split("\n", 1) for block in FAST_CALIBRATION_TEXT.read_text(encoding="utf-8").strip().split("\n\n")]
-    feeds = []
-    for question, passage in pairs:
-        encoded = tokenizer(question, passage, truncation="only_second", max_length=384, return_tensors="np")
-        feeds.append({name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()})
-    return feeds
-
-
-def check_fast_mode_available() -> None:
-    """ConfigError unless ONNX Runtime and the onnx package are importable."""
-    require_onnx_runtime("the reader's fast mode", "fast=False")
-
-
-def feed_forward_outputs(graph: Any, config: Any) -> list[str]:
-    """Names of an ONNX graph's feed-forward output products, first layer first: the products whose
-    weight maps the intermediate size to the hidden size (DistilBERT's or BERT's config names)."""
-    hidden = getattr(config, "dim", None) or getattr(config, "hidden_size", None)
-    intermediate = getattr(config, "hidden_dim", None) or getattr(config, "intermediate_size", None)
-    shapes = {weight.name: tuple(weight.dims) for weight in graph.initializer}
-    return [
-        node.name
-        for node in graph.node
-        if node.op_type == "MatMul" and len(node.input) == 2 and shapes.get(node.input[1]) == (intermediate, hidden)
-    ]
-
-
-class OnnxInt8Runner:
-    """The CPU fast mode: the model in ONNX Runtime with int8 weights, one window per call (no padding)."""
-
-    kind = "onnx-int8"
-
-    def __init__(self, model: Any, tokenizer: Any, input_names: tuple[str, ...], threads: int):
-        check_fast_mode_available()
-        import onnx
-        import onnxruntime
-
-        self.model_input_names = input_names
-        # One window per call: no padding, so no attention mask (all ones) to feed.
-        self.input_names = tuple(name for name in input_names if name != "attention_mask")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))  # as many as torch uses: a fair comparison
-        options.inter_op_num_threads = 1
-        # Workers spin briefly between operators, as torch's OpenMP threads do: with spinning off, each
-        # of the graph's hundreds of small operators waits for sleeping threads to wake (measured:
-        # 0.85 s vs 0.72 s per question of 10 SQuAD passages on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.log_severity_level = 3
-        with tempfile.TemporaryDirectory(prefix="spanqa-onnx-") as directory:
-            exported = Path(directory) / "model.onnx"
-            quantised = Path(directory) / "model-int8.onnx"
-            self._export(model, exported)
-            self._check_export(model, exported, options)
-            # Measured with a trained MiniLM-L6 reader on SQuAD (bench/README.md, "Reader"): what
-            # moves answers is the embeddings' int8 table, attention's quantised probabilities (both
-            # stay float) and, most, the feed-forward outputs: the GELU outputs they read have a few
-            # large channels that coarsen one per-tensor activation scale. Every int8 product's
-            # input is smoothed; the first of those outputs, the most sensitive, stays float.
-            # One load and one save of the graph for naming, smoothing and handing to the quantiser.
-            float_model = onnx.load(str(exported))
-            kept_float = feed_forward_outputs(float_model.graph, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
-            smooth_product_inputs(
-                float_model, [name for name in weight_products(float_model.graph) if name not in kept_float],
-                _calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
-            )
-            onnx.save(float_model, str(exported))
-            quantise_weights_int8(
-                exported, quantised, weights_only=True, float_lookups=True, float_nodes=kept_float
-            )
-            self.session = onnxruntime.InferenceSession(
-                quantised.read_bytes(), options, providers=["CPUExecutionProvider"]
-            )
-
-    def _export(self, model: Any, path: Path) -> None:
-        try:
-            export_onnx(
-                model, path, self.input_names, ("start_logits", "end_logits"),
-                lambda output: (output.start_logits, output.end_logits),
-            )
-        except Exception as error:
-            model.eval()
-            raise ConfigError(
-                f"fast=True could not export the model to ONNX ({type(error).__name__}: {error}); use fast=False"
-            ) from error
-
-    def _check_export(self, model: Any, path: Path, options: Any) -> None:
-        """The float ONNX graph must give the model's own logits on windows of another length than traced."""
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        import torch
-
-        probe = _probe_batch(int(getattr(model.config, "vocab_size", 100)), 0)
-        reference = PaddedRunner(model, torch.device("cpu"), self.model_input_names)(probe)
-        if not _agrees(reference, self._run(session, probe), probe, 1e-3):
-            raise ConfigError(
-                "fast=True: the model exported to ONNX does not reproduce its own logits on other window "
-                "lengths (its forward has shape-dependent code the exporter froze); use fast=False"
-            )
-
-
-    def _run(self, session: Any, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
-        arrays = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
-        start = np.zeros(batch.input_ids.shape, dtype=np.float64)
-        end = np.zeros(batch.input_ids.shape, dtype=np.float64)
-        for row, length in enumerate(batch.lengths.tolist()):
-            feed = {name: np.ascontiguousarray(arrays[name][row : row + 1, :length]) for name in self.input_names}
-            window_start, window_end = session.run(None, feed)
-            start[row, :length] = window_start[0]
-            end[row, :length] = window_end[0]
-        return start, end
-
-    def __call__(self, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
-        return self._run(self.session, batch)

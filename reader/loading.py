@@ -9,14 +9,9 @@ from typing import Any
 from spanqa import defaults
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
-from spanqa.reader.forward import (
-    OnnxInt8Runner,
-    PaddedRunner,
-    check_fast_mode_available,
-    cpu_batch_tokens,
-    cuda_batch_tokens,
-    packed_runner_if_equivalent,
-)
+from spanqa.reader.fast_mode import OnnxInt8Runner, check_fast_mode_available
+from spanqa.reader.forward import PaddedRunner, cpu_batch_tokens, cuda_batch_tokens, packed_runner_if_equivalent
+from spanqa.settings import flag
 
 # What the reader can build for a window; a model gets the subset its tokenizer names and its
 # forward() declares (DistilBERT, for one, takes no token_type_ids).
@@ -127,10 +122,9 @@ def prepare_qa_model(tokenizer, model, device: str, fast: bool = False) -> Loade
 
 
 def check_fast(fast: object) -> bool:
-    """Validate the fast-mode setting: a bool, and its optional packages installed when True."""
-    if not isinstance(fast, bool):
-        raise ConfigError(f"fast={fast!r} must be True or False (default False)")
-    if fast:
+    """Validate the fast-mode setting: a bool (the `fast_reader` setting's check), and its optional
+    packages installed when True."""
+    if flag("fast", fast):
         check_fast_mode_available()
     return fast
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
 from spanqa.reader.decoding import (
     best_spans,
@@ -20,8 +19,8 @@ from spanqa.reader.decoding import (
     word_aligned_char_spans,
 )
 from spanqa.reader.loading import LoadedQAModel
-from spanqa.reader.windows import WindowBatch, encode_pairs, length_sorted_batches, truncate_questions
-
+from spanqa.reader.windows import Window, WindowBatch, encode_pairs, length_sorted_batches, truncate_questions
+from spanqa.settings import ReaderSettings
 
 
 def pipeline_candidates_per_window(top_k: int) -> int:
@@ -30,57 +29,24 @@ def pipeline_candidates_per_window(top_k: int) -> int:
     return 2 * top_k + 10
 
 
-@dataclass(frozen=True)
-class ReadingSettings:
-    """How passages are cut into windows and spans decoded; defaults are the classic pipeline's."""
-
-    max_answer_length: int = defaults.MAX_ANSWER_LENGTH
-    max_seq_length: int = defaults.MAX_SEQ_LENGTH
-    doc_stride: int = defaults.DOC_STRIDE
-    max_question_length: int = defaults.MAX_QUESTION_LENGTH
-    batch_size: int | None = defaults.READER_BATCH_SIZE  # most windows per forward pass; None: no limit
-    max_batch_tokens: int | None = defaults.READER_MAX_BATCH_TOKENS  # None: the device's default budget
-
-    def __post_init__(self) -> None:
-        for name in ("max_answer_length", "max_seq_length", "max_question_length"):
-            check_positive_int(name, getattr(self, name))
-        for name in ("batch_size", "max_batch_tokens"):
-            if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name), "or None")
-        if not _is_int(self.doc_stride) or self.doc_stride < 0:
-            raise ConfigError(f"doc_stride={self.doc_stride!r} must be an integer >= 0 (default {defaults.DOC_STRIDE})")
-        if self.doc_stride >= self.max_seq_length:
-            raise ConfigError(
-                f"doc_stride={self.doc_stride} must be smaller than max_seq_length={self.max_seq_length}: "
-                "it is the overlap of consecutive windows; lower doc_stride or raise max_seq_length"
-            )
-        if self.max_question_length >= self.max_seq_length:
-            raise ConfigError(
-                f"max_question_length={self.max_question_length} leaves no room for the passage in "
-                f"max_seq_length={self.max_seq_length} tokens: lower max_question_length"
-            )
-
-    def check_fits(self, qa_model: LoadedQAModel) -> None:
-        """Settings that depend on the tokenizer and model: windows must fit and always advance."""
-        special_tokens = qa_model.tokenizer.num_special_tokens_to_add(pair=True)
-        passage_budget = self.max_seq_length - self.max_question_length - special_tokens
-        if passage_budget <= self.doc_stride:
-            raise ConfigError(
-                f"with max_seq_length={self.max_seq_length}, max_question_length={self.max_question_length} "
-                f"and {special_tokens} special tokens, a window holds {passage_budget} passage tokens, "
-                f"not more than doc_stride={self.doc_stride}: windows would not advance; lower doc_stride "
-                "or max_question_length, or raise max_seq_length"
-            )
-        max_positions = getattr(getattr(qa_model.model, "config", None), "max_position_embeddings", None)
-        if isinstance(max_positions, int) and self.max_seq_length > max_positions:
-            raise ConfigError(
-                f"max_seq_length={self.max_seq_length} exceeds the model's {max_positions} positions: "
-                f"use max_seq_length <= {max_positions}"
-            )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def check_windows_fit(settings: ReaderSettings, qa_model: LoadedQAModel) -> None:
+    """The window settings' checks that need the tokenizer and model: windows must fit the model
+    and always advance (the settings' own checks ran when `settings` was made)."""
+    special_tokens = qa_model.tokenizer.num_special_tokens_to_add(pair=True)
+    passage_budget = settings.max_seq_length - settings.max_question_length - special_tokens
+    if passage_budget <= settings.doc_stride:
+        raise ConfigError(
+            f"with max_seq_length={settings.max_seq_length}, max_question_length={settings.max_question_length} "
+            f"and {special_tokens} special tokens, a window holds {passage_budget} passage tokens, "
+            f"not more than doc_stride={settings.doc_stride}: windows would not advance; lower doc_stride "
+            "or max_question_length, or raise max_seq_length"
+        )
+    max_positions = getattr(getattr(qa_model.model, "config", None), "max_position_embeddings", None)
+    if isinstance(max_positions, int) and settings.max_seq_length > max_positions:
+        raise ConfigError(
+            f"max_seq_length={settings.max_seq_length} exceeds the model's {max_positions} positions: "
+            f"use max_seq_length <= {max_positions}"
+        )
 
 
 @dataclass(frozen=True)
@@ -191,7 +157,7 @@ def read_passages(
     qa_model: LoadedQAModel,
     question: str,
     passages: list[str],
-    settings: ReadingSettings,
+    settings: ReaderSettings,
     top_k: int,
 ) -> list[list[PassageSpan]]:
     """The best `top_k` distinct spans of each passage, in the classic pipeline's order for that passage.
@@ -200,7 +166,8 @@ def read_passages(
     length-sorted batches, and each passage's candidates from all its windows, widened to whole
     words, are merged and ranked as the pipeline does (`_merge_like_the_pipeline`). Result i
     belongs to passages[i]; compare spans across passages by `PassageSpan.score`, not by their
-    position.
+    position. `settings` gives the windows (`max_seq_length`, `doc_stride`, `max_question_length`),
+    the batches (`reader_batch_size`, `reader_max_batch_tokens`) and `max_answer_length`.
     """
     return read_passages_batch(qa_model, [question], [passages], settings, top_k)[0]
 
@@ -209,15 +176,15 @@ def read_passages_batch(
     qa_model: LoadedQAModel,
     questions: list[str],
     passages_per_question: list[list[str]],
-    settings: ReadingSettings,
+    settings: ReaderSettings,
     top_k: int | Sequence[int],
 ) -> list[list[list[PassageSpan]]]:
     """`read_passages` for many questions at once: `result[q][i]` are the spans of `passages_per_question[q][i]`.
 
     Every (question, passage) pair of every question is tokenised in one tokenizer call, and all
-    their windows are sorted by length and cut into batches together (at most `batch_size`
-    windows and `max_batch_tokens` tokens with padding each), so padding stays minimal and many
-    questions share forward passes. Each pair's spans are what `read_passages` gives for that
+    their windows are sorted by length and cut into batches together (at most `reader_batch_size`
+    windows and `reader_max_batch_tokens` tokens with padding each), so padding stays minimal and
+    many questions share forward passes. Each pair's spans are what `read_passages` gives for that
     question alone (to float rounding between batch shapes). A blank question gets no spans.
     `top_k` is one number for every question or one per question (questions of different
     requests read together in a server).
@@ -231,68 +198,86 @@ def read_passages_batch(
     asked = [index for index, question in enumerate(questions) if question.strip() and passages_per_question[index]]
     if not asked:
         return results
-
-    tokenizer = qa_model.tokenizer
-    truncated = truncate_questions(tokenizer, [questions[index] for index in asked], settings.max_question_length)
-    pair_question: list[int] = []  # per (question, passage) pair: the question's index ...
-    pair_passage: list[int] = []  # ... and the passage's index in that question's list
-    pair_texts: list[str] = []
-    pair_passages: list[str] = []
-    for question_index, question in zip(asked, truncated, strict=True):
-        passages = passages_per_question[question_index]
-        pair_question += [question_index] * len(passages)
-        pair_passage += range(len(passages))
-        pair_texts += [question] * len(passages)
-        pair_passages += passages
+    pairs = _Pairs.of(qa_model.tokenizer, questions, passages_per_question, asked, settings.max_question_length)
     windows = encode_pairs(
-        tokenizer,
-        pair_texts,
-        pair_passages,
+        qa_model.tokenizer,
+        pairs.questions,
+        pairs.passages,
         max_seq_length=settings.max_seq_length,
         stride=settings.doc_stride,
         word_ids_available=qa_model.word_ids_available,
     )
     if not windows:
         return results
-    pair_of_window = np.array([window.passage_index for window in windows], dtype=np.int64)
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    max_batch_tokens = settings.max_batch_tokens or qa_model.batch_tokens(settings.max_seq_length)
-
-    parts = []
-    batches = length_sorted_batches(
-        windows, settings.batch_size, pad_token_id, max_batch_tokens, qa_model.forward_cost_tokens
-    )
-    for batch in batches:
-        start_logits, end_logits = qa_model.logits(batch)
-        parts.append(
-            _decode_batch(
-                batch,
-                start_logits,
-                end_logits,
-                pair_of_window,
-                settings.max_answer_length,
-                candidates_per_window=pipeline_candidates_per_window(max(top_ks)),
-            )
-        )
-    candidates = _concatenate(parts)
+    candidates = _decode_windows(qa_model, windows, settings, pipeline_candidates_per_window(max(top_ks)))
 
     # Batches came in length order; put candidates back in window order: the pipeline walks a
     # passage's windows in order, and so must the merging below. Windows are numbered pair by
     # pair, so this order also groups each pair's candidates together.
     by_window = np.lexsort((candidates.rank_in_window, candidates.window))
-    bounds = np.searchsorted(candidates.passage[by_window], np.arange(len(pair_texts) + 1))
+    bounds = np.searchsorted(candidates.passage[by_window], np.arange(len(pairs.passages) + 1))
     probability = np.exp(candidates.log_probability)
-    for pair_index, passage in enumerate(pair_passages):
+    for pair_index, passage in enumerate(pairs.passages):
         in_pair = by_window[bounds[pair_index] : bounds[pair_index + 1]]
-        question_top_k = top_ks[pair_question[pair_index]]
+        question_top_k = top_ks[pairs.question_of_pair[pair_index]]
         # Windows were decoded for the largest top_k of the call; best_spans ranks each window's
         # spans stably, so its first 2*k+10 are exactly what a call with this question's k decodes.
         in_pair = in_pair[candidates.rank_in_window[in_pair] < pipeline_candidates_per_window(question_top_k)]
-        passage_index = pair_passage[pair_index]
-        results[pair_question[pair_index]][passage_index] = _merge_like_the_pipeline(
+        passage_index = pairs.passage_of_pair[pair_index]
+        results[pairs.question_of_pair[pair_index]][passage_index] = _merge_like_the_pipeline(
             passage_index, passage, in_pair, candidates, probability, question_top_k
         )
     return results
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The (question, passage) pairs of a call, in the order they are tokenised."""
+
+    question_of_pair: list[int]  # per pair: the question's index in the call ...
+    passage_of_pair: list[int]  # ... and the passage's index in that question's list
+    questions: list[str]  # per pair: the question, cut to max_question_length tokens
+    passages: list[str]
+
+    @classmethod
+    def of(
+        cls, tokenizer, questions: list[str], passages_per_question: list[list[str]], asked: list[int],
+        max_question_length: int,
+    ) -> _Pairs:
+        """Every passage of each asked question (by index) paired with that question, truncated."""
+        truncated = truncate_questions(tokenizer, [questions[index] for index in asked], max_question_length)
+        pairs = cls([], [], [], [])
+        for question_index, question in zip(asked, truncated, strict=True):
+            passages = passages_per_question[question_index]
+            pairs.question_of_pair.extend([question_index] * len(passages))
+            pairs.passage_of_pair.extend(range(len(passages)))
+            pairs.questions.extend([question] * len(passages))
+            pairs.passages.extend(passages)
+        return pairs
+
+
+def _decode_windows(
+    qa_model: LoadedQAModel, windows: list[Window], settings: ReaderSettings, candidates_per_window: int
+) -> _Candidates:
+    """Every window through the model in length-sorted batches, each batch's spans decoded."""
+    pair_of_window = np.array([window.passage_index for window in windows], dtype=np.int64)
+    tokenizer = qa_model.tokenizer
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    max_batch_tokens = settings.reader_max_batch_tokens
+    if max_batch_tokens is None:
+        max_batch_tokens = qa_model.batch_tokens(settings.max_seq_length)
+    batches = length_sorted_batches(
+        windows, settings.reader_batch_size, pad_token_id, max_batch_tokens, qa_model.forward_cost_tokens
+    )
+    parts = []
+    for batch in batches:
+        start_logits, end_logits = qa_model.logits(batch)
+        parts.append(
+            _decode_batch(
+                batch, start_logits, end_logits, pair_of_window, settings.max_answer_length, candidates_per_window
+            )
+        )
+    return _concatenate(parts)
 
 
 def per_question_top_k(top_k: int | Sequence[int], question_count: int) -> list[int]:

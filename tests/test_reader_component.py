@@ -17,6 +17,7 @@ from spanqa.errors import ConfigError, ModelLoadError
 from spanqa.reader import ExtractiveReader, comparable_score, word_aligned_char_spans
 from spanqa.reader.decoding import SpanCandidates
 from spanqa.reader.windows import encode_windows
+from spanqa.settings import ReaderSettings
 
 QUESTION = "Who wrote the report?"
 
@@ -303,14 +304,14 @@ class TestEntryPoints:
         assert len(answers) == 2
 
     def test_read_passages_works_on_plain_strings(self, tokenizer):
-        from spanqa.reader import ReadingSettings, prepare_qa_model, read_passages
+        from spanqa.reader import prepare_qa_model, read_passages
 
         qa_model = prepare_qa_model(
             tokenizer, ScriptedQAModel({token_id(tokenizer, "Rome"): 5.0}, {token_id(tokenizer, "Italy"): 5.0}), "cpu"
         )
         passages = ["Madrid is in Spain.", "Rome is the capital of Italy."]
 
-        spans = read_passages(qa_model, QUESTION, passages, ReadingSettings(), top_k=2)
+        spans = read_passages(qa_model, QUESTION, passages, ReaderSettings(), top_k=2)
 
         assert [len(passage_spans) for passage_spans in spans] == [2, 2]
         best = spans[1][0]
@@ -338,12 +339,33 @@ class TestSettings:
         }
         assert restored.to_dict() == data
 
-    def test_defaults_come_from_spanqa_defaults(self):
+    def test_defaults_come_from_the_reader_settings(self):
         parameters = ExtractiveReader().to_dict()["init_parameters"]
 
-        assert parameters["model"] == defaults.READER_MODEL
-        assert parameters["doc_stride"] == defaults.DOC_STRIDE
-        assert parameters["top_k"] == defaults.ANSWER_TOP_K
+        assert parameters["model"] == ReaderSettings.reader
+        assert parameters["doc_stride"] == ReaderSettings.doc_stride
+        assert parameters["top_k"] == ReaderSettings.answer_top_k
+        assert parameters["batch_size"] is ReaderSettings.reader_batch_size is None
+
+    def test_from_settings_is_the_reader_those_settings_describe(self):
+        settings = ReaderSettings(
+            reader="some/model", answer_top_k=3, max_seq_length=256, doc_stride=64, reader_batch_size=4,
+            reader_max_batch_tokens=2048, rank_weight=0.5, score_threshold=0.2, context_chars=40,
+        )
+
+        reader = ExtractiveReader.from_settings(settings, device="cpu")
+
+        assert reader.settings == settings
+        assert reader.to_dict()["init_parameters"] == {
+            "model": "some/model", "device": "cpu", "top_k": 3, "max_answer_length": 15, "max_seq_length": 256,
+            "doc_stride": 64, "max_question_length": 64, "batch_size": 4, "context_chars": 40,
+            "score_threshold": 0.2, "merge_same_answers": True, "max_batch_tokens": 2048, "fast": False,
+            "rank_weight": 0.5, "calibration": None, "adaptive": False,
+        }
+
+    def test_from_settings_still_checks_what_joins_components(self):
+        with pytest.raises(ConfigError, match="calibration"):
+            ExtractiveReader.from_settings(ReaderSettings(score_threshold="auto"), device="cpu")
 
     @pytest.mark.parametrize(
         ("bad", "named"),
@@ -489,7 +511,7 @@ def test_real_distilbert_architecture_reads_squad_passages(shared_data_dir):
             assert answer.document_offset.end in word_ends
 
 
-def _calibration(max_logit_sum: float, rank_weight: float = defaults.READER_RANK_WEIGHT):
+def _calibration(max_logit_sum: float, rank_weight: float = ReaderSettings.rank_weight):
     from spanqa.reader.calibration import AnswerCalibration
 
     return AnswerCalibration(

@@ -32,9 +32,9 @@ import pytest
 from haystack import Document
 from model_factory import seeded_qa_model, weights_checksum
 
-from spanqa import defaults
 from spanqa.errors import ModelLoadError
-from spanqa.reader import ExtractiveReader, LoadedQAModel, ReadingSettings, prepare_qa_model, read_passages
+from spanqa.reader import ExtractiveReader, LoadedQAModel, prepare_qa_model, read_passages
+from spanqa.settings import ReaderSettings
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "squad_parity_reference.json"
 ARCH_DIR = Path("models") / "distilbert-base-cased-distilled-squad-arch"  # under shared/data
@@ -110,12 +110,12 @@ def parity_qa_model(shared_data_dir: Path, reference: dict[str, Any]) -> LoadedQ
     return prepare_qa_model(AutoTokenizer.from_pretrained(str(arch_dir)), model, "cpu")
 
 
-def _reading_settings(reference: dict[str, Any]) -> ReadingSettings:
+def _reading_settings(reference: dict[str, Any]) -> ReaderSettings:
     settings = reference["settings"]
     # The pipeline always aligns to words and never answers "impossible"; the reader knows no other way.
     assert settings["align_to_words"] is True and settings["handle_impossible_answer"] is False
     assert settings["top_k"] == 1
-    return ReadingSettings(
+    return ReaderSettings(
         max_answer_length=settings["max_answer_len"],
         max_seq_length=settings["max_seq_len"],
         doc_stride=settings["doc_stride"],
@@ -221,7 +221,7 @@ def test_model_card_example_with_real_weights() -> None:
     # A local copy of the model (offline machines, CI caches), else the hub id.
     model = os.environ.get("SPANQA_READER_MODEL_DIR", "")
     if model.strip() == "":
-        model = defaults.READER_MODEL
+        model = ReaderSettings.reader
     reader = ExtractiveReader(model=model, device="cpu", top_k=1)
     try:
         reader.warm_up()

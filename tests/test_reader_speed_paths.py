@@ -12,7 +12,7 @@ import torch
 from haystack import Document
 
 from spanqa.errors import ConfigError
-from spanqa.reader import ExtractiveReader, ReadingSettings, load_qa_model, prepare_qa_model, read_passages
+from spanqa.reader import ExtractiveReader, load_qa_model, prepare_qa_model, read_passages
 from spanqa.reader.forward import (
     CUDA_MAX_BATCH_TOKENS,
     CUDA_MIN_BATCH_TOKENS,
@@ -22,6 +22,7 @@ from spanqa.reader.forward import (
 )
 from spanqa.reader.span_reader import read_passages_batch
 from spanqa.reader.windows import encode_pairs, encode_windows, length_sorted_batches, plan_batches
+from spanqa.settings import ReaderSettings
 
 PASSAGES = [
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
@@ -83,7 +84,7 @@ def tiny_reader(tiny_qa_model_dir) -> ExtractiveReader:
 
 class TestBatchApi:
     def test_read_passages_batch_equals_one_question_at_a_time(self, tiny_qa):
-        settings = ReadingSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
+        settings = ReaderSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
         passages = [passages_for(index) for index in range(len(QUESTIONS))]
 
         together = read_passages_batch(tiny_qa, QUESTIONS, passages, settings, top_k=4)
@@ -95,7 +96,7 @@ class TestBatchApi:
             np.testing.assert_allclose(span_logits(batched), span_logits(alone), rtol=1e-4, atol=1e-5)
 
     def test_blank_questions_and_empty_lists_get_no_spans_and_keep_their_places(self, tiny_qa):
-        settings = ReadingSettings()
+        settings = ReaderSettings()
         passages = [PASSAGES[:2], PASSAGES[:3], [], PASSAGES[3:5]]
 
         result = read_passages_batch(tiny_qa, [QUESTIONS[0], "   ", QUESTIONS[1], QUESTIONS[2]], passages, settings, 2)
@@ -106,7 +107,7 @@ class TestBatchApi:
 
     def test_one_list_of_passages_per_question(self, tiny_qa):
         with pytest.raises(ValueError, match="one list per question"):
-            read_passages_batch(tiny_qa, QUESTIONS[:2], [PASSAGES], ReadingSettings(), top_k=1)
+            read_passages_batch(tiny_qa, QUESTIONS[:2], [PASSAGES], ReaderSettings(), top_k=1)
 
     def test_run_batch_equals_separate_runs(self, tiny_reader):
         documents = [[Document(content=text) for text in passages_for(index)] for index in range(len(QUESTIONS))]
@@ -134,7 +135,7 @@ class TestBatchApi:
     def test_per_question_top_k_reads_each_question_as_alone(self, tiny_qa):
         # A server batches requests asking for different numbers of answers; each must get what a
         # call with its own top_k gives (the candidates per window depend on top_k).
-        settings = ReadingSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
+        settings = ReaderSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
         passages = [passages_for(index) for index in range(3)]
         top_ks = [1, 6, 3]
 
@@ -227,12 +228,12 @@ class TestTokenBudgetBatching:
         qa_model = tiny_bert_qa
         assert qa_model.runner.kind == "padded"
         assert qa_model.forward_cost_tokens is not None
-        settings = ReadingSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
+        settings = ReaderSettings(max_seq_length=64, doc_stride=16, max_question_length=16)
         for index, question in enumerate(QUESTIONS):
             passages = passages_for(index)
             planned = read_passages(qa_model, question, passages, settings, top_k=4)
-            one_at_a_time = read_passages(qa_model, question, passages, ReadingSettings(
-                max_seq_length=64, doc_stride=16, max_question_length=16, batch_size=1), top_k=4)
+            one_at_a_time = read_passages(qa_model, question, passages, ReaderSettings(
+                max_seq_length=64, doc_stride=16, max_question_length=16, reader_batch_size=1), top_k=4)
             assert span_keys(planned) == span_keys(one_at_a_time)
             np.testing.assert_allclose(span_logits(planned), span_logits(one_at_a_time), rtol=1e-4, atol=1e-5)
 
@@ -409,6 +410,17 @@ def fast_reader(tiny_qa_model_dir) -> ExtractiveReader:
 
 
 class TestFastMode:
+    def test_the_smoothing_pairs_are_never_cut_whatever_window_the_reader_uses(self, tiny_qa):
+        from spanqa.reader.fast_mode import FAST_CALIBRATION_MAX_TOKENS, FAST_CALIBRATION_TEXT, _calibration_feeds
+
+        blocks = FAST_CALIBRATION_TEXT.read_text(encoding="utf-8").strip().split("\n\n")
+        feeds = _calibration_feeds(tiny_qa.tokenizer)  # the tiny vocabulary cuts words into many pieces
+
+        assert len(feeds) == len(blocks) > 0
+        for feed, block in zip(feeds, blocks, strict=True):
+            whole = tiny_qa.tokenizer(*block.split("\n", 1))["input_ids"]
+            assert feed["input_ids"].shape[1] == len(whole) < FAST_CALIBRATION_MAX_TOKENS
+
     def test_fast_mode_uses_int8_onnx_runtime_and_leaves_the_model_in_eval_mode(self, fast_reader):
         qa_model = fast_reader._loaded()
 
@@ -430,7 +442,7 @@ class TestFastMode:
                 assert answer.data.strip() == answer.data
 
     def test_fast_mode_mostly_agrees_with_exact_mode(self, fast_reader, tiny_qa):
-        settings = ReadingSettings()
+        settings = ReaderSettings()
         questions = QUESTIONS * 2
         passages = [passages_for(index) for index in range(len(questions))]
 
