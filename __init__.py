@@ -26,7 +26,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # DocumentQA pulls in torch, transformers and Haystack; import it only when asked for.
+    # `spanqa.DocumentQA`, a convenience of the public API outside the layers (pyproject's import-linter
+    # contracts): it pulls in torch, transformers and Haystack, so it is imported only when asked for.
     if name == "DocumentQA":
         from spanqa.pipelines.api import DocumentQA
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import re
-
 from spanqa.errors import ConfigError
-
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+from spanqa.settings import DeviceSettings
 
 
 def check_device(device: str) -> str:
-    """Validate a device setting without touching torch; returns it unchanged."""
-    if not isinstance(device, str) or _DEVICE_PATTERN.match(device) is None:
-        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return device
+    """`device` unchanged when it is a device setting (`DeviceSettings.device`'s check, without torch),
+    else a ConfigError saying what it takes."""
+    return DeviceSettings(device=device).device
 
 
 def resolve_device(device: str) -> str:
     """'auto' becomes 'cuda:0' when torch sees a GPU, else 'cpu'; asking for CUDA without one is an error."""
-    import torch
+    import torch  # here: checking a device setting must not load torch
 
     check_device(device)
     if device == "auto":

@@ -222,11 +222,11 @@ def phase_query(side: str, size: int, directory: Path, queries_path: Path, truth
 
     sweep = {}
     if side == "spanqa" and store.structure == "hnsw":
-        from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
+        from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 
         chosen = store
         for ef_search in (32, 48, 64, 96, 128):
-            store = FaissDocumentStore.open(directory, settings=StoreSettings(hnsw_ef_search=ef_search))
+            store = FaissDocumentStore.open(directory, settings=IndexTuning(hnsw_ef_search=ef_search))
             latencies, hits = measure()
             sweep[ef_search] = {"ms_per_query_median": 1000 * float(np.median(latencies)),
                                 "recall_at_10": hits / (10 * len(queries))}

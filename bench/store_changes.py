@@ -149,11 +149,11 @@ def phase_changes(size: int, directory: Path) -> dict:
     faiss.omp_set_num_threads(1)
     from spanqa.indexing.store import faiss_store as store_module
 
-    segmented = hasattr(store_module, "StoreSettings")
+    segmented = hasattr(store_module, "IndexTuning")
     started = time.perf_counter()
     if segmented:
         # No merging: the bench piles segments up on purpose (compaction is measured at the end).
-        settings = store_module.StoreSettings(merge_factor=1000)
+        settings = store_module.IndexTuning(merge_factor=1000)
         store = store_module.FaissDocumentStore.open(directory, settings=settings)
     else:
         store = store_module.FaissDocumentStore.open(directory)

@@ -2,8 +2,13 @@
 components (PageConverter -> PageChunker -> a document embedder -> ChunkEmbeddings) over the same
 steps the `spanqa index` workers run.
 
+Its packages, highest first (pyproject's import-linter contract checks the order): `pages` (the
+service's page views) and `ingest` (files to stored chunks); `retrieval` and `formats` (files to page
+texts); `store` and `ocr`; the modules `layout` (reading order) and `pdfium` (its one lock).
+
 Names are imported on first use: the parse worker processes import the plain-Python modules of this
-package (reading, layout, cleaning, spans, parsing) and must not pay for Haystack, torch and FAISS.
+package (formats, ocr, layout, spans, parsing, workers) and must not pay for Haystack, torch and
+FAISS (a contract in pyproject checks that too).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ _HOMES = {
     "ChunkEmbeddings": "spanqa.indexing.ingest.chunking",
     "ChunkMeta": "spanqa.chunk_meta",
     "PageChunker": "spanqa.indexing.ingest.chunking",
-    "PageConverter": "spanqa.indexing.formats.converters",
-    "ReadSettings": "spanqa.indexing.formats.converters",
+    "PageConverter": "spanqa.indexing.ingest.converters",
+    "ReadSettings": "spanqa.indexing.ingest.converters",
     "chunk_spans": "spanqa.indexing.ingest.spans",
     "sentence_spans": "spanqa.indexing.ingest.spans",
     "discover_files": "spanqa.indexing.formats.extraction",

@@ -30,9 +30,10 @@ from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, check_positive_int
+from spanqa.indexing.ingest.workers import limit_memory, main_module_hidden, worker_context
 from spanqa.indexing.ocr.engines import check_ocr_mode
 from spanqa.indexing.pages.pdf_pages import PdfPages
-from spanqa.indexing.ingest.workers import limit_memory, main_module_hidden, worker_context
+from spanqa.settings import ChunkingSettings, OcrSettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,12 @@ class PagePool:
 
     def __init__(
         self,
-        workers: int = defaults.SERVICE_RENDER_WORKERS,
-        timeout_s: float | None = defaults.SERVICE_PAGE_TIMEOUT_S,
-        memory_mb: int | None = defaults.SERVICE_PAGE_MEMORY_MB,
+        workers: int = ServiceSettings.page_workers,
+        timeout_s: float | None = ServiceSettings.page_timeout_s,
+        memory_mb: int | None = ServiceSettings.page_memory_mb,
         *,
-        layout: bool = defaults.LAYOUT_READING_ORDER,
-        ocr: str = defaults.OCR,
+        layout: bool = ChunkingSettings.layout_reading_order,
+        ocr: str = OcrSettings.ocr,
         job: Callable[[PdfPages, str, str, tuple, dict], Any] = run_page_call,
     ):
         """

@@ -31,6 +31,7 @@ from spanqa.errors import ConfigError, DocumentError
 from spanqa.indexing.ingest.indexer import file_sha256
 from spanqa.indexing.pages.pdf_pages import PageGeometry, file_stamp
 from spanqa.service.page_workers import PageOverBudget, PagePool
+from spanqa.settings import ChunkingSettings, OcrSettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -136,9 +137,9 @@ class PageService:
 
     def __init__(
         self,
-        workers: int = defaults.SERVICE_RENDER_WORKERS,
-        timeout_s: float | None = defaults.SERVICE_PAGE_TIMEOUT_S,
-        memory_mb: int | None = defaults.SERVICE_PAGE_MEMORY_MB,
+        workers: int = ServiceSettings.page_workers,
+        timeout_s: float | None = ServiceSettings.page_timeout_s,
+        memory_mb: int | None = ServiceSettings.page_memory_mb,
         observe: Callable[[str], None] | None = None,
         pool: PagePool | None = None,
     ) -> None:
@@ -149,8 +150,8 @@ class PageService:
         self._locks = _KeyLocks()
         self._observe = observe
         # How the index read its PDFs (offsets point into that text): set from its manifest.
-        self._layout = defaults.LAYOUT_READING_ORDER
-        self._ocr = defaults.OCR
+        self._layout = ChunkingSettings.layout_reading_order
+        self._ocr = OcrSettings.ocr
         self._hashes: dict[tuple[str, int, int], str] = {}
         self._hash_lock = threading.Lock()
 

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from spanqa import defaults
+from spanqa.settings import RETRIEVAL_MODES, ReaderSettings, RetrievalSettings
 
-Retrieval = Literal["hybrid", "dense", "keyword"]
+Retrieval = Literal[RETRIEVAL_MODES]  # the modes `RetrievalSettings.retrieval` takes
 
 
 class Strict(BaseModel):
@@ -23,7 +24,7 @@ class ErrorBody(BaseModel):
 
 class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
-    top_k: int = Field(default=defaults.ANSWER_TOP_K, ge=1, le=defaults.SERVICE_MAX_TOP_K,
+    top_k: int = Field(default=ReaderSettings.answer_top_k, ge=1, le=defaults.SERVICE_MAX_TOP_K,
                        description="answers to return")
     passages: int | None = Field(default=None, ge=1, le=defaults.SERVICE_MAX_TOP_K,
                                  description="retrieved passages the reader reads (default: the server's)")
@@ -37,7 +38,7 @@ class AskRequest(Strict):
 
 class SearchRequest(Strict):
     query: str = Field(min_length=1, max_length=defaults.SERVICE_MAX_QUESTION_CHARS)
-    top_k: int = Field(default=defaults.SEARCH_TOP_K, ge=1, le=defaults.SERVICE_MAX_TOP_K)
+    top_k: int = Field(default=RetrievalSettings.search_top_k, ge=1, le=defaults.SERVICE_MAX_TOP_K)
     filters: dict[str, Any] | None = None
     retrieval: Retrieval | None = None
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from spanqa.errors import ConfigError
 from spanqa.file_modes import private_opener
+from spanqa.paths import user_path
 from spanqa.service.database import now_utc
 
 ROLES = ("read", "admin")
@@ -120,7 +121,7 @@ def scope_paths(paths: list[str | Path] | tuple[str | Path, ...]) -> tuple[str, 
         text = str(path)
         if text.strip() == "":
             raise ConfigError("a --scope path is empty: give a folder or file path")
-        absolute = str(Path(text).expanduser().resolve())
+        absolute = str(user_path(text))
         if absolute == "/":
             raise ConfigError("--scope / is everything: leave --scope out for a token that sees every file")
         resolved.append(absolute)
@@ -131,7 +132,7 @@ class TokenFile:
     """The tokens file at `path`: add, list and revoke tokens; authenticate a presented token."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser().resolve()
+        self.path = user_path(path)
         self._lock = threading.Lock()
         self._seen: tuple[int, int, int] | None = None  # (inode, size, mtime_ns) of the loaded file
         self._records: tuple[TokenRecord, ...] = ()

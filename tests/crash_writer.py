@@ -48,10 +48,10 @@ def run_writer(index_dir: Path, batches: int, size: int, index_type: str) -> Non
     from haystack import Document
     from haystack.document_stores.types import DuplicatePolicy
 
-    from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 
     # Small tiers, so commits merge segments often (a kill lands in merges too).
-    settings = StoreSettings(merge_factor=3, merge_floor_vectors=1000)
+    settings = IndexTuning(merge_factor=3, merge_floor_vectors=1000)
 
     if FaissDocumentStore.exists(index_dir):
         store = FaissDocumentStore.open(index_dir, settings=settings)

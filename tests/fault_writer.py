@@ -33,12 +33,12 @@ from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import StorageError
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 
 DIMENSION = 16
 BATCH = 40
 # Small tiers and a low IVF threshold: the operations below merge segments and train a quantizer.
-SETTINGS = StoreSettings(merge_factor=3, merge_floor_vectors=30, approximate_min_vectors=100, ivf_train_iterations=2)
+SETTINGS = IndexTuning(merge_factor=3, merge_floor_vectors=30, approximate_min_vectors=100, ivf_train_iterations=2)
 
 
 def shim() -> ctypes.CDLL:

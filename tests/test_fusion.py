@@ -1,7 +1,8 @@
 import pytest
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings, min_max_scaled
+from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode
+from spanqa.indexing.store.rank_fusion import fuse_rankings, min_max_scaled
 
 
 def test_min_max_scaling_maps_best_to_one_and_worst_to_zero():
@@ -39,6 +40,6 @@ def test_bad_weight_is_a_config_error(bad):
 
 
 def test_bad_mode_is_a_config_error_naming_the_choices():
-    with pytest.raises(ConfigError, match="hybrid, dense, keyword"):
+    with pytest.raises(ConfigError, match="retrieval='sparse' must be one of 'hybrid', 'dense', 'keyword'"):
         check_retrieval_mode("sparse")
     assert check_retrieval_mode("keyword") == "keyword"

@@ -20,14 +20,14 @@ from spanqa.indexing.store import backup as index_backup
 from spanqa.indexing.store.backup import PARTIAL_SUFFIX, STAGING_PREFIX, backup_index, copy_database
 from spanqa.indexing.store.check import check_index, index_health
 from spanqa.indexing.store.shards import ShardedStore
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
-from spanqa.pipelines.cli import main
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
+from spanqa.cli import main
 from spanqa.service.database import ServiceDatabase
 
 DIMENSION = 16
 BATCH = 20
 # Small tiers and a low IVF threshold: commits merge segments, and the index trains a quantizer.
-SETTINGS = StoreSettings(merge_factor=3, merge_floor_vectors=20, approximate_min_vectors=100, ivf_train_iterations=2)
+SETTINGS = IndexTuning(merge_factor=3, merge_floor_vectors=20, approximate_min_vectors=100, ivf_train_iterations=2)
 QUERIES = np.random.default_rng(99).normal(size=(6, DIMENSION))
 
 

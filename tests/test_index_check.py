@@ -15,11 +15,11 @@ from spanqa.errors import IndexMismatchError
 from spanqa.indexing.store.chunk_database import connect
 from spanqa.indexing.store.check import check_index, index_problem, repair_index
 from spanqa.indexing.store.shards import ShardedStore
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
-from spanqa.pipelines.cli import main
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
+from spanqa.cli import main
 
 DIMENSION = 8
-SETTINGS = StoreSettings(merge_factor=8)
+SETTINGS = IndexTuning(merge_factor=8)
 
 
 def documents(source: str, count: int, seed: int) -> list[Document]:

@@ -16,7 +16,7 @@ from spanqa.indexing import read_pages
 from spanqa.chunk_meta import ChunkMeta
 from spanqa.indexing.ingest.chunking import ChunkEmbeddings, PageChunker
 from spanqa.indexing.formats.cleaning import same_text
-from spanqa.indexing.formats.converters import PageConverter, ReadSettings
+from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
 from spanqa.indexing.ingest.parsing import ChunkSettings
 
 PROSE = (
@@ -60,7 +60,7 @@ def component_pipeline(chunk_settings: ChunkSettings, embedder) -> Pipeline:
 def test_a_pipeline_of_our_components_yields_the_chunks_index_stores(tmp_path, minilm_dir, tiny_qa_model_dir):
     from spanqa.indexing import FaissDocumentStore
     from spanqa.indexing.retrieval.embedding import EmbeddingSettings
-    from spanqa.pipelines.builders import make_document_embedder
+    from spanqa.indexing.retrieval.embedders import make_document_embedder
 
     files = write_files(tmp_path / "docs")
     meta = {"team": "harbour", "tag": ["ferry", "quay"]}

@@ -21,8 +21,9 @@ from pdf_factory import (
 from spanqa.records import SkippedFile
 from spanqa.errors import DocumentError
 from spanqa.indexing.formats import extraction as reading
-from spanqa.indexing.formats.converters import PageConverter, ReadSettings
-from spanqa.indexing.formats.extraction import discover_files, html_to_text, read_pages
+from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
+from spanqa.indexing.formats.extraction import discover_files, read_pages
+from spanqa.indexing.formats.html_text import html_to_text
 
 
 def words(text: str) -> list[str]:
@@ -395,7 +396,7 @@ def test_page_converter_serialization_round_trip():
     settings = ReadSettings(layout=False, ocr="off", max_file_mb=5.0, password="sesame", passwords={"a.pdf": "x"})
     data = PageConverter(settings).to_dict()
     assert data == {
-        "type": "spanqa.indexing.formats.converters.PageConverter",
+        "type": "spanqa.indexing.ingest.converters.PageConverter",
         "init_parameters": {"settings": {"layout": False, "ocr": "off", "max_file_mb": 5.0,
                                          "password": "sesame", "passwords": {"a.pdf": "x"}}},
     }

@@ -10,7 +10,7 @@ import pytest
 from pdf_factory import pdf_from_content_streams, pdf_string, write_text_pdf, write_two_column_pdf
 
 from spanqa.indexing import read_pages
-from spanqa.indexing.formats.layout import Fragment, page_text
+from spanqa.indexing.layout import Fragment, page_text
 
 
 def line(text: str, x: float, y: float, height: float = 10.0, char_width: float = 5.0) -> Fragment:

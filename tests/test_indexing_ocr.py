@@ -101,7 +101,7 @@ def test_a_page_with_ink_but_no_words_is_read_again_in_tiles():
 
 
 def test_an_unknown_ocr_mode_is_refused_with_the_choices():
-    with pytest.raises(ConfigError, match="ocr='fast' is not an OCR mode: use one of auto, off, rapidocr, tesseract"):
+    with pytest.raises(ConfigError, match="ocr='fast' must be one of 'auto', 'rapidocr', 'tesseract', 'off'"):
         engine_label("fast")
 
 
@@ -134,7 +134,7 @@ class TestBuiltInEngine:
 
     def test_the_page_converter_reads_scans_as_indexing_does_and_records_the_engine(self, mixed_pdf):
         from spanqa.indexing.ingest.chunking import PageChunker
-        from spanqa.indexing.formats.converters import PageConverter, ReadSettings
+        from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
         from spanqa.indexing.ingest.parsing import ChunkSettings
 
         pages = PageConverter(ReadSettings(ocr="auto")).run(sources=[str(mixed_pdf)])["documents"]

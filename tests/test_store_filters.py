@@ -10,7 +10,7 @@ from haystack.utils.filters import document_matches_filter
 from spanqa.errors import ConfigError
 from spanqa.indexing.retrieval.retriever import FaissEmbeddingRetriever
 from spanqa.indexing.store.filters import filter_sql
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 
 DIMENSION = 8
 
@@ -68,7 +68,7 @@ FILTERS = [
 
 
 # HNSW from 100 vectors a segment, so the 300 chunks make an HNSW segment on the "hnsw" index.
-SETTINGS = StoreSettings(approximate_min_vectors=100)
+SETTINGS = IndexTuning(approximate_min_vectors=100)
 
 
 @pytest.fixture(scope="module", params=["flat", "hnsw"])
@@ -106,7 +106,7 @@ def test_filtered_search_is_the_exact_ranking_of_the_matching_chunks(store, filt
 @pytest.mark.parametrize("exact_max", [0, 100_000])
 def test_a_selective_filter_still_fills_top_k(store, exact_max):
     # exact_max 0 forces the FAISS ID-selector path, 100000 the exact ranking of the subset.
-    store = FaissDocumentStore.open(store.index_dir, settings=StoreSettings(approximate_min_vectors=100, filter_exact_max=exact_max))
+    store = FaissDocumentStore.open(store.index_dir, settings=IndexTuning(approximate_min_vectors=100, filter_exact_max=exact_max))
     rare = {"field": "meta.page", "operator": "==", "value": 7}  # 42 of 300 chunks
     query = np.asarray(corpus()[0].embedding, dtype=np.float32)
     results = store.search(query.tolist(), top_k=25, filters=rare)

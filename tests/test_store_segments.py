@@ -12,7 +12,7 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError, IndexMismatchError
 from spanqa.indexing.store.commits import plan_merges
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, StoreSettings
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 
 DIMENSION = 16
 
@@ -33,7 +33,7 @@ def exact_top(docs: list[Document], query: np.ndarray, k: int) -> list[str]:
 
 
 # Approximate structures from 400 vectors a segment (auto: 200); no merging unless a test asks.
-SMALL = StoreSettings(approximate_min_vectors=400, auto_approximate_min_vectors=200, merge_factor=100)
+SMALL = IndexTuning(approximate_min_vectors=400, auto_approximate_min_vectors=200, merge_factor=100)
 
 
 def segment_files(index_dir) -> list[str]:
@@ -68,7 +68,7 @@ def test_structure_follows_the_index_type_and_the_segment_size(tmp_path, index_t
 
 @pytest.mark.parametrize("index_type", ["flat", "hnsw", "ivf"])
 def test_deletions_write_no_vectors_until_a_segment_is_mostly_deleted(tmp_path, index_type):
-    settings = StoreSettings(approximate_min_vectors=50, merge_factor=100, max_deleted_share=0.3)
+    settings = IndexTuning(approximate_min_vectors=50, merge_factor=100, max_deleted_share=0.3)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type=index_type, settings=settings)
     docs = documents(100)
     store.write_documents(docs)
@@ -96,7 +96,7 @@ def test_deletions_write_no_vectors_until_a_segment_is_mostly_deleted(tmp_path, 
 
 
 def test_segments_of_one_size_tier_merge_once_there_are_merge_factor_of_them(tmp_path):
-    settings = StoreSettings(merge_factor=3, merge_floor_vectors=10)
+    settings = IndexTuning(merge_factor=3, merge_floor_vectors=10)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, settings=settings)
     for batch in range(2):
         store.write_documents(documents(4, start=4 * batch, seed=batch))
@@ -111,7 +111,7 @@ def test_segments_of_one_size_tier_merge_once_there_are_merge_factor_of_them(tmp
 
 
 def test_plan_merges_by_tier_and_by_deleted_share():
-    settings = StoreSettings(merge_factor=4, merge_floor_vectors=100, max_deleted_share=0.5)
+    settings = IndexTuning(merge_factor=4, merge_floor_vectors=100, max_deleted_share=0.5)
     small = [(f"s{i}", 10, 10) for i in range(4)]
     assert plan_merges(small, settings) == [["s0", "s1", "s2", "s3"]]
     assert plan_merges(small[:3] + [("big", 1000, 1000)], settings) == []
@@ -120,7 +120,7 @@ def test_plan_merges_by_tier_and_by_deleted_share():
 
 
 def test_a_search_across_segments_ranks_as_one_index_holding_every_vector(tmp_path):
-    settings = StoreSettings(merge_factor=100)
+    settings = IndexTuning(merge_factor=100)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, settings=settings)
     everything = documents(250, seed=7)
     for start in range(0, 250, 50):
@@ -194,7 +194,7 @@ def test_a_second_writer_waits_then_reports_the_index_busy(tmp_path):
     from spanqa.errors import IndexBusyError
 
     first = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION)
-    second = FaissDocumentStore.open(tmp_path / "i", settings=StoreSettings(busy_timeout_s=0.2))
+    second = FaissDocumentStore.open(tmp_path / "i", settings=IndexTuning(busy_timeout_s=0.2))
     with first.writer():
         first.write_documents(documents(3))  # holds the write lock until the block ends
         assert second.count_documents() == 0  # reading is never blocked
@@ -205,7 +205,7 @@ def test_a_second_writer_waits_then_reports_the_index_busy(tmp_path):
 
 
 def test_the_quantizer_is_retrained_when_the_index_outgrows_its_lists(tmp_path):
-    settings = StoreSettings(approximate_min_vectors=400, merge_factor=100)
+    settings = IndexTuning(approximate_min_vectors=400, merge_factor=100)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf", settings=settings)
     store.write_documents(documents(400))
     first = store._commits.snapshot.quantizer
@@ -219,7 +219,7 @@ def test_the_quantizer_is_retrained_when_the_index_outgrows_its_lists(tmp_path):
 
 
 def test_ivf_segments_share_the_quantizer_and_search_as_the_compacted_index(tmp_path):
-    settings = StoreSettings(approximate_min_vectors=400, merge_factor=100)
+    settings = IndexTuning(approximate_min_vectors=400, merge_factor=100)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf", settings=settings)
     store.write_documents(documents(1000))
     for batch in range(5):
@@ -283,7 +283,7 @@ def test_an_index_of_format_3_is_upgraded_in_place_when_opened(tmp_path):
 def test_segments_on_the_shared_quantizer_can_be_opened_again_and_again(tmp_path):
     """Each open points the segments read from files at the quantizer's centroids; freeing their
     stand-in quantizers through SWIG once broke FAISS's Python objects after a few opens."""
-    settings = StoreSettings(approximate_min_vectors=400, merge_factor=100)
+    settings = IndexTuning(approximate_min_vectors=400, merge_factor=100)
     store = FaissDocumentStore.create(tmp_path / "i", embedder="e", dimension=DIMENSION, index_type="ivf", settings=settings)
     store.write_documents(documents(500))
     store.write_documents(documents(20, start=1000, seed=1))

@@ -19,7 +19,11 @@ from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass
 
-from spanqa.indexing.ingest.spans import BLOCK_START_LINE, HEADING_LINE
+# A line that starts a list item, a Markdown heading or a quotation starts a new block even without
+# a blank line before it (its line break is kept here, and starts a sentence in `ingest.spans`); an
+# ordinary line break is just a wrapped line.
+BLOCK_START_LINE = re.compile(r"[ \t]*(?:[-*+•‣◦▪–—]\s|#{1,6}\s|\d{1,3}[.)]\s|[A-Za-z][.)]\s|>)")
+HEADING_LINE = re.compile(r"[ \t]*#{1,6}\s")
 
 # Lines looked at for running headers/footers at each end of a page.
 EDGE_LINES = 3

@@ -13,18 +13,20 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spanqa import defaults
-from spanqa.records import SkippedFile
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.indexing.formats.html_text import html_to_text
+from spanqa.indexing.formats.pdf_text import page_reading_text
+from spanqa.indexing.ocr.engines import OcrPage, check_ocr_mode, needs_ocr, ocr_page
+from spanqa.paths import user_path
+from spanqa.records import SkippedFile
+from spanqa.settings import OcrSettings
 
 if TYPE_CHECKING:
     from pypdf import PdfReader
-
-    from spanqa.indexing.ocr.engines import OcrPage
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def discover_files(paths: list[str | Path]) -> tuple[list[Path], list[SkippedFil
             files.append(file)
 
     for raw_path in paths:
-        path = Path(raw_path).expanduser().resolve()
+        path = user_path(raw_path)
         if path.is_dir():
             for candidate in sorted(path.rglob("*")):
                 # Hidden folders hold tool state (.git, .venv, an index), not documents to ask about.
@@ -131,7 +133,7 @@ def read_pages(
     passwords: Sequence[str] = (),
     layout: bool = True,
     data: bytes | None = None,
-    ocr: str = defaults.OCR,
+    ocr: str = OcrSettings.ocr,
 ) -> list[str]:
     """The text of every page of `path`: item i is page i+1.
 
@@ -154,7 +156,7 @@ def read_document(
     passwords: Sequence[str] = (),
     layout: bool = True,
     data: bytes | None = None,
-    ocr: str = defaults.OCR,
+    ocr: str = OcrSettings.ocr,
     before_ocr_page: Callable[[], None] | None = None,
 ) -> DocumentText:
     """`read_pages`, also saying which pages were OCR'd; `before_ocr_page` is called before each
@@ -199,11 +201,9 @@ def read_pdf_pages(
     data: bytes,
     passwords: Sequence[str],
     layout: bool = True,
-    ocr: str = defaults.OCR,
+    ocr: str = OcrSettings.ocr,
     before_ocr_page: Callable[[], None] | None = None,
 ) -> DocumentText:
-    from spanqa.indexing.ocr.engines import check_ocr_mode
-
     check_ocr_mode(ocr)
     reader = open_pdf_reader(path, data, passwords)
     page_count = len(reader.pages)
@@ -279,8 +279,6 @@ def ocr_if_needed(
     """`page` (a pypdf page, whose text layer reads `text`) OCR'd by the engine `ocr` names when its
     text layer is too thin and it draws an image: (the OCR'd page if its text is the page's, the
     OCR error if any). The engine loads at the first page that needs it."""
-    from spanqa.indexing.ocr.engines import needs_ocr, ocr_page
-
     if not needs_ocr(text) or not draws_images(page):
         return None, None
     if before_ocr_page is not None:
@@ -331,7 +329,7 @@ def read_pdf_page(
     *,
     layout: bool = True,
     data: bytes | None = None,
-    ocr: str = defaults.OCR,
+    ocr: str = OcrSettings.ocr,
 ) -> str:
     """The text of page `page` (1-based) of the PDF `path`: exactly `read_pages(path)[page - 1]`, without
     reading the other pages. An encrypted PDF is tried with the empty password, then each of `passwords`.
@@ -357,7 +355,7 @@ def read_pdf_page_reading(
     *,
     layout: bool = True,
     data: bytes | None = None,
-    ocr: str = defaults.OCR,
+    ocr: str = OcrSettings.ocr,
 ) -> PageReading:
     """`read_pdf_page`, with the OCR'd words when the page's text is OCR's."""
     path = Path(path)
@@ -370,8 +368,6 @@ def read_pdf_page_reading(
     reader = open_pdf_reader(path, data, list(passwords))
     if not 1 <= page <= len(reader.pages):
         raise out_of_range(path, page, len(reader.pages))
-    from spanqa.indexing.ocr.engines import check_ocr_mode
-
     check_ocr_mode(ocr)
     try:
         text = page_text_of(reader.pages[page - 1], layout)
@@ -392,8 +388,6 @@ def out_of_range(path: Path, page: int, page_count: int) -> ConfigError:
 
 def page_text_of(page, layout: bool) -> str:
     """One PDF page's text (a seam for tests that make single pages fail)."""
-    from spanqa.indexing.formats.pdf_text import page_reading_text
-
     return page_reading_text(page, layout=layout)
 
 
@@ -414,108 +408,3 @@ def unlock_pdf(path: Path, reader: PdfReader, passwords: str | None | Sequence[s
         if reader.decrypt(password) != PasswordType.NOT_DECRYPTED:
             return
     raise DocumentError(path, "encrypted: wrong password")
-
-
-# Elements whose text a browser never shows.
-HIDDEN_ELEMENTS = frozenset({"script", "style", "noscript", "template", "head"})
-# Elements that end a line of visible text.
-BLOCK_ELEMENTS = frozenset(
-    {
-        "address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "div", "dl", "dt",
-        "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li",
-        "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "thead", "tfoot", "tr", "ul",
-    }
-)  # fmt: skip
-CELL_ELEMENTS = frozenset({"td", "th"})
-
-
-# HTML collapses runs of these (ASCII whitespace only: a no-break space is text) into one space.
-HTML_WHITESPACE = re.compile(r"[ \t\n\r\f]+")
-
-
-class VisibleTextParser(HTMLParser):
-    """Collects the text a browser would show, with a newline wherever a block element starts or ends."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.at_line_start = True
-        self.hidden_depth = 0
-        self.pre_depth = 0
-        self.title_parts: list[str] = []
-        self.in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "title":
-            self.in_title = True
-        elif tag in HIDDEN_ELEMENTS:
-            self.hidden_depth += 1
-        self.mark_boundary(tag)
-        if tag == "pre":
-            self.pre_depth += 1
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.mark_boundary(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self.in_title = False
-        elif tag in HIDDEN_ELEMENTS and self.hidden_depth > 0:
-            self.hidden_depth -= 1
-        self.mark_boundary(tag)
-        if tag == "pre" and self.pre_depth > 0:
-            self.pre_depth -= 1
-
-    def mark_boundary(self, tag: str) -> None:
-        if self.hidden_depth > 0:
-            return
-        if tag in BLOCK_ELEMENTS:
-            self.end_line()
-        elif tag in CELL_ELEMENTS:
-            self.append_flow(" ")
-
-    def end_line(self) -> None:
-        if len(self.parts) > 0 and self.pre_depth == 0:
-            self.parts[-1] = self.parts[-1].rstrip(" ")
-        self.parts.append("\n")
-        self.at_line_start = True
-
-    def append_flow(self, text: str) -> None:
-        """Adds text outside <pre>: whitespace collapsed, none at a line start, never two spaces in a row."""
-        text = HTML_WHITESPACE.sub(" ", text)
-        if self.at_line_start or (len(self.parts) > 0 and self.parts[-1].endswith(" ")):
-            text = text.lstrip(" ")
-        if text == "":
-            return
-        self.parts.append(text)
-        self.at_line_start = False
-
-    def handle_data(self, data: str) -> None:
-        if self.in_title:
-            # The title sits inside <head>, which is otherwise hidden; it names the page, so keep it.
-            self.title_parts.append(data)
-        elif self.hidden_depth > 0:
-            return
-        elif self.pre_depth > 0:
-            self.parts.append(data)
-            self.at_line_start = data.endswith("\n")
-        else:
-            self.append_flow(data)
-
-    def text(self) -> str:
-        title = HTML_WHITESPACE.sub(" ", "".join(self.title_parts)).strip(" ")
-        # Keep a blank line between blocks so paragraph breaks read as paragraph breaks, but only one.
-        body = re.sub(r"\n{3,}", "\n\n", "".join(self.parts)).strip("\n")
-        first_line = body.split("\n", 1)[0]
-        if title == "" or first_line == title:
-            return body
-        return f"{title}\n\n{body}" if body != "" else title
-
-
-def html_to_text(html: str) -> str:
-    parser = VisibleTextParser()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
-
-

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from spanqa.indexing.formats.layout import SAME_LINE_HEIGHTS, Fragment, page_text
+from spanqa.indexing.layout import SAME_LINE_HEIGHTS, Fragment, page_text
 
 logger = logging.getLogger(__name__)
 

@@ -30,13 +30,14 @@ from haystack import Document
 from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa import defaults
-from spanqa.records import IndexedFile, SkippedFile
 from spanqa.chunk_meta import ChunkMeta, file_type_of
 from spanqa.indexing.ingest.chunking import chunk_document, unique_by_id
 from spanqa.indexing.ingest.file_meta import FileMeta, meta_for
-from spanqa.indexing.ocr.engines import OCR_MANIFEST_KEY, check_ocr_mode, engine_label
 from spanqa.indexing.ingest.parsing import ChunkSettings, ParsedFile, ParseTask, password_candidates
 from spanqa.indexing.ingest.workers import ParsePool
+from spanqa.indexing.ocr.engines import OCR_MANIFEST_KEY, check_ocr_mode, engine_label
+from spanqa.records import IndexedFile, SkippedFile
+from spanqa.settings import OcrSettings, ParseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +89,13 @@ class Ingest:
         password: str | None = None,
         passwords: Mapping[str, str] | None = None,
         workers: int | None = None,
-        timeout_s: float | None = defaults.PARSE_TIMEOUT_S,
-        memory_mb: int | None = defaults.PARSE_MEMORY_MB,
-        max_file_mb: float | None = defaults.MAX_FILE_MB,
+        timeout_s: float | None = ParseSettings.timeout_s,
+        memory_mb: int | None = ParseSettings.memory_mb,
+        max_file_mb: float | None = ParseSettings.max_file_mb,
         embed_batch: int = defaults.EMBED_BATCH_CHUNKS,
         on_file_done: Callable[[str], None] | None = None,
         pool: ParsePool | None = None,
-        ocr: str = defaults.OCR,
+        ocr: str = OcrSettings.ocr,
         meta: FileMeta | None = None,
         duplicate_scope: Callable[[str], bool] | None = None,
     ):

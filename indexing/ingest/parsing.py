@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanqa import defaults
-from spanqa.errors import ConfigError, DocumentError
 from spanqa.chunk_meta import file_type_of
+from spanqa.errors import DocumentError
 from spanqa.indexing.formats.cleaning import CleanPage, clean_pages
 from spanqa.indexing.formats.extraction import PDF_SUFFIXES, read_bytes, read_document, short_message
 from spanqa.indexing.ingest.spans import chunk_spans, context_chunk_spans, word_spans
+from spanqa.settings import ChunkingSettings, OcrSettings, ParseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -40,57 +40,66 @@ logger = logging.getLogger(__name__)
 # `estimate_tokens` and docs/concepts/pipeline.md ("Chunks").
 ESTIMATE_CHARS_PER_PIECE = 5
 PUNCTUATION = re.compile(r"[^\w\s]")
-CHUNK_MODES = ("context", "overlap")
 
 
 @dataclass(frozen=True)
 class ChunkSettings:
-    """How pages are cut: chunk and overlap sizes in tokens of `tokenizer` (or estimated from words).
+    """How an index's pages are cut, as its manifest records them: chunk and overlap sizes in tokens
+    of `tokenizer` (or estimated from words), the chunk mode, cleaning and PDF reading order.
 
-    `tokenizer` names the tokenizer (the reader model) in the index manifest; `tokenizer_file` is
-    the tokenizer.json counted with, None to estimate tokens from words.
+    Those five are the `ChunkingSettings` a user gives (`chunk_tokens`, `chunk_overlap_tokens`,
+    `chunk_mode`, `clean_text`, `layout_reading_order`): their defaults and checks are declared
+    there, and `chunking` is them as such. `tokenizer` names the tokenizer (the reader model) in the
+    index manifest; `tokenizer_file` is the tokenizer.json counted with, None to estimate tokens
+    from words.
     """
 
-    max_tokens: int = defaults.CHUNK_TOKENS
-    overlap_tokens: int = defaults.CHUNK_OVERLAP_TOKENS
+    max_tokens: int = ChunkingSettings.chunk_tokens
+    overlap_tokens: int = ChunkingSettings.chunk_overlap_tokens
     tokenizer: str | None = None
     tokenizer_file: str | None = None
-    clean: bool = defaults.CLEAN_TEXT
-    layout: bool = defaults.LAYOUT_READING_ORDER
+    clean: bool = ChunkingSettings.clean_text
+    layout: bool = ChunkingSettings.layout_reading_order
     # "context": cores partition the text and are embedded, each widened by overlap_tokens on both
     # sides for the reader; "overlap": consecutive chunks share overlap_tokens, all of it embedded.
-    mode: str = defaults.CHUNK_MODE
+    mode: str = ChunkingSettings.chunk_mode
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "overlap_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "max_tokens" else 0):
-                raise ConfigError(f"{name} must be a whole number ({'>= 1' if name == 'max_tokens' else '>= 0'}), got {value!r}")
-        if self.mode not in CHUNK_MODES:
-            raise ConfigError(f"chunk mode must be one of {CHUNK_MODES}, got {self.mode!r}")
-        if self.mode == "overlap" and self.overlap_tokens >= self.max_tokens:
-            raise ConfigError(
-                f"overlap_tokens ({self.overlap_tokens}) must be smaller than max_tokens ({self.max_tokens})"
-            )
+        """Each value is checked as the setting it is (`chunking` makes the ChunkingSettings)."""
+        self.chunking
+
+    @property
+    def chunking(self) -> ChunkingSettings:
+        """These settings as the user gives them (making them checks each value)."""
+        return ChunkingSettings(
+            chunk_tokens=self.max_tokens, chunk_overlap_tokens=self.overlap_tokens, chunk_mode=self.mode,
+            clean_text=self.clean, layout_reading_order=self.layout,
+        )
 
     @classmethod
-    def for_reader(cls, reader_model: str | None) -> ChunkSettings:
-        """The settings of a new index: sizes in tokens of the reader's tokenizer (estimated from
-        words when it cannot be loaded), everything else the defaults."""
-        return cls(tokenizer=reader_model, tokenizer_file=resolve_tokenizer_file(reader_model))
+    def for_reader(cls, reader_model: str | None, chunking: ChunkingSettings | None = None) -> ChunkSettings:
+        """The settings of a new index: `chunking` (default: the declared defaults), sizes in tokens
+        of the reader's tokenizer (estimated from words when it cannot be loaded)."""
+        chunking = ChunkingSettings() if chunking is None else chunking
+        return cls(
+            max_tokens=chunking.chunk_tokens, overlap_tokens=chunking.chunk_overlap_tokens,
+            tokenizer=reader_model, tokenizer_file=resolve_tokenizer_file(reader_model),
+            clean=chunking.clean_text, layout=chunking.layout_reading_order, mode=chunking.chunk_mode,
+        )
 
     @classmethod
     def from_manifest(cls, recorded: Mapping[str, Any]) -> ChunkSettings:
-        """The settings an index recorded (`manifest()`), kept by every later run into it."""
+        """The settings an index recorded (`manifest()`), kept by every later run into it; a value
+        an older index did not record is the default."""
         tokenizer = recorded.get("tokenizer")
         return cls(
-            max_tokens=int(recorded.get("max_tokens", defaults.CHUNK_TOKENS)),
-            overlap_tokens=int(recorded.get("overlap_tokens", defaults.CHUNK_OVERLAP_TOKENS)),
+            max_tokens=int(recorded.get("max_tokens", ChunkingSettings.chunk_tokens)),
+            overlap_tokens=int(recorded.get("overlap_tokens", ChunkingSettings.chunk_overlap_tokens)),
             tokenizer=tokenizer,
             tokenizer_file=resolve_tokenizer_file(tokenizer),
-            clean=bool(recorded.get("clean", defaults.CLEAN_TEXT)),
-            layout=bool(recorded.get("layout", defaults.LAYOUT_READING_ORDER)),
-            mode=str(recorded.get("mode", defaults.CHUNK_MODE)),
+            clean=bool(recorded.get("clean", ChunkingSettings.clean_text)),
+            layout=bool(recorded.get("layout", ChunkingSettings.layout_reading_order)),
+            mode=str(recorded.get("mode", ChunkingSettings.chunk_mode)),
         )
 
     def manifest(self) -> dict[str, Any]:
@@ -111,8 +120,8 @@ class ParseTask:
     path: str
     passwords: tuple[str, ...] = ()
     chunking: ChunkSettings = field(default_factory=ChunkSettings)
-    max_file_bytes: int | None = defaults.MAX_FILE_MB * 1024 * 1024
-    ocr: str = defaults.OCR  # OCR engine for pages without a usable text layer ("off": none)
+    max_file_bytes: int | None = int(ParseSettings.max_file_mb * 1024 * 1024)
+    ocr: str = OcrSettings.ocr  # OCR engine for pages without a usable text layer ("off": none)
 
 
 @dataclass(frozen=True)
@@ -279,9 +288,9 @@ def read_file(
     path: Path,
     *,
     passwords: tuple[str, ...] = (),
-    layout: bool = defaults.LAYOUT_READING_ORDER,
-    ocr: str = defaults.OCR,
-    max_file_bytes: int | None = defaults.MAX_FILE_MB * 1024 * 1024,
+    layout: bool = ChunkingSettings.layout_reading_order,
+    ocr: str = OcrSettings.ocr,
+    max_file_bytes: int | None = int(ParseSettings.max_file_mb * 1024 * 1024),
     before_ocr_page: Callable[[], None] | None = None,
 ) -> FileText:
     """Step 1 of indexing a file: its page texts. Raises DocumentError with the reason it cannot be read."""

@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 
 from spanqa.errors import ConfigError
+from spanqa.indexing.formats.cleaning import BLOCK_START_LINE, HEADING_LINE
 
 # Lower-cased, without the final period. A period after one of these rarely ends a sentence.
 ABBREVIATIONS = frozenset(
@@ -32,10 +33,6 @@ NON_SPACE = re.compile(r"\S")
 SENTENCE_END = re.compile(r"(?:[.!?]+|…)[\"'”’)\]]*(?=\s)")
 # Dotted abbreviations such as "e.g", "i.e", "U.S" (the final period is matched separately).
 DOTTED_ABBREVIATION = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
-# A line that starts a list item, a Markdown heading or a quotation starts a new sentence even
-# without a blank line before it; an ordinary line break is just a wrapped line.
-BLOCK_START_LINE = re.compile(r"[ \t]*(?:[-*+•‣◦▪–—]\s|#{1,6}\s|\d{1,3}[.)]\s|[A-Za-z][.)]\s|>)")
-HEADING_LINE = re.compile(r"[ \t]*#{1,6}\s")
 
 
 def line_spans(text: str) -> list[tuple[int, int]]:

@@ -33,10 +33,13 @@ from typing import Any
 from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
+from spanqa.settings import ParseSettings
 
 logger = logging.getLogger(__name__)
 
 OUT_OF_MEMORY = "out of memory"
+# Less address space than this and a parser process cannot even start Python and its imports.
+MIN_MEMORY_MB = 64
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ _POLL_S = 0.05
 
 
 def default_workers() -> int:
-    if defaults.PARSE_WORKERS is not None:
-        return max(1, int(defaults.PARSE_WORKERS))
+    """Parser processes when `workers` is None (`ParseSettings.workers`): the CPUs, 1 to 4."""
+    if ParseSettings.workers is not None:
+        return ParseSettings.workers
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -200,8 +204,8 @@ class ParsePool:
     def __init__(
         self,
         workers: int | None = None,
-        timeout_s: float | None = defaults.PARSE_TIMEOUT_S,
-        memory_mb: int | None = defaults.PARSE_MEMORY_MB,
+        timeout_s: float | None = ParseSettings.timeout_s,
+        memory_mb: int | None = ParseSettings.memory_mb,
         job: Callable[[Any, Callable[[], None]], ParsedFile] = parse_file,
         max_ready: int | None = None,
         ocr_page_s: float = defaults.PARSE_OCR_PAGE_S,
@@ -219,13 +223,13 @@ class ParsePool:
             Ray worker parses file after file: a new parser process per file would import its
             libraries and load its OCR models again each time); `close()` stops them.
         """
+        ParseSettings(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)  # each checked as the setting
+        if memory_mb is not None and memory_mb < MIN_MEMORY_MB:
+            raise ConfigError(
+                f"memory_mb={memory_mb!r} is too little for a parser process to start: give at least "
+                f"{MIN_MEMORY_MB} (MiB), or None for no cap"
+            )
         workers = default_workers() if workers is None else workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a whole number >= 1, got {workers!r}")
-        if timeout_s is not None and not timeout_s > 0:
-            raise ConfigError(f"timeout_s must be > 0 or None, got {timeout_s!r}")
-        if memory_mb is not None and (isinstance(memory_mb, bool) or not isinstance(memory_mb, int) or memory_mb < 64):
-            raise ConfigError(f"memory_mb must be a whole number >= 64 or None, got {memory_mb!r}")
         self.workers = workers
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb

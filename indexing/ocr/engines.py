@@ -22,9 +22,10 @@ from importlib import metadata
 from typing import Any, Protocol
 
 from spanqa.errors import ConfigError
-from spanqa.indexing.formats.layout import ASCENT_HEIGHTS, DESCENT_HEIGHTS, Fragment, page_text
+from spanqa.indexing.layout import ASCENT_HEIGHTS, DESCENT_HEIGHTS, Fragment, page_text
+from spanqa.indexing.pdfium import PDFIUM_LOCK
+from spanqa.settings import OcrSettings
 
-OCR_MODES = ("auto", "off", "rapidocr", "tesseract")
 OCR_MANIFEST_KEY = "ocr"  # the index manifest's record of the engine ("rapidocr 3.10.0"; None: off)
 # Pages are rendered at this resolution for OCR (issue #13's bench: word recall by dpi)...
 OCR_DPI = 200
@@ -113,9 +114,8 @@ class OcrEngine(Protocol):
 
 
 def check_ocr_mode(mode: object) -> str:
-    if not isinstance(mode, str) or mode not in OCR_MODES:
-        raise ConfigError(f"ocr={mode!r} is not an OCR mode: use one of {', '.join(OCR_MODES)}")
-    return mode
+    """`mode` when it is an OCR mode (`OcrSettings.ocr`'s check), else a ConfigError naming the choices."""
+    return OcrSettings(ocr=mode).ocr
 
 
 def _rapidocr_version() -> str:
@@ -263,9 +263,7 @@ def needs_ocr(text: str) -> bool:
 def render_for_ocr(data: bytes, page_index: int, passwords: list[str]) -> tuple[Any, PageFrame]:
     """Page `page_index` of the PDF `data` as a grayscale PIL image at OCR_DPI (or fewer pixels),
     and where that image lies on the page."""
-    import pypdfium2 as pdfium
-
-    from spanqa.indexing.pages.pdf_pages import PDFIUM_LOCK
+    import pypdfium2 as pdfium  # here: a parse worker loads pdfium only for a page it OCRs
 
     with PDFIUM_LOCK:
         document = None

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Sequence
 
+from spanqa.indexing.layout import DESCENT_HEIGHTS, Fragment, group_lines, reading_blocks
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -130,8 +132,6 @@ def reading_order(glyphs: PageGlyphs) -> list[int]:
     """The visible glyphs in the reading order spanqa reads pages in (`layout.reading_blocks`: columns
     one after another), from runs of glyphs: pdfium's text objects when known, else glyphs drawn side
     by side on one baseline."""
-    from spanqa.indexing.formats.layout import DESCENT_HEIGHTS, Fragment, group_lines, reading_blocks
-
     b = glyphs.boxes
     visible = visible_mask(glyphs)
     runs: list[list[int]] = []

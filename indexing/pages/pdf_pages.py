@@ -1,7 +1,7 @@
 """PDF pages for a server: highlight boxes of answers, page geometry and page images, thread-safe.
 
 pdfium is not thread-safe, so every pdfium call in the process goes through the one lock
-`PDFIUM_LOCK` (highlighting and rendering alike); pypdf (our page text) and the alignment run outside
+`spanqa.indexing.pdfium.PDFIUM_LOCK` (highlighting, rendering and OCR's rendering alike); pypdf (our page text) and the alignment run outside
 it. `PdfPages` keeps the last PDFs open and the last pages' text, glyphs and alignment, keyed by the
 file's path, modification time and size: a file changed on disk is read again, and a second answer
 on a page costs only the boxes. An OCR'd page (a scan) is read by the engine the index used
@@ -25,14 +25,24 @@ from typing import Any
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, check_positive_int
+from spanqa.indexing.formats.cleaning import same_text
+from spanqa.indexing.formats.extraction import (
+    PDF_HEADER_WINDOW,
+    PageReading,
+    os_reason,
+    out_of_range,
+    read_bytes,
+    read_pages,
+    read_pdf_page_reading,
+)
+from spanqa.indexing.ocr.engines import PageFrame, check_ocr_mode
 from spanqa.indexing.pages.glyph_alignment import Alignment, align
 from spanqa.indexing.pages.glyphs import PageGlyphs
 from spanqa.indexing.pages.highlight import HighlightBox, read_glyphs, span_boxes
-from spanqa.indexing.ocr.engines import PageFrame, check_ocr_mode
 from spanqa.indexing.pages.ocr_glyphs import ocr_glyphs, to_user_space
-from spanqa.indexing.formats.extraction import PDF_HEADER_WINDOW, PageReading, os_reason, out_of_range
-
-PDFIUM_LOCK = threading.RLock()
+from spanqa.indexing.pdfium import PDFIUM_LOCK
+from spanqa.paths import user_path
+from spanqa.settings import ChunkingSettings, OcrSettings
 
 PDF_SUFFIX = ".pdf"
 PNG_COMPRESS_LEVEL = 3  # zlib level: 6 (Pillow's default) takes about twice as long for ~5% fewer bytes
@@ -99,8 +109,8 @@ class PdfPages:
         self,
         passwords: Sequence[str] = (),
         *,
-        layout: bool = defaults.LAYOUT_READING_ORDER,
-        ocr: str = defaults.OCR,
+        layout: bool = ChunkingSettings.layout_reading_order,
+        ocr: str = OcrSettings.ocr,
         max_documents: int = defaults.PDF_OPEN_DOCUMENTS,
         max_pages: int = defaults.HIGHLIGHT_CACHED_PAGES,
     ):
@@ -145,8 +155,6 @@ class PdfPages:
                 f"({len(layout.text)} characters; 0 <= start <= end <= {len(layout.text)})"
             )
         if expected_text is not None:
-            from spanqa.indexing.formats.cleaning import same_text
-
             if not same_text(layout.text[start:end], expected_text):
                 where = f"page {page} [{start}:{end}]"
                 raise DocumentError(path, f"changed since it was indexed: {where} no longer reads {expected_text[:60]!r}")
@@ -246,8 +254,6 @@ class PdfPages:
         return layout
 
     def _reading(self, stamp: FileStamp, path: Path, page: int, password: str | None) -> PageReading:
-        from spanqa.indexing.formats.extraction import read_bytes, read_pdf_page_reading
-
         key = (stamp, page)
         with self._cache_lock:
             cached = self._texts.get(key)
@@ -274,8 +280,6 @@ class PdfPages:
                 cache.popitem(last=False)
 
     def _other_pages(self, path: Path, page: int) -> list[str]:
-        from spanqa.indexing.formats.extraction import read_pages
-
         pages = read_pages(path)
         if page > len(pages):
             raise out_of_range(path, page, len(pages))
@@ -376,7 +380,7 @@ def require_pdf(path: Path) -> None:
 
 def file_stamp(path: Path) -> FileStamp:
     try:
-        resolved = path.expanduser().resolve()
+        resolved = user_path(path)
         status = os.stat(resolved)
     except OSError as exc:
         reason = "no such file" if isinstance(exc, FileNotFoundError) else f"cannot read file: {os_reason(exc)}"

@@ -30,6 +30,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
 from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
+from spanqa.settings import EMBEDDER_MODEL, EmbedderSettings
 
 POOLING_MODES = ("mean", "cls")
 # "auto": int8 where it can run (CPU, ONNX Runtime installed, a model layout it supports), else float32.
@@ -278,7 +279,7 @@ class Int8SentenceEncoder:
         model: str,
         threads: int | None = None,
         batch_tokens: int = defaults.EMBEDDER_BATCH_TOKENS,
-        max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
+        max_tokens: int | None = EmbedderSettings.embed_max_tokens,
     ):
         check_fast_embedder_available()
         import onnxruntime
@@ -334,8 +335,8 @@ class Int8DocumentEmbedder:
 
     def __init__(
         self,
-        model: str = defaults.EMBEDDER_MODEL,
-        max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
+        model: str = EMBEDDER_MODEL,
+        max_tokens: int | None = EmbedderSettings.embed_max_tokens,
         batch_tokens: int = defaults.EMBEDDER_BATCH_TOKENS,
     ):
         self.model = model
@@ -373,8 +374,8 @@ class Int8TextEmbedder:
 
     def __init__(
         self,
-        model: str = defaults.EMBEDDER_MODEL,
-        max_tokens: int | None = defaults.EMBED_MAX_TOKENS,
+        model: str = EMBEDDER_MODEL,
+        max_tokens: int | None = EmbedderSettings.embed_max_tokens,
         threads: int | None = None,
     ):
         """

@@ -1,56 +1,20 @@
-"""Fusing a dense (embedding) ranking with a keyword (BM25) ranking into one.
-
-Each ranking's scores are min-max scaled over its own candidate list, so that the best candidate
-of either side scores 1 and its worst 0; a chunk's fused score is
-`dense_weight * dense + (1 - dense_weight) * keyword`, where a side that did not return the chunk
-counts 0 for it (it ranked below that side's last candidate). Scaling per query makes the two
-scales comparable without knowing their ranges (cosine similarity vs unbounded BM25), and unlike
-reciprocal-rank fusion it keeps how far apart candidates are: on SQuAD it ranked the gold
-paragraph first more often than reciprocal-rank fusion (see docs/measurements/retrieval.md).
+"""The settings of hybrid retrieval, checked as `spanqa.settings.RetrievalSettings` declares them:
+the retrieval mode ('hybrid' fuses the dense and keyword rankings, `spanqa.indexing.store.rank_fusion`;
+'dense' or 'keyword' use one) and the dense ranking's share of the fused score.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from spanqa.errors import ConfigError
-
-RETRIEVAL_MODES = ("hybrid", "dense", "keyword")
+from spanqa.settings import RetrievalSettings
 
 
 def check_retrieval_mode(mode: object) -> str:
-    if mode not in RETRIEVAL_MODES:
-        raise ConfigError(f"retrieval mode {mode!r} is not one of {', '.join(RETRIEVAL_MODES)}: pick one of them")
-    return str(mode)
+    """`mode` when it is a retrieval mode (`RetrievalSettings.retrieval`'s check), else a ConfigError
+    naming the choices."""
+    return RetrievalSettings(retrieval=mode).retrieval
 
 
 def check_dense_weight(weight: object) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
-        raise ConfigError(f"dense_weight={weight!r} must be a number from 0 (keyword only) to 1 (dense only)")
-    return float(weight)
-
-
-def min_max_scaled(scores: Sequence[float]) -> list[float]:
-    """Scores mapped to 0..1 (best 1, worst 0); all equal (or one) map to 1."""
-    if not scores:
-        return []
-    low, high = min(scores), max(scores)
-    if high == low:
-        return [1.0] * len(scores)
-    return [(score - low) / (high - low) for score in scores]
-
-
-def fuse_rankings(
-    dense: Sequence[tuple[str, float]], keyword: Sequence[tuple[str, float]], dense_weight: float
-) -> list[tuple[str, float]]:
-    """(id, fused score) for every id of either ranking, best first; ties keep dense order first.
-
-    `dense` and `keyword` are (id, score) lists, higher scores better, as each retriever returned them.
-    """
-    fused: dict[str, float] = {}
-    first_seen: dict[str, int] = {}
-    for ranking, weight in ((dense, dense_weight), (keyword, 1.0 - dense_weight)):
-        for (identifier, _), scaled in zip(ranking, min_max_scaled([score for _, score in ranking]), strict=True):
-            fused[identifier] = fused.get(identifier, 0.0) + weight * scaled
-            first_seen.setdefault(identifier, len(first_seen))
-    return sorted(fused.items(), key=lambda item: (-item[1], first_seen[item[0]]))
+    """`weight` as a float when it is a share from 0 (keyword only) to 1 (dense only)
+    (`RetrievalSettings.dense_weight`'s check), else a ConfigError."""
+    return float(RetrievalSettings(dense_weight=weight).dense_weight)

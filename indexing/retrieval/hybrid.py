@@ -6,12 +6,12 @@ from typing import Any
 
 from haystack import Document, component, default_to_dict
 
-from spanqa import defaults
-from spanqa.errors import ConfigError
 from spanqa.chunk_meta import SIMILARITY_KEY
-from spanqa.indexing.retrieval.fusion import check_dense_weight, check_retrieval_mode, fuse_rankings
+from spanqa.errors import ConfigError
 from spanqa.indexing.retrieval.retriever import check_retriever_settings, retriever_from_dict, run_settings
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, validate_top_k
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
+from spanqa.indexing.store.rank_fusion import fuse_rankings
+from spanqa.settings import RetrievalSettings
 
 
 @component
@@ -19,7 +19,7 @@ class HybridRetriever:
     """The chunks that best match a query, best first, by meaning and by words.
 
     mode "hybrid" (the default): the store's `candidates` nearest chunks by embedding and its
-    `candidates` best by BM25 are fused (`spanqa.indexing.retrieval.fusion`: per-query min-max scaling,
+    `candidates` best by BM25 are fused (`spanqa.indexing.store.rank_fusion`: per-query min-max scaling,
     `dense_weight` x dense + (1 - dense_weight) x keyword); `score` is that fused value in 0..1.
     "dense": embedding search alone, `score` = cosine similarity. "keyword": BM25 alone, `score` =
     the BM25 score. `filters` (Haystack syntax) apply inside both searches; filters given to `run`
@@ -33,20 +33,21 @@ class HybridRetriever:
     def __init__(
         self,
         document_store: FaissDocumentStore,
-        top_k: int = defaults.RETRIEVER_TOP_K,
+        top_k: int = RetrievalSettings.retriever_top_k,
         filters: dict[str, Any] | None = None,
-        mode: str = defaults.RETRIEVAL_MODE,
-        dense_weight: float = defaults.HYBRID_DENSE_WEIGHT,
-        candidates: int = defaults.HYBRID_CANDIDATES,
+        mode: str = RetrievalSettings.retrieval,
+        dense_weight: float = RetrievalSettings.dense_weight,
+        candidates: int = RetrievalSettings.hybrid_candidates,
     ):
         check_retriever_settings(document_store, top_k, filters)
-        validate_top_k(candidates)
+        # Checked as the settings they are (`retrieval`, `dense_weight`, `hybrid_candidates`).
+        checked = RetrievalSettings(retrieval=mode, dense_weight=dense_weight, hybrid_candidates=candidates)
         self.document_store = document_store
         self.top_k = top_k
         self.filters = filters
-        self.mode = check_retrieval_mode(mode)
-        self.dense_weight = check_dense_weight(dense_weight)
-        self.candidates = candidates
+        self.mode = checked.retrieval
+        self.dense_weight = float(checked.dense_weight)
+        self.candidates = checked.hybrid_candidates
 
     def to_dict(self) -> dict[str, Any]:
         """The retriever as a Haystack pipeline stores it: its store and settings."""

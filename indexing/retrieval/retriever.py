@@ -6,16 +6,15 @@ from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 
-from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.indexing.store.filters import filter_sql
 from spanqa.indexing.store.faiss_store import FaissDocumentStore, validate_top_k
+from spanqa.indexing.store.filters import filter_sql
+from spanqa.indexing.store.shards import ShardedStore
+from spanqa.settings import RetrievalSettings
 
 
 def check_retriever_settings(document_store: object, top_k: object, filters: dict[str, Any] | None) -> None:
     """The settings every retriever over a FaissDocumentStore takes; a bad one fails where it is set."""
-    from spanqa.indexing.store.shards import ShardedStore
-
     if not isinstance(document_store, (FaissDocumentStore, ShardedStore)):
         raise ConfigError(
             f"document_store must be a FaissDocumentStore or ShardedStore, got {type(document_store).__name__}"
@@ -42,8 +41,6 @@ def retriever_from_dict(cls: type, data: dict[str, Any]) -> Any:
     init_parameters = dict(data.get("init_parameters", {}))
     store = init_parameters.get("document_store")
     if isinstance(store, dict):
-        from spanqa.indexing.store.shards import ShardedStore
-
         kind = ShardedStore if str(store.get("type", "")).endswith(".ShardedStore") else FaissDocumentStore
         init_parameters["document_store"] = kind.from_dict(store)
     return default_from_dict(cls, {**data, "init_parameters": init_parameters})
@@ -61,7 +58,7 @@ class FaissEmbeddingRetriever:
     def __init__(
         self,
         document_store: FaissDocumentStore,
-        top_k: int = defaults.RETRIEVER_TOP_K,
+        top_k: int = RetrievalSettings.retriever_top_k,
         filters: dict[str, Any] | None = None,
     ):
         check_retriever_settings(document_store, top_k, filters)

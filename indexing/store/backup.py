@@ -43,7 +43,8 @@ from spanqa.file_modes import create_private_file, private_folder, private_opene
 from spanqa.indexing.store.manifest import FORMAT_VERSION, MANIFEST_FILE, read_manifest
 from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.indexing.store.tuning import IndexTuning
+from spanqa.paths import user_path
 
 SERVICE_DATABASE_FILE = "service.sqlite"  # service.database.DATABASE_FILE (the indexing layer imports no service code)
 STAGING_PREFIX = ".backup-"  # staging folders in the index directory: `.backup-PID-XXXX`
@@ -68,13 +69,13 @@ class BackupReport:
                 "chunks": self.chunks, "bytes": self.bytes}
 
 
-def backup_index(index_dir: str | Path, destination: str | Path, settings: StoreSettings | None = None) -> BackupReport:
+def backup_index(index_dir: str | Path, destination: str | Path, settings: IndexTuning | None = None) -> BackupReport:
     """Copies the index (sharded or not) in `index_dir` to `destination`, which must not exist or be
     an empty folder (ConfigError otherwise). A disk failing at the destination raises StorageError
     and leaves nothing there (nor `DEST.partial`); the index itself is never changed."""
-    index_dir = Path(index_dir).expanduser().resolve()
-    destination = Path(destination).expanduser().resolve()
-    settings = StoreSettings() if settings is None else settings
+    index_dir = user_path(index_dir)
+    destination = user_path(destination)
+    settings = IndexTuning() if settings is None else settings
     sharded = ShardedStore.exists(index_dir)
     if not sharded and not FaissDocumentStore.exists(index_dir):
         raise IndexNotFoundError(index_dir)
@@ -123,7 +124,7 @@ def shard_names(index_dir: Path, listing: bytes) -> list[str]:
     return names
 
 
-def _backup_one(index_dir: Path, target: Path, settings: StoreSettings) -> tuple[int, int, int]:
+def _backup_one(index_dir: Path, target: Path, settings: IndexTuning) -> tuple[int, int, int]:
     """Copies one index into the new folder `target`; returns (segment files, chunks, bytes)."""
     if read_manifest(index_dir)["format_version"] != FORMAT_VERSION:
         FaissDocumentStore.open(index_dir, settings=settings).close()  # upgrades it, as any spanqa command does
@@ -151,7 +152,7 @@ def _backup_one(index_dir: Path, target: Path, settings: StoreSettings) -> tuple
 
 
 @contextmanager
-def _staged_snapshot(index_dir: Path, staging: Path, settings: StoreSettings) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
+def _staged_snapshot(index_dir: Path, staging: Path, settings: IndexTuning) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
     """An open read transaction on the index's database, with every file its commit names staged
     (linked) in `staging`: yields the connection and those file names."""
     if not (index_dir / DATABASE_FILE).is_file():

@@ -30,8 +30,9 @@ from spanqa.indexing.store.commits import end_transaction
 from spanqa.indexing.store.manifest import MANIFEST_FILE, read_manifest
 from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore
 from spanqa.indexing.store.keyword import CJK_TABLE, FTS_TABLE, has_cjk_table
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import Quantizer, is_segment_file, read_quantizer, read_segment
+from spanqa.paths import user_path
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,12 @@ class _Vectors:
     bad: dict[str, str] = field(default_factory=dict)  # segment name -> why it cannot be read
 
 
-def check_index(index_dir: str | Path, thorough: bool = True, settings: StoreSettings | None = None) -> IndexHealth:
+def check_index(index_dir: str | Path, thorough: bool = True, settings: IndexTuning | None = None) -> IndexHealth:
     """The health of the index in `index_dir` (one index; a sharded one is checked shard by shard by
     the caller). `thorough` runs SQLite's full integrity check (reads every page: slow on a large
     index); otherwise its quick check."""
-    index_dir = Path(index_dir).expanduser().resolve()
-    settings = StoreSettings() if settings is None else settings
+    index_dir = user_path(index_dir)
+    settings = IndexTuning() if settings is None else settings
     health = IndexHealth(index_dir)
     if not (index_dir / MANIFEST_FILE).is_file():
         raise IndexNotFoundError(index_dir)
@@ -109,7 +110,7 @@ def check_index(index_dir: str | Path, thorough: bool = True, settings: StoreSet
 
 
 def _check_database(
-    connection: sqlite3.Connection, index_dir: Path, dimension: int, thorough: bool, settings: StoreSettings,
+    connection: sqlite3.Connection, index_dir: Path, dimension: int, thorough: bool, settings: IndexTuning,
     health: IndexHealth,
 ) -> None:
     rows = [row[0] for row in connection.execute("PRAGMA integrity_check" if thorough else "PRAGMA quick_check")]
@@ -171,7 +172,7 @@ def check_keyword_table(connection: sqlite3.Connection, table: str) -> None:
     connection.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', ?)", (rank,))
 
 
-def _read_vectors(index_dir: Path, database: ChunkDatabase, dimension: int, quantizer_name: str, settings: StoreSettings) -> _Vectors:
+def _read_vectors(index_dir: Path, database: ChunkDatabase, dimension: int, quantizer_name: str, settings: IndexTuning) -> _Vectors:
     vectors = _Vectors()
     quantizer: Quantizer | None = None
     quantizer_problem = None
@@ -213,11 +214,11 @@ def sources_of(connection: sqlite3.Connection, ids: np.ndarray) -> list[str]:
     return sorted(source for source in found if source is not None)
 
 
-def repair_index(index_dir: str | Path, settings: StoreSettings | None = None) -> IndexHealth:
+def repair_index(index_dir: str | Path, settings: IndexTuning | None = None) -> IndexHealth:
     """Brings the index back to its last consistent state (see the module docstring); the health
     found afterwards, with `repaired` saying what was dropped or changed."""
-    index_dir = Path(index_dir).expanduser().resolve()
-    settings = StoreSettings() if settings is None else settings
+    index_dir = user_path(index_dir)
+    settings = IndexTuning() if settings is None else settings
     before = check_index(index_dir, thorough=True, settings=settings)
     if any(not finding.repairable for finding in before.findings):
         return before
@@ -242,7 +243,7 @@ def repair_index(index_dir: str | Path, settings: StoreSettings | None = None) -
     return after
 
 
-def _repair(connection: sqlite3.Connection, index_dir: Path, dimension: int, settings: StoreSettings) -> list[str]:
+def _repair(connection: sqlite3.Connection, index_dir: Path, dimension: int, settings: IndexTuning) -> list[str]:
     done: list[str] = []
     rows = [row[0] for row in connection.execute("PRAGMA integrity_check")]
     if rows != ["ok"]:
@@ -336,7 +337,7 @@ def index_dirs(index_dir: Path) -> list[Path]:
 
 def index_health(index_dir: str | Path, repair: bool = False, thorough: bool = True) -> list[IndexHealth]:
     """The health of each index (shard) in `index_dir`, after repairing it when `repair`."""
-    index_dir = Path(index_dir).expanduser().resolve()
+    index_dir = user_path(index_dir)
     if not (index_dir / SHARDS_FILE).is_file() and not (index_dir / MANIFEST_FILE).is_file():
         raise IndexNotFoundError(index_dir)
     return [repair_index(d) if repair else check_index(d, thorough=thorough) for d in index_dirs(index_dir)]

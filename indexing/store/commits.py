@@ -34,7 +34,7 @@ from spanqa.atomic_files import is_leftover
 from spanqa.indexing.store.chunk_database import ChunkDatabase
 from spanqa.indexing.store.keyword import ensure_cjk_index
 from spanqa.indexing.store.segment_search import stack_shared
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import (
     QUANTIZER_PREFIX,
     SEGMENT_PREFIX,
@@ -86,14 +86,14 @@ def end_transaction(connection: sqlite3.Connection, statement: str = "ROLLBACK")
         connection.execute(statement)
 
 
-def tier(live: int, settings: StoreSettings) -> int:
+def tier(live: int, settings: IndexTuning) -> int:
     """A segment's size tier: 0 below the merge floor, then one per factor of merge_factor."""
     if live < settings.merge_floor_vectors:
         return 0
     return 1 + int(math.log(live / settings.merge_floor_vectors, settings.merge_factor))
 
 
-def plan_merges(segments: list[tuple[str, int, int]], settings: StoreSettings) -> list[list[str]]:
+def plan_merges(segments: list[tuple[str, int, int]], settings: IndexTuning) -> list[list[str]]:
     """Which segments (name, vectors held, live vectors) to merge now: each list becomes one segment.
 
     A segment with max_deleted_share of its vectors deleted (or none live) is rewritten; a size tier
@@ -113,7 +113,7 @@ class CommitLog:
     """Snapshots, writes and commits of one index directory, over one SQLite connection. Not
     thread-safe by itself: the store serialises calls."""
 
-    def __init__(self, index_dir: Path, connection: sqlite3.Connection, dimension: int, index_type: str, settings: StoreSettings):
+    def __init__(self, index_dir: Path, connection: sqlite3.Connection, dimension: int, index_type: str, settings: IndexTuning):
         self.index_dir = index_dir
         self.connection = connection
         self.database = ChunkDatabase(connection)

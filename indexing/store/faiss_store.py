@@ -1,14 +1,17 @@
 """The index store: a Haystack DocumentStore over an index directory, crash-safe, searched by
 cosine similarity and by keywords.
 
-Its parts, each with one job:
+This module opens an index and writes to it (transactions, writes, deletes); its reads (counts,
+filters, files, searches, the consistency check) are `store_reads.StoreReads`', its base class, and
+a new index is made by `new_index`. The parts under them, each with one job:
 
-- `index_manifest`: what the index is (`manifest.json`: embedder, dimension, index type, format);
+- `manifest`: what the index is (`manifest.json`: embedder, dimension, index type, format);
 - `chunk_database`: chunks, files, indexed metadata and commit state in SQLite (`chunks.sqlite`);
 - `vector_segments`: the vectors, in immutable FAISS segment files (`segment.*.faiss`);
 - `segment_search`: searching those segments as one;
 - `commits`: snapshots for readers, one atomic commit per write, merging segments by size;
-- `filters` and `keyword`: Haystack filters as SQL, BM25 keyword ranking.
+- `filters` and `keyword`: Haystack filters as SQL, BM25 keyword ranking (`rank_fusion` merges a
+  query's CJK and other keyword rankings).
 
 Writes outside a `with store.writer():` block commit at once (as a Haystack DocumentWriter
 expects); inside one, they commit together when the block ends, or not at all if it raises.
@@ -30,52 +33,24 @@ import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.errors import DuplicateDocumentError
 from haystack.document_stores.types import DuplicatePolicy
-from spanqa import defaults
-from spanqa.errors import (
-    ConfigError,
-    IndexMismatchError,
-    IndexNotFoundError,
-    StorageError,
-    check_positive_int,
-    is_storage_failure,
-)
-from spanqa.atomic_files import is_leftover
-from spanqa.file_modes import private_folder, tighten_index
-from spanqa.indexing.store.chunk_database import (
-    DATABASE_FILE,
-    ChunkDatabase,
-    FileChunks,
-    StoredFile,
-    connect,
-    create_schema,
-    files_by_source,
-)
-from spanqa.indexing.store.commits import CommitLog, CommitReport
-from spanqa.indexing.store.filters import filter_sql
-from spanqa.indexing.store.manifest import (
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    new_manifest,
-    read_manifest,
-    upgrade_format_3,
-    write_manifest,
-)
-from spanqa.indexing.store.keyword import ensure_cjk_index, keyword_ranking
-from spanqa.indexing.store.segment_search import search_segments
-from spanqa.indexing.store.index_settings import StoreSettings
-from spanqa.indexing.store.vector_segments import (
-    INDEX_TYPES,
-    is_segment_file,
-    normalized_rows,
-)
 
-__all__ = ["FORMAT_VERSION", "FaissDocumentStore", "StoreSettings", "StoredFile", "validate_index_type", "validate_top_k"]
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, StorageError, is_storage_failure
+from spanqa.file_modes import tighten_index
+from spanqa.indexing.store.chunk_database import DATABASE_FILE, ChunkDatabase, StoredFile, connect
+from spanqa.indexing.store.commits import CommitLog, CommitReport
+from spanqa.indexing.store.tuning import IndexTuning
+from spanqa.indexing.store.manifest import FORMAT_VERSION, MANIFEST_FILE, read_manifest, upgrade_format_3, write_manifest
+from spanqa.indexing.store.new_index import NEW_INDEX_TYPE, create_index, validate_index_type
+from spanqa.indexing.store.store_reads import ROOTS_KEY, StoreReads, validate_top_k
+from spanqa.indexing.store.vector_segments import normalized_rows
+from spanqa.paths import user_path
+
+__all__ = ["FORMAT_VERSION", "FaissDocumentStore", "IndexTuning", "StoredFile", "validate_index_type", "validate_top_k"]
 
 logger = logging.getLogger(__name__)
-ROOTS_KEY = "roots"  # state key: the JSON list of indexed roots (`roots`)
 
 
-class FaissDocumentStore:
+class FaissDocumentStore(StoreReads):
     """Documents with embeddings, searchable by cosine similarity, persisted in `index_dir`.
 
     `FaissDocumentStore(index_dir)` opens the index there. Given `embedder` and `dimension`, a
@@ -90,22 +65,22 @@ class FaissDocumentStore:
         dimension: int | None = None,
         index_type: str | None = None,
         embedding: dict[str, Any] | None = None,
-        settings: StoreSettings | None = None,
+        settings: IndexTuning | None = None,
     ):
-        self.index_dir = Path(index_dir).expanduser().resolve()
-        self.settings = StoreSettings() if settings is None else settings
+        self.index_dir = user_path(index_dir)
+        self.settings = IndexTuning() if settings is None else settings
         if not FaissDocumentStore.exists(self.index_dir):
             if embedder is None or dimension is None:
                 raise IndexNotFoundError(self.index_dir)
-            index_type = defaults.INDEX_TYPE if index_type is None else index_type
-            self._initialise(embedder, dimension, index_type, embedding)
+            index_type = NEW_INDEX_TYPE if index_type is None else index_type
+            create_index(self.index_dir, embedder, dimension, index_type, embedding, self.settings.busy_timeout_s)
         self._open()
         self._check_settings(embedder, dimension, index_type)
 
     @classmethod
-    def open(cls, index_dir: str | Path, settings: StoreSettings | None = None) -> FaissDocumentStore:
+    def open(cls, index_dir: str | Path, settings: IndexTuning | None = None) -> FaissDocumentStore:
         """The index in `index_dir`; IndexNotFoundError when there is none."""
-        index_dir = Path(index_dir).expanduser().resolve()
+        index_dir = user_path(index_dir)
         if not cls.exists(index_dir):
             raise IndexNotFoundError(index_dir)
         return cls(index_dir, settings=settings)
@@ -119,11 +94,11 @@ class FaissDocumentStore:
         overwrite: bool = False,
         index_type: str | None = None,
         embedding: dict[str, Any] | None = None,
-        settings: StoreSettings | None = None,
+        settings: IndexTuning | None = None,
     ) -> FaissDocumentStore:
         """A new, empty index in `index_dir` (created). With `overwrite=True` an index there is deleted first.
         `embedding` records how its vectors are made (precision, word pieces read; see spanqa.indexing.retrieval.embedding)."""
-        index_dir = Path(index_dir).expanduser().resolve()
+        index_dir = user_path(index_dir)
         if cls.exists(index_dir):
             if not overwrite:
                 raise ConfigError(
@@ -137,35 +112,9 @@ class FaissDocumentStore:
     @staticmethod
     def exists(index_dir: str | Path) -> bool:
         """Whether `index_dir` holds an index (its manifest)."""
-        return (Path(index_dir) / MANIFEST_FILE).is_file()
+        return (user_path(index_dir) / MANIFEST_FILE).is_file()
 
     # -- creating and opening ----------------------------------------------------------------
-
-    def _initialise(self, embedder: str, dimension: int, index_type: str, embedding: dict[str, Any] | None) -> None:
-        validate_dimension(dimension)
-        validate_index_type(index_type)
-        if not isinstance(embedder, str) or embedder == "":
-            raise ConfigError(f"embedder must name a model (hub id or local path), got {embedder!r}")
-        private_folder(self.index_dir)  # a new folder 0700: the index holds every document's text
-        # Leftovers of an index that was being created or replaced when it was interrupted.
-        for path in self.index_dir.iterdir():
-            if path.name.startswith(DATABASE_FILE) or is_segment_file(path.name) or is_leftover(path.name):
-                path.unlink()
-        try:
-            connection = connect(self.index_dir / DATABASE_FILE, self.settings.busy_timeout_s)
-            try:
-                create_schema(connection)
-                connection.execute("BEGIN IMMEDIATE")
-                ensure_cjk_index(connection)
-                ChunkDatabase(connection).set_state({"generation": "0", "next_id": "0", "chunking": "null"})
-                connection.execute("COMMIT")
-            finally:
-                connection.close()
-            # The manifest comes last: a directory is an index only once its database is complete.
-            write_manifest(self.index_dir, new_manifest(embedder, dimension, index_type, embedding))
-        except (OSError, sqlite3.Error) as exc:
-            # Nothing is an index until the manifest is written; the next try starts afresh.
-            raise StorageError("cannot create the index", exc) from exc
 
     def _open(self) -> None:
         manifest = read_manifest(self.index_dir)
@@ -288,11 +237,6 @@ class FaissDocumentStore:
     # -- transactions ----------------------------------------------------------------------------
 
     @contextmanager
-    def _reading(self) -> Iterator[None]:
-        with self._lock, self._commits.reading():
-            yield
-
-    @contextmanager
     def writer(self) -> Iterator[FaissDocumentStore]:
         """One write transaction: every write in the block commits atomically when it ends, or none
         if it raises. Blocks nest (the outermost one commits)."""
@@ -361,18 +305,7 @@ class FaissDocumentStore:
             self._commit(compact=True)
             return self.last_commit
 
-    # -- DocumentStore protocol ------------------------------------------------------------------
-
-    def count_documents(self) -> int:
-        """The number of chunks in the index."""
-        with self._reading():
-            return self._database.count()
-
-    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        """The chunks matching `filters` (Haystack syntax; None: every chunk), without their vectors."""
-        where = None if filters is None else filter_sql(filters)
-        with self._reading():
-            return self._database.documents(where)
+    # -- writes (the reads are StoreReads') --------------------------------------------------------
 
     def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
         """Adds `documents`; with NONE or FAIL an id already stored, or repeated in `documents`, raises
@@ -422,37 +355,10 @@ class FaissDocumentStore:
         self._vectors_changed = True
         self._database.recount_files({source for _, _, source in found if source is not None})
 
-    # -- files ------------------------------------------------------------------------------------
-
-    def files(self) -> list[StoredFile]:
-        """Every indexed file, sorted by path."""
-        with self._reading():
-            return self._database.files()
-
-    def source_files(self) -> dict[str, dict[str, Any]]:
-        """Each indexed source with its chunk count, page count and SHA-256 (None when not recorded)."""
-        return files_by_source(self.files())
-
-    def file_chunks(self, source: str) -> FileChunks | None:
-        """What the chunks of the indexed file `source` record alike (None when it has none)."""
-        with self._reading():
-            return self._database.file_chunks(source)
-
-    def sources(self) -> dict[str, int]:
-        """Each distinct `meta["source"]`, sorted, with its number of stored chunks."""
-        with self._reading():
-            return self._database.sources()
-
-    def roots(self) -> list[str]:
-        """The paths indexing runs were given (absolute folders or single files, sorted): what a
-        service shows indexed paths relative to. Empty for an index made before they were recorded."""
-        with self._reading():
-            return json.loads(self._database.state().get(ROOTS_KEY, "[]"))
-
     def add_roots(self, paths: Iterable[str | Path]) -> None:
         """Records `paths` (made absolute) as indexed roots: in the open `writer()` block, else in a
         small commit of its own; nothing is written when every one is recorded already."""
-        wanted = {str(Path(path).expanduser().resolve()) for path in paths}
+        wanted = {str(user_path(path)) for path in paths}
         if wanted <= set(self.roots()):
             return
         with self._writing():
@@ -466,75 +372,6 @@ class FaissDocumentStore:
             self._delete(doc_ids)
             self._database.remove_file(source)
             return len(doc_ids)
-
-    # -- search ----------------------------------------------------------------------------------
-
-    def search(self, query_embedding: list[float] | np.ndarray, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
-        """The `top_k` documents most similar to `query_embedding`, best first, `score` = cosine similarity.
-
-        With `filters` (Haystack syntax) only matching documents are ranked, and the result holds
-        `top_k` of them whenever that many match: the filter selects ids inside each segment's search.
-        """
-        validate_top_k(top_k)
-        query = normalized_rows(np.asarray(query_embedding, dtype=np.float32).reshape(1, -1), self._dimension)
-        where = None if filters is None else filter_sql(filters)
-        with self._reading():
-            allowed = None if where is None else self._database.matching_ids(where)
-            ids, scores = search_segments(self._commits.live_segments(), query, top_k, allowed, self.settings)
-            return self._scored_documents(ids, scores)
-
-    def similarities(self, query_embedding: list[float] | np.ndarray, document_ids: list[str]) -> dict[str, float]:
-        """The cosine similarity of `query_embedding` to each stored document of `document_ids` (ids
-        not in the store are left out): what `search` scores them, for chunks it did not return."""
-        query = normalized_rows(np.asarray(query_embedding, dtype=np.float32).reshape(1, -1), self._dimension)
-        if not document_ids:
-            return {}
-        with self._reading():
-            found = sorted(self._database.ids_of(list(document_ids)))
-            ids = np.asarray([row[0] for row in found], dtype=np.int64)
-            scores: dict[int, float] = {}
-            for live in self._commits.live_segments():
-                held = ids[live.segment.holds(ids)]
-                scores.update(zip(held.tolist(), (live.segment.reconstruct(held) @ query[0]).tolist()))
-        return {doc_id: float(scores[chunk_id]) for chunk_id, doc_id, _ in found if chunk_id in scores}
-
-    def keyword_search(self, query: str, top_k: int, filters: dict[str, Any] | None = None) -> list[Document]:
-        """The `top_k` chunks best matching `query`'s words by BM25 (`spanqa.indexing.store.keyword`), best
-        first, `score` = minus SQLite's bm25() (higher is better; 0..1 for a query mixing CJK and other
-        words). `filters` as in `search`, applied inside the ranking; a query with no searchable word
-        finds nothing."""
-        validate_top_k(top_k)
-        where = None if filters is None else filter_sql(filters)
-        with self._reading():
-            ranked = keyword_ranking(self._connection, query, top_k, where)
-            return self._scored_documents([row[0] for row in ranked], [row[1] for row in ranked])
-
-    def _scored_documents(self, ids: list[int], scores: list[float]) -> list[Document]:
-        """The chunks of `ids`, in that order, each with its score."""
-        by_id = self._database.documents_by_ids(ids)
-        missing = [i for i in ids if i not in by_id]
-        if missing:
-            raise IndexMismatchError(f"index at '{self.index_dir}' is inconsistent: vectors {missing[:5]} have no chunk: rebuild it")
-        return [Document(id=by_id[i].id, content=by_id[i].content, meta=by_id[i].meta, score=float(s)) for i, s in zip(ids, scores)]
-
-    # -- checks ----------------------------------------------------------------------------------
-
-    def verify(self) -> list[str]:
-        """Problems found comparing the database with the vectors (none for a sound index)."""
-        problems = []
-        with self._reading():
-            live = self._database.live_ids()
-            segments = self._commits.live_segments()
-            held = np.concatenate([s.live_ids() for s in segments]) if segments else np.zeros(0, dtype=np.int64)
-            if len(np.unique(held)) != len(held):
-                problems.append("a vector is live in two segments")
-            missing, orphans = np.setdiff1d(live, held), np.setdiff1d(held, live)
-            if len(missing) or len(orphans):
-                problems.append(f"{len(missing)} chunks without a vector, {len(orphans)} vectors without a chunk")
-            if len(live) > 0 and live.max() >= self._commits.snapshot.next_id:
-                problems.append(f"next id {self._commits.snapshot.next_id} is not above the largest id {live.max()}")
-            problems += self._database.file_problems()
-        return problems
 
     # -- embeddings ------------------------------------------------------------------------------
 
@@ -559,16 +396,3 @@ class FaissDocumentStore:
         matrix = np.asarray([document.embedding for document in documents], dtype=np.float32)
         return normalized_rows(matrix, self._dimension)
 
-
-def validate_top_k(top_k: int) -> None:
-    check_positive_int("top_k", top_k)
-
-
-def validate_dimension(dimension: int) -> None:
-    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
-        raise ConfigError(f"dimension must be a positive integer, got {dimension!r}")
-
-
-def validate_index_type(index_type: str) -> None:
-    if index_type not in INDEX_TYPES:
-        raise ConfigError(f"index_type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")

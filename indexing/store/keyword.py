@@ -29,7 +29,7 @@ import re
 import sqlite3
 from typing import Any
 
-from spanqa.indexing.retrieval.fusion import fuse_rankings
+from spanqa.indexing.store.rank_fusion import fuse_rankings
 
 FTS_TABLE = "chunks_fts"
 # Weights of the indexed columns in bm25(): chunk text, file path (both tables).

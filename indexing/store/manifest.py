@@ -17,7 +17,7 @@ from typing import Any
 from spanqa.errors import IndexMismatchError
 from spanqa.atomic_files import write_json_atomically
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, SEGMENT_SCHEMA, meta_rows
-from spanqa.indexing.store.vector_segments import INDEX_TYPES
+from spanqa.settings import INDEX_TYPES
 
 FORMAT_VERSION = 4  # 4: vectors in segments, metadata values indexed (3: one vectors file)
 MANIFEST_FILE = "manifest.json"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import (
     LiveSegment,
     Quantizer,
@@ -95,7 +95,7 @@ def stack_shared(segments: list[LiveSegment], quantizer: Quantizer | None, cache
 
 
 def search_segments(
-    segments: list[LiveSegment], query: np.ndarray, k: int, allowed: np.ndarray | None, settings: StoreSettings
+    segments: list[LiveSegment], query: np.ndarray, k: int, allowed: np.ndarray | None, settings: IndexTuning
 ) -> tuple[list[int], list[float]]:
     """The ids and scores of the `k` live vectors (among `allowed`, sorted, when given) most similar
     to `query` (one row), best first."""
@@ -124,7 +124,7 @@ def search_segments(
 
 
 def approximate_top(
-    live: LiveSegment, query: np.ndarray, k: int, candidates: np.ndarray | None, settings: StoreSettings
+    live: LiveSegment, query: np.ndarray, k: int, candidates: np.ndarray | None, settings: IndexTuning
 ) -> tuple[np.ndarray, np.ndarray]:
     segment = live.segment
     selector = None

@@ -40,7 +40,8 @@ from spanqa.indexing.store.chunk_database import FileChunks, StoredFile, files_b
 from spanqa.indexing.store.commits import CommitReport
 from spanqa.file_modes import private_folder
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.indexing.store.tuning import IndexTuning
+from spanqa.paths import user_path
 
 SHARDS_FILE = "shards.json"
 SHARDS_FORMAT = 1
@@ -51,7 +52,7 @@ def index_exists(index_dir: str | Path) -> bool:
     return ShardedStore.exists(index_dir) or FaissDocumentStore.exists(index_dir)
 
 
-def open_index(index_dir: str | Path, settings: StoreSettings | None = None) -> FaissDocumentStore | ShardedStore:
+def open_index(index_dir: str | Path, settings: IndexTuning | None = None) -> FaissDocumentStore | ShardedStore:
     """The index in `index_dir`: a ShardedStore where `shards.json` lists shards, else the one index."""
     if ShardedStore.exists(index_dir):
         return ShardedStore(index_dir, settings=settings)
@@ -72,8 +73,8 @@ def merged(lists: list[list[Document]], top_k: int) -> list[Document]:
 class ShardedStore:
     """The shards listed in `index_dir/shards.json`, behind the store's read and write methods."""
 
-    def __init__(self, index_dir: str | Path, settings: StoreSettings | None = None):
-        self.index_dir = Path(index_dir).expanduser().resolve()
+    def __init__(self, index_dir: str | Path, settings: IndexTuning | None = None):
+        self.index_dir = user_path(index_dir)
         path = self.index_dir / SHARDS_FILE
         if not path.is_file():
             raise IndexNotFoundError(self.index_dir)
@@ -96,17 +97,17 @@ class ShardedStore:
 
     @staticmethod
     def exists(index_dir: str | Path) -> bool:
-        return (Path(index_dir) / SHARDS_FILE).is_file()
+        return (user_path(index_dir) / SHARDS_FILE).is_file()
 
     @classmethod
     def create(
         cls, index_dir: str | Path, count: int, embedder: str, dimension: int, *,
-        index_type: str | None = None, embedding: dict[str, Any] | None = None, settings: StoreSettings | None = None,
+        index_type: str | None = None, embedding: dict[str, Any] | None = None, settings: IndexTuning | None = None,
     ) -> ShardedStore:
         """`count` new, empty shards `shard-0`... in `index_dir`, and the list naming them (written last:
         the folder is a sharded index once it has one)."""
         check_positive_int("shards", count)
-        index_dir = Path(index_dir).expanduser().resolve()
+        index_dir = user_path(index_dir)
         if cls.exists(index_dir) or FaissDocumentStore.exists(index_dir):
             raise ConfigError(f"an index already exists at '{index_dir}': shard a new folder")
         names = [f"shard-{number}" for number in range(count)]

@@ -1,6 +1,7 @@
-"""The index store's settings, declared once: FAISS structures, segment merging, filtered search and
-waiting for another writer. The store and its parts are given one `StoreSettings`; nothing reads
-`defaults` at call time, so a test or a server sets them per store.
+"""The index store's internal tuning (not user settings, which are `spanqa.settings.StoreSettings`):
+FAISS structures, segment merging, filtered search and waiting for another writer. The store and its
+parts are given one `IndexTuning`; nothing reads `defaults` at call time, so a test or a benchmark
+sets them per store.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from spanqa.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class StoreSettings:
+class IndexTuning:
     # FAISS structures, per segment (see vector_segments.segment_structure).
     approximate_min_vectors: int = defaults.APPROXIMATE_MIN_VECTORS
     auto_approximate_min_vectors: int = defaults.AUTO_APPROXIMATE_MIN_VECTORS

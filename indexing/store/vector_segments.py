@@ -20,13 +20,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from spanqa.errors import ConfigError, IndexMismatchError
+
 from spanqa.atomic_files import write_with
-from spanqa.indexing.store.index_settings import StoreSettings
+from spanqa.errors import ConfigError, IndexMismatchError
+from spanqa.indexing.store.tuning import IndexTuning
 
 logger = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
 STRUCTURES = ("flat", "hnsw", "ivf")
 SEGMENT_PREFIX = "segment."
 QUANTIZER_PREFIX = "quantizer."
@@ -40,7 +40,7 @@ def is_segment_file(name: str) -> bool:
     return name.startswith(prefixes) and name.endswith(SEGMENT_SUFFIX)
 
 
-def segment_structure(count: int, index_type: str, has_quantizer: bool, settings: StoreSettings) -> str:
+def segment_structure(count: int, index_type: str, has_quantizer: bool, settings: IndexTuning) -> str:
     """The structure a segment of `count` vectors gets in an index of `index_type`: IVF whenever the
     index has its quantizer ("ivf" and "auto" indexes large enough, `quantizer_wanted`); HNSW for a
     segment large enough to pay off; else exact."""
@@ -51,7 +51,7 @@ def segment_structure(count: int, index_type: str, has_quantizer: bool, settings
     return "flat"
 
 
-def quantizer_wanted(live: int, index_type: str, lists: int | None, settings: StoreSettings) -> bool:
+def quantizer_wanted(live: int, index_type: str, lists: int | None, settings: IndexTuning) -> bool:
     """Whether an index of `live` vectors should (re)train its quantizer: once it is large enough
     for IVF, and again each time it has grown to want twice the lists (geometric growth: the
     retrainings cost O(1) per vector)."""
@@ -141,7 +141,7 @@ class Quantizer:
         return self.template.nlist
 
 
-def train_quantizer(vectors: np.ndarray, settings: StoreSettings) -> faiss.Index:
+def train_quantizer(vectors: np.ndarray, settings: IndexTuning) -> faiss.Index:
     """An empty IVF index whose centroids are trained on (a sample of) `vectors`."""
     dimension = vectors.shape[1]
     lists = ivf_list_count(len(vectors), settings)
@@ -176,7 +176,7 @@ def attach_quantizer(index: faiss.Index, quantizer: Quantizer) -> None:
     index.quantizer = quantizer.template.quantizer
 
 
-def read_segment(path: Path, structure: str, settings: StoreSettings, quantizer: Quantizer | None = None) -> Segment:
+def read_segment(path: Path, structure: str, settings: IndexTuning, quantizer: Quantizer | None = None) -> Segment:
     """The segment file at `path`. Flat and HNSW files are memory-mapped (opening stays instant); IVF
     is read into memory: its queries touch ~16 scattered lists, and page faults on a mapped file
     tripled their latency at 1M vectors (bench/README.md, "Store")."""
@@ -237,7 +237,7 @@ def write_index_file(index: faiss.Index, file_name: str) -> None:
 
 
 def build_index(
-    vectors: np.ndarray, ids: np.ndarray, structure: str, settings: StoreSettings, quantizer: Quantizer | None = None
+    vectors: np.ndarray, ids: np.ndarray, structure: str, settings: IndexTuning, quantizer: Quantizer | None = None
 ) -> faiss.Index:
     """A FAISS index of `structure` holding `vectors` under `ids` (added in id order); an IVF one is a
     copy of `quantizer`'s template, or trained on `vectors` without one."""
@@ -268,12 +268,12 @@ def build_index(
     return index
 
 
-def ivf_list_count(count: int, settings: StoreSettings) -> int:
+def ivf_list_count(count: int, settings: IndexTuning) -> int:
     # About 4·sqrt(n) lists, each trained with at least 39 points (FAISS warns below that).
     return max(1, min(int(4 * np.sqrt(count)), settings.ivf_max_lists, count // 39))
 
 
-def configure_search(index: faiss.Index, structure: str, settings: StoreSettings) -> None:
+def configure_search(index: faiss.Index, structure: str, settings: IndexTuning) -> None:
     if structure == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = settings.hnsw_ef_search
     elif structure == "ivf":
@@ -281,7 +281,7 @@ def configure_search(index: faiss.Index, structure: str, settings: StoreSettings
 
 
 def search_parameters(
-    structure: str, k: int, selector: faiss.IDSelector | None, settings: StoreSettings
+    structure: str, k: int, selector: faiss.IDSelector | None, settings: IndexTuning
 ) -> faiss.SearchParameters | None:
     if structure == "hnsw":
         return faiss.SearchParametersHNSW(sel=selector, efSearch=max(settings.hnsw_ef_search, k))

@@ -6,8 +6,10 @@ the columns line by line. Here the page is cut recursively (an XY-cut) at the wh
 blocks: first at vertical gutters that separate text columns, else at the widest horizontal gap; a
 region with neither is read line by line, top to bottom, left to right.
 
-Everything here is plain geometry on `Fragment`s, so it is tested without PDFs; `pdf_text.py` turns
-a pypdf page into fragments.
+Everything here is plain geometry on `Fragment`s, so it is tested without PDFs: `formats.pdf_text`
+turns a pypdf page into fragments, `ocr.engines` an OCR'd page's recognised words, and
+`pages.glyphs` pdfium's glyphs (to box answers in the same reading order). The lowest module of
+indexing, beside `pdfium`: plain Python, it imports nothing of spanqa.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ from typing import Any
 
 from haystack import Document, component, default_to_dict
 
-from spanqa import defaults
-from spanqa.records import SkippedFile
-from spanqa.errors import ConfigError
 from spanqa.chunk_meta import ChunkMeta, file_type_of
+from spanqa.errors import ConfigError
 from spanqa.indexing.ingest.file_meta import check_meta
-from spanqa.indexing.ocr.engines import check_ocr_mode, engine_label
 from spanqa.indexing.ingest.parsing import failure_reason, password_candidates, read_file
+from spanqa.indexing.ocr.engines import engine_label
+from spanqa.paths import user_path
+from spanqa.records import SkippedFile
+from spanqa.settings import ChunkingSettings, OcrSettings, ParseSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,21 +32,18 @@ class ReadSettings:
     """How files are read, as `DocumentQA.index` reads them (`layout`: an index's chunking
     manifest records it; `ocr`, `max_file_mb`, `password`, `passwords`: the `index` options)."""
 
-    layout: bool = defaults.LAYOUT_READING_ORDER
-    ocr: str = defaults.OCR
-    max_file_mb: float | None = defaults.MAX_FILE_MB
+    layout: bool = ChunkingSettings.layout_reading_order
+    ocr: str = OcrSettings.ocr
+    max_file_mb: float | None = ParseSettings.max_file_mb
     password: str | None = None
     # Per-file passwords keyed by file name, trailing path or absolute path (tried before `password`).
     passwords: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_ocr_mode(self.ocr)
-        if not isinstance(self.layout, bool):
-            raise ConfigError(f"layout={self.layout!r} must be True or False")
-        if self.max_file_mb is not None and (
-            isinstance(self.max_file_mb, bool) or not isinstance(self.max_file_mb, (int, float)) or self.max_file_mb <= 0
-        ):
-            raise ConfigError(f"max_file_mb={self.max_file_mb!r} must be a number > 0, or None for no limit")
+        # Each value passes the check of the setting it is (declared in spanqa.settings).
+        ChunkingSettings(layout_reading_order=self.layout)
+        OcrSettings(ocr=self.ocr)
+        ParseSettings(max_file_mb=self.max_file_mb)
 
     @property
     def max_file_bytes(self) -> int | None:
@@ -90,7 +88,7 @@ class PageConverter:
         documents: list[Document] = []
         skipped: list[SkippedFile] = []
         for source, extra in zip(sources, metas):
-            path = Path(source).expanduser().resolve()
+            path = user_path(source)
             try:
                 text = read_file(
                     path,
