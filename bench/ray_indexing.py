@@ -113,8 +113,7 @@ def stage_rates(pdfs: Path, embedder: str, tokenizer: str, commit_files: int, de
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.store.faiss_store import FaissDocumentStore
     from spanqa.indexing.ingest.workers import ParsePool
-    from spanqa.pipelines.api import warm_up_embedder
-    from spanqa.pipelines.builders import make_document_embedder
+    from spanqa.indexing.retrieval.embedders import make_document_embedder, warm_up_embedder
 
     cores = os.cpu_count() or 1
     chunking = ChunkSettings(tokenizer=tokenizer, tokenizer_file=str(Path(tokenizer) / "tokenizer.json"))

@@ -28,7 +28,7 @@ from spanqa.errors import ConfigError, DocumentError, IndexBusyError, IndexMisma
 from spanqa.service.http_errors import ApiError, error_response, storage_failure
 from spanqa.service.routes import router
 from spanqa.service.schemas import ErrorBody, Health
-from spanqa.service.state import ServiceSettings, ServiceState
+from spanqa.service.state import ServerConfig, ServiceState
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,9 @@ def _validation_detail(exc: RequestValidationError) -> tuple[int, str, Any]:
     return 422, "invalid_request", "; ".join(messages)
 
 
-def create_app(settings: ServiceSettings, state: ServiceState | None = None, load_in_background: bool = True) -> FastAPI:
-    """The app for `settings`. The models load on a thread at startup; /readyz says when they are in."""
-    state = state if state is not None else ServiceState(settings)
+def create_app(config: ServerConfig, state: ServiceState | None = None, load_in_background: bool = True) -> FastAPI:
+    """The app for `config`. The models load on a thread at startup; /readyz says when they are in."""
+    state = state if state is not None else ServiceState(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -23,6 +23,7 @@ from spanqa.records import Answer, Passage
 from spanqa.errors import DocumentError, StorageError, is_storage_failure
 from spanqa.indexing.formats.cleaning import same_text
 from spanqa.indexing.store.filters import filter_sql
+from spanqa.pipelines.documents import answer_from_extracted, passage_from_document
 from spanqa.service.catalog import CatalogFile, CatalogSnapshot, FileCatalog, file_id, file_type
 from spanqa.service.database import Feedback, squad_export
 from spanqa.service.engine import NotReady, ServiceBusy
@@ -169,8 +170,6 @@ async def passage_body(state: ServiceState, catalog: CatalogSnapshot, passage: P
 @router.post("/v1/ask", response_model=AskResponse, tags=["questions"])
 async def ask(body: AskRequest, request: Request, who: Principal = Depends(principal)) -> dict:
     """Answers quoted from the files the token may read, best first, each with its highlight boxes."""
-    from spanqa.pipelines.documents import answer_from_extracted
-
     state = service(request)
     catalog_of(state)
     filters = scoped_filters(body.filters, who, await files_now(state))
@@ -188,8 +187,6 @@ async def ask(body: AskRequest, request: Request, who: Principal = Depends(princ
 @router.post("/v1/search", response_model=SearchResponse, tags=["questions"])
 async def search(body: SearchRequest, request: Request, who: Principal = Depends(principal)) -> dict:
     """The passages most related to the query among the files the token may read, without reading them."""
-    from spanqa.pipelines.documents import passage_from_document
-
     state = service(request)
     catalog_of(state)
     filters = scoped_filters(body.filters, who, await files_now(state))
@@ -243,14 +240,15 @@ async def upload(request: Request, who: Principal = Depends(admin)) -> dict:
     the background by the one writer. Poll `GET /v1/jobs/{job}` for each file's status."""
     state = service(request)
     catalog_of(state)
-    settings = state.settings
-    limit = settings.max_files_per_upload * settings.max_file_bytes + defaults.SERVICE_MAX_BODY_BYTES
+    config = state.config
+    max_files = config.service.max_files_per_upload
+    limit = max_files * config.max_file_bytes + defaults.SERVICE_MAX_BODY_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"the upload is over {limit} bytes ({settings.max_files_per_upload} files "
-                       f"of at most {settings.max_file_mb:g} MB)")
+        raise ApiError(413, "too_large", f"the upload is over {limit} bytes ({max_files} files "
+                       f"of at most {config.service.upload_max_file_mb:g} MB)")
     try:
-        receiver = UploadReceiver(settings.uploads, settings.max_file_bytes, settings.max_files_per_upload)
+        receiver = UploadReceiver(config.uploads, config.max_file_bytes, max_files)
     except StorageError as exc:
         raise storage_failure(exc) from exc
     try:
@@ -263,7 +261,7 @@ async def upload(request: Request, who: Principal = Depends(admin)) -> dict:
     except Exception:
         receiver.discard()
         raise
-    target = str(settings.uploads.joinpath(*folder))
+    target = str(config.uploads.joinpath(*folder))
     if not receiver.files:
         receiver.discard()
         raise ApiError(422, "invalid_request", "no files: send each file in a multipart field named 'files'")

@@ -1,4 +1,4 @@
-"""What one server holds: its settings, the engine, tokens, limits, the file catalog and the writer."""
+"""What one server holds: its configuration, the engine, tokens, limits, the file catalog and the writer."""
 
 from __future__ import annotations
 
@@ -6,16 +6,16 @@ import logging
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from spanqa import defaults
-from spanqa.errors import ConfigError
-from spanqa.indexing.store.check import index_problem
 from spanqa.indexing.ocr.engines import OCR_MANIFEST_KEY, recorded_mode
+from spanqa.indexing.store.check import index_problem
+from spanqa.paths import user_path
+from spanqa.pipelines.api import DocumentQA
 from spanqa.service.catalog import FileCatalog
 from spanqa.service.database import ServiceDatabase
-from spanqa.service.engine import EngineSettings, QAEngine
+from spanqa.service.engine import QAEngine
 from spanqa.service.jobs import IndexWriter
 from spanqa.service.limits import RateLimiter
 from spanqa.service.metrics import ServiceMetrics
@@ -24,6 +24,7 @@ from spanqa.service.pages import PageService
 from spanqa.service.paths import PathView
 from spanqa.service.tokens import Principal, TokenFile
 from spanqa.service.uploads import STAGING
+from spanqa.settings import ChunkingSettings, OcrSettings, ParseSettings, QASettings, ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,41 +32,34 @@ ANONYMOUS = Principal(name="anonymous", role="admin", scope=())
 
 
 @dataclass(frozen=True)
-class ServiceSettings:
-    """Everything `spanqa serve` is told; one dataclass, passed in (tests build their own)."""
+class ServerConfig:
+    """Everything `spanqa serve` is told, one object passed in (tests build their own): the index,
+    the query engine's settings, the service's (queue, batches, limits, uploads, page workers), the
+    upload parser's, and the tokens file and upload folder. Paths are made absolute here."""
 
-    engine: EngineSettings
+    index_dir: Path
+    qa: QASettings = field(default_factory=QASettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    parse: ParseSettings = field(default_factory=ParseSettings)
     tokens_file: Path | None = None  # None: no authentication (loopback only, or --insecure-no-auth)
     uploads_dir: Path | None = None  # None: INDEX_DIR/uploads
-    max_file_mb: float = defaults.SERVICE_MAX_FILE_MB
-    max_files_per_upload: int = defaults.SERVICE_MAX_FILES_PER_UPLOAD
-    rate_limit_per_minute: float = defaults.SERVICE_RATE_LIMIT_PER_MINUTE
-    rate_burst: int = defaults.SERVICE_RATE_BURST
-    parse_workers: int | None = defaults.PARSE_WORKERS
-    parse_timeout_s: float | None = defaults.PARSE_TIMEOUT_S
-    parse_memory_mb: int | None = defaults.PARSE_MEMORY_MB
-    # Page work (boxes, geometry, page images, page text) runs in capped worker processes.
-    page_workers: int = defaults.SERVICE_RENDER_WORKERS
-    page_timeout_s: float | None = defaults.SERVICE_PAGE_TIMEOUT_S  # seconds one page call may take
-    page_memory_mb: int | None = defaults.SERVICE_PAGE_MEMORY_MB  # address space of each page worker
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_file_mb, bool) or not isinstance(self.max_file_mb, (int, float)) or self.max_file_mb <= 0:
-            raise ConfigError(f"max_file_mb={self.max_file_mb!r} must be a number of megabytes > 0")
-        check_page_budget(self.page_timeout_s, self.page_memory_mb)
-
-    @property
-    def index_dir(self) -> Path:
-        return Path(self.engine.index_dir).expanduser().resolve()
+        object.__setattr__(self, "index_dir", user_path(self.index_dir))
+        if self.tokens_file is not None:
+            object.__setattr__(self, "tokens_file", user_path(self.tokens_file))
+        if self.uploads_dir is not None:
+            object.__setattr__(self, "uploads_dir", user_path(self.uploads_dir))
+        check_page_budget(self.service.page_timeout_s, self.service.page_memory_mb)
 
     @property
     def uploads(self) -> Path:
-        folder = self.index_dir / "uploads" if self.uploads_dir is None else Path(self.uploads_dir)
-        return folder.expanduser().resolve()
+        return self.index_dir / "uploads" if self.uploads_dir is None else self.uploads_dir
 
     @property
     def max_file_bytes(self) -> int:
-        return int(self.max_file_mb * 1024 * 1024)
+        """The largest uploaded file, in bytes."""
+        return int(self.service.upload_max_file_mb * 1024 * 1024)
 
 
 class ServiceState:
@@ -73,29 +67,30 @@ class ServiceState:
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        config: ServerConfig,
         make_engine: Callable[..., QAEngine] = QAEngine,
         on_started: Callable[[str | None], None] | None = None,
     ):
-        """`make_engine(engine_settings, on_batch=...)` builds the engine (QAEngine reads here; the
-        Ray Serve engine on reader replicas). `on_started(error)` is called once loading has ended:
-        error None when the models are in."""
-        self.settings = settings
+        """`make_engine(index_dir, qa, service, on_batch=...)` builds the engine (QAEngine reads here;
+        the Ray Serve engine on reader replicas). `on_started(error)` is called once loading has
+        ended: error None when the models are in."""
+        self.config = config
         self._on_started = on_started
-        self.tokens = None if settings.tokens_file is None else TokenFile(settings.tokens_file)
-        self.limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_burst)
-        self.engine = make_engine(settings.engine, on_batch=self._observe_batch)
+        self.tokens = None if config.tokens_file is None else TokenFile(config.tokens_file)
+        service = config.service
+        self.limiter = RateLimiter(service.rate_limit, service.rate_burst)
+        self.engine = make_engine(config.index_dir, config.qa, service, on_batch=self._observe_batch)
         self.metrics = ServiceMetrics(
             queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
         )
-        self.database = ServiceDatabase(settings.index_dir)
+        self.database = ServiceDatabase(config.index_dir)
         self.pages = PageService(
-            settings.page_workers, settings.page_timeout_s, settings.page_memory_mb,
+            service.page_workers, service.page_timeout_s, service.page_memory_mb,
             observe=lambda outcome: self.metrics.page_work.labels(outcome).inc(),
         )
         self.catalog: FileCatalog | None = None
         self.writer: IndexWriter | None = None
-        self._writer_qa_instance = None
+        self._writer_qa_instance: DocumentQA | None = None
         self.started = threading.Event()  # set when start() has finished, loaded or not
         # Why the index fails its check (/readyz fails while it does): found at startup, or by a read.
         self.index_problem: str | None = None
@@ -110,9 +105,9 @@ class ServiceState:
     def start(self) -> None:
         """Loads the models (blocking) and starts the writer; called on a background thread."""
         try:
-            staging = self.settings.uploads / STAGING
+            staging = self.config.uploads / STAGING
             shutil.rmtree(staging, ignore_errors=True)  # left over from a server that stopped mid-upload
-            self.index_problem = index_problem(self.settings.index_dir)
+            self.index_problem = index_problem(self.config.index_dir)
             if self.index_problem is not None:
                 logger.error("%s", self.index_problem)
             try:
@@ -121,15 +116,15 @@ class ServiceState:
                 logger.exception("the models could not be loaded; /readyz will say why")
                 return
             chunking = self.engine.store.chunking or {}
-            self.pages.layout = bool(chunking.get("layout", defaults.LAYOUT_READING_ORDER))
+            self.pages.layout = bool(chunking.get("layout", ChunkingSettings.layout_reading_order))
             # An index without a manifest yet gets its first files from this service's writer.
-            self.pages.ocr = recorded_mode(chunking[OCR_MANIFEST_KEY]) if OCR_MANIFEST_KEY in chunking else defaults.OCR
-            self.catalog = FileCatalog(self.engine.store, self.database, self.settings.uploads, self.settings.index_dir)
-            writer = IndexWriter(self.settings.uploads, self.database, self._index_files, self._remove_file)
+            self.pages.ocr = recorded_mode(chunking[OCR_MANIFEST_KEY]) if OCR_MANIFEST_KEY in chunking else OcrSettings.ocr
+            self.catalog = FileCatalog(self.engine.store, self.database, self.config.uploads, self.config.index_dir)
+            writer = IndexWriter(self.config.uploads, self.database, self._index_files, self._remove_file)
             # Jobs a stopped or killed server left unfinished go first, before any new upload is taken.
             writer.resume()
             self.writer = writer
-            logger.info("spanqa is ready: %s", self.settings.index_dir)
+            logger.info("spanqa is ready: %s", self.config.index_dir)
         finally:
             self.started.set()
             if self._on_started is not None:
@@ -145,7 +140,7 @@ class ServiceState:
         before the index is open, its own folders only."""
         if self.catalog is not None:
             return self.catalog.paths
-        return PathView(uploads_dir=str(self.settings.uploads), index_dir=str(self.settings.index_dir))
+        return PathView(uploads_dir=str(self.config.uploads), index_dir=str(self.config.index_dir))
 
     def stop(self) -> None:
         if self.writer is not None:
@@ -156,21 +151,19 @@ class ServiceState:
 
     # -- the writer's work (DocumentQA with the server's settings, on the writer thread) -------------
 
-    def _writer_qa(self):
+    def _writer_qa(self) -> DocumentQA:
         """The writer's own DocumentQA (its own store connection: readers never see its open batch)."""
         if self._writer_qa_instance is None:
-            from spanqa.pipelines.api import DocumentQA
-
-            engine = self.settings.engine
             # The reader's tokenizer sizes chunks of a new index; an existing index keeps its own settings.
-            self._writer_qa_instance = DocumentQA(self.settings.index_dir, reader=engine.reader, device=engine.device)
+            self._writer_qa_instance = DocumentQA(self.config.index_dir, settings=self.config.qa)
         return self._writer_qa_instance
 
     def _index_files(self, paths: list[Path], submitted_by: str):
         # Uploads are shown relative to the uploads folder, which the server knows: no roots to record.
+        parse = self.config.parse
         return self._writer_qa().index(
-            paths, workers=self.settings.parse_workers, timeout_s=self.settings.parse_timeout_s,
-            memory_mb=self.settings.parse_memory_mb, max_file_mb=self.settings.max_file_mb, roots=(),
+            paths, workers=parse.workers, timeout_s=parse.timeout_s, memory_mb=parse.memory_mb,
+            max_file_mb=self.config.service.upload_max_file_mb, roots=(),
             duplicate_scope=self._duplicate_scope(submitted_by),
         )
 

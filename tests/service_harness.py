@@ -23,7 +23,8 @@ import httpx
 import uvicorn
 
 from spanqa.service.app import create_app
-from spanqa.service.state import ServiceSettings, ServiceState
+from spanqa.service.state import ServerConfig, ServiceState
+from spanqa.settings import ParseSettings, QASettings, ServiceSettings
 
 START_TIMEOUT_S = 180
 
@@ -44,9 +45,18 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
-def start_server(settings: ServiceSettings, state: ServiceState | None = None) -> LiveServer:
-    state = state if state is not None else ServiceState(settings)
-    app = create_app(settings, state=state)
+def server_config(index_dir: Path, reader: Path, tokens_file: Path | None = None, **service) -> ServerConfig:
+    """A test server's configuration: `reader` on the CPU, one parser process for uploads, no rate
+    limit unless `service` (ServiceSettings keywords) says otherwise."""
+    return ServerConfig(
+        index_dir=index_dir, qa=QASettings.from_keywords(reader=str(reader), device="cpu"),
+        service=ServiceSettings(**{"rate_limit": 0, **service}), parse=ParseSettings(workers=1), tokens_file=tokens_file,
+    )
+
+
+def start_server(config: ServerConfig, state: ServiceState | None = None) -> LiveServer:
+    state = state if state is not None else ServiceState(config)
+    app = create_app(config, state=state)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

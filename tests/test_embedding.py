@@ -264,7 +264,7 @@ def test_a_hub_id_fetches_only_what_the_int8_embedder_reads(tmp_path, monkeypatc
 
 
 def test_the_float32_embedder_reads_the_same_cut(minilm_dir):
-    from spanqa.pipelines.builders import make_document_embedder, make_text_embedder
+    from spanqa.indexing.retrieval.embedders import make_document_embedder, make_text_embedder
 
     settings = EmbeddingSettings(precision="float32", max_tokens=12)
     text = SENTENCES[2]

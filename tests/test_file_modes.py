@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 from haystack import Document
 
-from service_harness import start_server, wait_for_job
+from service_harness import server_config, start_server, wait_for_job
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service.database import ServiceDatabase
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile
 
 
@@ -48,11 +46,7 @@ def served(tmp_path, umask_022, minilm_dir, tiny_qa_model_dir):
     DocumentQA(index_dir, embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu").index([docs], workers=1)
     tokens = TokenFile(tmp_path / "tokens.json")
     admin = tokens.add("admin", "admin")[1]
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        tokens_file=tokens.path, rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(index_dir, tiny_qa_model_dir, tokens.path))
     yield live, admin, index_dir, tmp_path
     live.stop()
 

@@ -12,13 +12,11 @@ import pytest
 from haystack import Document
 from haystack.utils.filters import document_matches_filter
 
-from service_harness import start_server
+from service_harness import server_config, start_server
 from spanqa import defaults
 from spanqa.errors import ConfigError
 from spanqa.indexing.store.filters import filter_sql
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
 
 
 def nested(depth: int, operator: str = "AND") -> dict:
@@ -228,11 +226,7 @@ def test_documentqa_search_and_ask_raise_config_errors(qa_index, tiny_qa_model_d
 
 @pytest.fixture(scope="module")
 def server(qa_index, tiny_qa_model_dir):
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=qa_index.index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(qa_index.index_dir, tiny_qa_model_dir))
     yield live
     live.stop()
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from spanqa import AnswerSource, DocumentQA, defaults
+from spanqa import AnswerSource, DocumentQA
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import read_pages
 from spanqa.indexing.formats.cleaning import comparable, same_text
 from spanqa.reader.answers import answer_key
+from spanqa.settings import EmbedderSettings
 
 FOUNDING_QUESTION = "When was Aurora Bicycle Works founded?"
 
@@ -131,7 +132,7 @@ def test_bad_question_or_top_k_is_a_config_error(sample_index, question, top_k):
 
 
 def test_unknown_device_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="unknown device"):
+    with pytest.raises(ConfigError, match="'tpu' is not a device"):
         DocumentQA(tmp_path, device="tpu")
 
 
@@ -160,7 +161,7 @@ def test_every_retrieval_mode_finds_the_founding_passage(sample_index, tiny_qa_m
 
 
 def test_bad_retrieval_settings_are_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="retrieval mode"):
+    with pytest.raises(ConfigError, match="retrieval='bm25' must be one of"):
         DocumentQA(tmp_path / "i", retrieval="bm25")
     with pytest.raises(ConfigError, match="dense_weight"):
         DocumentQA(tmp_path / "i", dense_weight=1.5)
@@ -214,14 +215,14 @@ def test_read_takes_passages_of_ones_own_without_an_index(tmp_path, tiny_qa_mode
 
 
 def test_keyword_retrieval_loads_no_embedder(sample_index, tiny_qa_model_dir, monkeypatch):
-    from spanqa.pipelines import api
+    from spanqa.pipelines import engine
 
     _, _, index_dir = sample_index
 
     def no_embedder(*args, **kwargs):
         raise AssertionError("keyword retrieval must not load the embedder")
 
-    monkeypatch.setattr(api, "make_text_embedder", no_embedder)
+    monkeypatch.setattr(engine, "make_text_embedder", no_embedder)
     qa = DocumentQA(index_dir, reader=str(tiny_qa_model_dir), device="cpu", retrieval="keyword")
 
     assert qa.search("Aurora founded", top_k=2)
@@ -238,9 +239,9 @@ def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
     _, _, int8_dir = sample_index
     # On the CPU "auto" embeds in int8, reading the default number of word pieces of each chunk.
     recorded = json.loads((int8_dir / "manifest.json").read_text())["embedding"]
-    assert recorded == {"precision": "int8", "max_tokens": defaults.EMBED_MAX_TOKENS}
+    assert recorded == {"precision": "int8", "max_tokens": EmbedderSettings.embed_max_tokens}
     reopened = DocumentQA(int8_dir, reader=str(tiny_qa_model_dir), device="cpu", embedder_precision="float32")
-    assert isinstance(reopened._ready_search_pipeline().get_component("embedder"), Int8TextEmbedder)
+    assert isinstance(reopened.engine.text_embedder, Int8TextEmbedder)
 
     float_dir = tmp_path / "float32"
     qa = DocumentQA(
@@ -250,7 +251,7 @@ def test_a_new_index_records_how_it_embeds_and_questions_follow_it(
     qa.index([sample_data_dir / "aurora_bicycle_works_handbook.pdf"])
     recorded = json.loads((float_dir / "manifest.json").read_text())["embedding"]
     assert recorded == {"precision": "float32", "max_tokens": None}
-    embedder = qa._ready_search_pipeline().get_component("embedder")
+    embedder = qa.engine.text_embedder
     assert not isinstance(embedder, Int8TextEmbedder)
     assert "1984" in qa.search(FOUNDING_QUESTION, top_k=1)[0].text
 

@@ -28,7 +28,7 @@ from spanqa import DocumentQA
 from spanqa.errors import ClusterError, ConfigError
 from spanqa.indexing.ingest.ray_ingest import RaySettings
 from spanqa.indexing.ingest.workers import ParsePool
-from spanqa.pipelines.cli import main
+from spanqa.cli import main
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -101,7 +101,7 @@ def test_indexing_without_ray_never_imports_it(tmp_path, minilm_dir):
     (tmp_path / "docs" / "ferry.txt").write_text(FERRY, encoding="utf-8")
     script = (
         "import sys\n"
-        "from spanqa.pipelines.cli import main\n"
+        "from spanqa.cli import main\n"
         f"code = main(['index', {str(tmp_path / 'docs')!r}, '--index', {str(tmp_path / 'kb')!r},"
         f" '--embedder', {str(minilm_dir)!r}, '--device', 'cpu', '--json'])\n"
         "assert code == 0, code\n"

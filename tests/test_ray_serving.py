@@ -19,10 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_harness import start_server, write_knowledge_base
+from service_harness import server_config, start_server, write_knowledge_base
 from spanqa.errors import ConfigError
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
+from spanqa.service.state import ServerConfig
 from spanqa.service.tokens import TokenFile
 
 pytest.importorskip("ray.serve")
@@ -62,12 +61,9 @@ def kb(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
     return root, index_dir, tokens.path, secrets
 
 
-def settings_for(kb, tiny_qa_model_dir) -> ServiceSettings:
+def settings_for(kb, tiny_qa_model_dir, **service) -> ServerConfig:
     root, index_dir, tokens_file, _ = kb
-    return ServiceSettings(
-        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu", max_batch=8),
-        tokens_file=tokens_file, rate_limit_per_minute=0, parse_workers=1,
-    )
+    return server_config(index_dir, tiny_qa_model_dir, tokens_file, max_batch=8, **service)
 
 
 def test_spanqa_serve_ray_from_the_command_line(kb, tiny_qa_model_dir, tmp_path):
@@ -132,7 +128,7 @@ def ray_server(kb, tiny_qa_model_dir):
 
     def run():
         try:
-            serve_on_ray(settings_for(kb, tiny_qa_model_dir), RayServeSettings(replicas=2, replica_cpus=1),
+            serve_on_ray(settings_for(kb, tiny_qa_model_dir, replicas=2), RayServeSettings(replica_cpus=1),
                          "127.0.0.1", port, on_started, stop=stop)
         except BaseException as exc:  # noqa: BLE001 - shown by the fixture
             failures.append(exc)
@@ -243,18 +239,18 @@ def test_an_upload_is_indexed_by_the_ingress_and_answered_by_the_readers(ray_ser
 def test_replicas_that_do_not_fit_the_cluster_are_refused_at_once():
     from spanqa.service.ray_serve import RayServeSettings, ReaderPlacement
 
-    assert ReaderPlacement.sized(RayServeSettings(replicas=2), "auto", {"CPU": 8}) == ReaderPlacement(2, False, 2)
-    assert ReaderPlacement.sized(RayServeSettings(replicas=3), "auto", {"CPU": 4}) == ReaderPlacement(3, False, 1)
-    assert ReaderPlacement.sized(RayServeSettings(replicas=2), "auto", {"CPU": 8, "GPU": 2}).gpu
-    assert not ReaderPlacement.sized(RayServeSettings(replicas=2), "cpu", {"CPU": 8, "GPU": 2}).gpu
+    assert ReaderPlacement.sized(2, RayServeSettings(), "auto", {"CPU": 8}) == ReaderPlacement(2, False, 2)
+    assert ReaderPlacement.sized(3, RayServeSettings(), "auto", {"CPU": 4}) == ReaderPlacement(3, False, 1)
+    assert ReaderPlacement.sized(2, RayServeSettings(), "auto", {"CPU": 8, "GPU": 2}).gpu
+    assert not ReaderPlacement.sized(2, RayServeSettings(), "cpu", {"CPU": 8, "GPU": 2}).gpu
     with pytest.raises(ConfigError, match="do not fit on the Ray cluster: it has 2 CPUs"):
-        ReaderPlacement.sized(RayServeSettings(replicas=2), "auto", {"CPU": 2})
+        ReaderPlacement.sized(2, RayServeSettings(), "auto", {"CPU": 2})
     with pytest.raises(ConfigError, match="--replicas 3 asks for a GPU each and the Ray cluster has 2"):
-        ReaderPlacement.sized(RayServeSettings(replicas=3), "cuda", {"CPU": 8, "GPU": 2})
+        ReaderPlacement.sized(3, RayServeSettings(), "cuda", {"CPU": 8, "GPU": 2})
 
 
 def test_replicas_without_ray_is_an_error(kb, tiny_qa_model_dir, capsys):
-    from spanqa.pipelines.cli import main
+    from spanqa.cli import main
 
     assert main(["serve", "--index", str(kb[1]), "--reader", str(tiny_qa_model_dir), "--replicas", "2"]) == 1
     assert "--replicas sizes the readers of a service on Ray: give --ray too" in capsys.readouterr().err

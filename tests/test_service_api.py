@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service_harness import start_server, write_knowledge_base
+from service_harness import server_config, start_server, write_knowledge_base
 from spanqa.indexing.formats.cleaning import same_text
 from spanqa.indexing.formats.extraction import read_pages
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile
 
 TOKENS = {  # name: (role, scope folders relative to the knowledge base)
@@ -53,11 +51,7 @@ def kb(tmp_path_factory, minilm_dir, tiny_qa_model_dir) -> KnowledgeBase:
 
 @pytest.fixture(scope="module")
 def server(kb, tiny_qa_model_dir):
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=kb.index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        tokens_file=kb.tokens_file, rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(kb.index_dir, tiny_qa_model_dir, kb.tokens_file))
     yield live
     live.stop()
 
@@ -352,7 +346,7 @@ def test_page_geometry_image_and_raw_file(server, kb, ids):
 
 
 def test_feedback_export_is_read_back_by_spanqa_eval(server, kb, tmp_path, tiny_qa_model_dir, capsys):
-    from spanqa.pipelines.cli import main
+    from spanqa.cli import main
 
     question = "How many weeks of parental leave?"
     with as_user(server, kb, "reader") as client:

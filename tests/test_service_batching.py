@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service_harness import start_server
-from spanqa.service.engine import EngineSettings, QAEngine
-from spanqa.service.state import ServiceSettings, ServiceState
+from service_harness import server_config, start_server
+from spanqa.service.engine import QAEngine
+from spanqa.service.state import ServiceState
 from spanqa.service.tokens import TokenFile
 
 QUESTIONS = [
@@ -65,12 +65,10 @@ def index_dir(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
     return index_dir
 
 
-def serve(index_dir, tiny_qa_model_dir, tokens_file=None, **options):
-    engine_options = {key: options.pop(key) for key in ("queue_size", "batch_wait_ms") if key in options}
-    engine_settings = EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu", **engine_options)
-    settings = ServiceSettings(engine=engine_settings, tokens_file=tokens_file, **options)
-    state = ServiceState(settings, make_engine=HeldEngine)
-    return start_server(settings, state=state), state.engine
+def serve(index_dir, tiny_qa_model_dir, tokens_file=None, **service):
+    config = server_config(index_dir, tiny_qa_model_dir, tokens_file, **service)
+    state = ServiceState(config, make_engine=HeldEngine)
+    return start_server(config, state=state), state.engine
 
 
 def ask(live, question):
@@ -79,7 +77,7 @@ def ask(live, question):
 
 
 def test_questions_arriving_together_are_read_in_one_batch(index_dir, tiny_qa_model_dir):
-    live, engine = serve(index_dir, tiny_qa_model_dir, rate_limit_per_minute=0)
+    live, engine = serve(index_dir, tiny_qa_model_dir)
     try:
         alone = {question: ask(live, question).json()["answers"] for question in QUESTIONS}
         engine.batches.clear()
@@ -115,7 +113,7 @@ def test_questions_arriving_together_are_read_in_one_batch(index_dir, tiny_qa_mo
 
 
 def test_a_full_queue_answers_503_with_retry_after(index_dir, tiny_qa_model_dir):
-    live, engine = serve(index_dir, tiny_qa_model_dir, rate_limit_per_minute=0, queue_size=2)
+    live, engine = serve(index_dir, tiny_qa_model_dir, queue_size=2)
     try:
         engine.hold.set()
         with ThreadPoolExecutor(2) as pool:
@@ -139,7 +137,7 @@ def test_a_full_queue_answers_503_with_retry_after(index_dir, tiny_qa_model_dir)
 def test_a_token_over_its_rate_gets_429_and_others_do_not(index_dir, tiny_qa_model_dir, tmp_path):
     tokens = TokenFile(tmp_path / "tokens.json")
     fast, other = tokens.add("fast", "read")[1], tokens.add("other", "read")[1]
-    live, _ = serve(index_dir, tiny_qa_model_dir, tokens_file=tokens.path, rate_limit_per_minute=6, rate_burst=3)
+    live, _ = serve(index_dir, tiny_qa_model_dir, tokens_file=tokens.path, rate_limit=6, rate_burst=3)
     try:
         with live.client(fast) as client:
             statuses = [client.get("/v1/me").status_code for _ in range(4)]

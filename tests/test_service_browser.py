@@ -30,7 +30,7 @@ from page_overlay import (  # noqa: E402
     text_inside,
     write_turned_pdf,
 )
-from service_harness import start_server, write_knowledge_base  # noqa: E402
+from service_harness import server_config, start_server, write_knowledge_base  # noqa: E402
 
 expect = sync_api.expect
 
@@ -86,11 +86,9 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, shared_data_dir, minilm_dir):
-    from spanqa import defaults
+    from spanqa.settings import ReaderSettings
     from spanqa.pipelines.api import DocumentQA
     from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration
-    from spanqa.service.engine import EngineSettings
-    from spanqa.service.state import ServiceSettings
     from spanqa.service.tokens import TokenFile
 
     reader = shared_data_dir / READER
@@ -106,18 +104,15 @@ def site(tmp_path_factory, shared_data_dir, minilm_dir):
     assert len(report.indexed) == len(files), report
     # A hand-set answer calibration (confidence = sigmoid(similarity)): answers carry a confidence.
     AnswerCalibration(
-        reader=str(reader.resolve()), rank_weight=defaults.READER_RANK_WEIGHT, passages=10, mean=(0.0,) * 4,
+        reader=str(reader.resolve()), rank_weight=ReaderSettings.rank_weight, passages=10, mean=(0.0,) * 4,
         scale=(1.0,) * 4, weights=(0.0, 0.0, 0.0, 1.0), bias=0.0, threshold=0.5, max_logit_sum=20.0,
         target_coverage=0.9, fitted_questions=0,
     ).save(root / "index" / CALIBRATION_FILE)
     token_file = TokenFile(root / "tokens.json")
     tokens = {name: token_file.add(name, role)[1] for name, role in (("admin", "admin"), ("reader", "read"))}
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=root / "index", reader=str(reader), device="cpu"),
-        tokens_file=token_file.path, rate_limit_per_minute=0, parse_workers=1,
-    )
+    config = server_config(root / "index", reader, token_file.path)
     turned = write_turned_pdf(root / "turned.pdf", TURNED_PAGES, TURNS, TURNED_CROP)
-    live = start_server(settings)
+    live = start_server(config)
     yield Site(live.url, live, tokens, token_file, files, turned)
     live.stop()
 
@@ -467,7 +462,7 @@ def test_an_open_server_needs_no_sign_in(browser, site):
     """Without a tokens file (a loopback-only server) the page skips the sign-in and has no sign-out."""
     from dataclasses import replace
 
-    open_server = start_server(replace(site.server.state.settings, tokens_file=None))
+    open_server = start_server(replace(site.server.state.config, tokens_file=None))
     context = browser.new_context(viewport=WIDE)
     try:
         page = context.new_page()

@@ -9,11 +9,9 @@ import socket
 
 import pytest
 
-from service_harness import start_server, write_knowledge_base
+from service_harness import server_config, start_server, write_knowledge_base
 from spanqa.errors import StorageError
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +27,7 @@ def index_dir(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
 
 @pytest.fixture(scope="module")
 def server(index_dir, tiny_qa_model_dir):
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(index_dir, tiny_qa_model_dir))
     yield live
     live.stop()
 
@@ -89,7 +83,7 @@ def test_a_full_disk_under_a_deletion_answers_507_and_changes_nothing(server):
             writer._remove_file = remove
         assert response.status_code == 507
         assert response.json()["error"] == "insufficient_storage"
-        assert "the disk is full" in response.json()["detail"] and str(server.state.settings.index_dir) not in response.text
+        assert "the disk is full" in response.json()["detail"] and str(server.state.config.index_dir) not in response.text
         assert "content-security-policy" in response.headers
         assert client.get("/v1/files").json()["files"] == files
         assert client.get("/readyz").status_code == 200
@@ -104,11 +98,7 @@ def test_an_index_found_inconsistent_fails_readyz_with_the_way_out(tmp_path, ind
     segment = store.segments[0][0]
     store.close()
     (damaged / segment).unlink()
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=damaged, reader=str(tiny_qa_model_dir), device="cpu"),
-        rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(damaged, tiny_qa_model_dir))
     try:
         with live.client() as client:
             ready = client.get("/readyz")

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from pdf_factory import build_text_pdf, image_pdf, scan_of
-from service_harness import start_server, wait_for_job
+from service_harness import server_config, start_server, wait_for_job
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service import uploads as uploads_module
-from spanqa.service.engine import EngineSettings
-from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile
 
 MAX_FILE_MB = 0.5
@@ -39,11 +37,7 @@ def setup(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
         "reader": tokens.add("reader", "read")[1],
         "team-admin": tokens.add("team-admin", "admin", [index_dir / "uploads" / "team"])[1],
     }
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        tokens_file=tokens.path, rate_limit_per_minute=0, parse_workers=1, max_file_mb=MAX_FILE_MB,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(index_dir, tiny_qa_model_dir, tokens.path, upload_max_file_mb=MAX_FILE_MB))
     yield live, made, index_dir
     live.stop()
 

@@ -162,8 +162,9 @@ class ChunkEmbedderActor:
 
             # The int8 embedder runs as many threads as torch: the CPUs Ray gave this actor.
             torch.set_num_threads(plan.actor_cpus)
-        from spanqa.pipelines.api import warm_up_embedder
-        from spanqa.pipelines.builders import make_document_embedder
+        # Here, not at the top: the parse tasks import this module in every Ray worker, and the
+        # embedders bring Haystack and sentence-transformers (the actors need them, the tasks do not).
+        from spanqa.indexing.retrieval.embedders import make_document_embedder, warm_up_embedder
 
         # Ray shows an actor its own GPU as device 0.
         self.embedder = make_document_embedder(plan.model, "cuda:0" if plan.gpu else "cpu", plan.embedding)
@@ -189,6 +190,7 @@ class ChunkEmbedderActor:
         what each file became, in order."""
         import ray
 
+        # Here, not at the top: the store brings Haystack and FAISS, which the parse tasks never need.
         from spanqa.indexing.store.shards import shard_of
 
         by_shard: dict[int, list[int]] = {}

@@ -29,7 +29,9 @@ import numpy as np
 from spanqa import defaults
 from spanqa.records import IndexedFile
 from spanqa.errors import ClusterError
+from spanqa.indexing.ingest.indexer import chunk_documents, commit_files
 from spanqa.indexing.ingest.parsing import ParsedFile
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.ray_cluster import short_error
 
 # (the parsed file, its chunks' vectors in order, the run's metadata for it)
@@ -52,8 +54,6 @@ class ShardWriter:
     """A Ray actor committing the files sent to it into one shard (or the one index)."""
 
     def __init__(self, shard_dir: str, settings_record: dict[str, Any], ocr_label: str | None):
-        from spanqa.indexing.store.faiss_store import FaissDocumentStore
-
         self.store = FaissDocumentStore.open(shard_dir)
         self.settings_record = settings_record
         self.ocr_label = ocr_label
@@ -65,8 +65,6 @@ class ShardWriter:
 
     def commit(self, files: list[FileToWrite]) -> list[IndexedFile]:
         """The files (each replacing its stored chunks) in one commit; what each became."""
-        from spanqa.indexing.ingest.indexer import chunk_documents, commit_files
-
         embedded = []
         for parsed, vectors, extra in files:
             documents, _ = chunk_documents(parsed, self.ocr_label, extra)
