@@ -38,7 +38,7 @@ def listening_socket(host, port, backlog=128):
     return sock
 service_cli.listening_socket = listening_socket
 """
-RUN_CLI = "import sys; from spanqa.pipelines.cli import main; sys.argv[0] = 'spanqa'; sys.exit(main())"
+RUN_CLI = "import sys; from spanqa.cli import main; sys.argv[0] = 'spanqa'; sys.exit(main())"
 CASES = [("uvloop", "spanqa's (IPPROTO_TCP)"), ("uvloop", "proto=0 (before)"),
          ("asyncio", "spanqa's (IPPROTO_TCP)"), ("asyncio", "proto=0 (before)")]
 

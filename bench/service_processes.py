@@ -29,7 +29,7 @@ def cli(name: str) -> list[str]:
     script = Path(sys.executable).parent / name
     if script.exists():
         return [str(script)]
-    entry = {"spanqa": "spanqa.pipelines.cli:main", "hayhooks": "hayhooks.cli:hayhooks_cli"}[name]
+    entry = {"spanqa": "spanqa.cli:main", "hayhooks": "hayhooks.cli:hayhooks_cli"}[name]
     module, function = entry.split(":")
     return [sys.executable, "-c", f"import sys; sys.argv[0] = {name!r}; from {module} import {function}; "
             f"sys.exit({function}())"]

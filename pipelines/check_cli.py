@@ -1,6 +1,7 @@
-"""`spanqa check --index DIR [--repair]`: verifies an index (each shard of a sharded one) and, asked
-to, brings it back to its last consistent state, saying what it dropped. `spanqa backup --index DIR
-DEST`: a consistent copy of a live index (see spanqa.indexing.store.backup)."""
+"""What `spanqa check --index DIR [--repair]` and `spanqa backup --index DIR DEST` do (their options
+are declared in spanqa.pipelines.cli). check verifies an index (each shard of a sharded one) and,
+asked to, brings it back to its last consistent state, saying what it dropped; backup makes a
+consistent copy of a live index (see spanqa.indexing.store.backup)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,6 @@ import sys
 
 from spanqa.indexing.store.backup import backup_index
 from spanqa.indexing.store.check import index_health
-
-
-def add_command(commands) -> None:
-    """Adds `check` and `backup` to the `spanqa` command's sub-commands."""
-    check = commands.add_parser(
-        "check", help="verify an index (SQLite integrity, segments against chunks, the manifest); --repair mends it"
-    )
-    check.add_argument("--index", required=True, metavar="DIR", help="the index directory")
-    check.add_argument("--repair", action="store_true",
-                       help="bring the index back to its last consistent state (one commit, under the write lock), "
-                       "saying what it dropped; files dropped are indexed again by `spanqa index`")
-    check.add_argument("--quick", action="store_true",
-                       help="SQLite's quick check instead of its full integrity check (faster on a large index)")
-    check.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
-    backup = commands.add_parser(
-        "backup", help="copy a live index (while it is served or indexed) to a new folder, consistent as of one commit"
-    )
-    backup.add_argument("--index", required=True, metavar="DIR", help="the index directory")
-    backup.add_argument("destination", metavar="DEST", help="the backup's folder: new, or empty")
-    backup.add_argument("--json", action="store_true", help="print a machine-readable JSON report")
 
 
 def run_backup(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""What the `spanqa` sub-commands share: argument types, progress bars, the reader options' settings."""
+"""What the `spanqa` sub-commands share: the options that are not settings (--index, --json, the
+passage filters, --meta), their argument types, and progress bars."""
 
 from __future__ import annotations
 
@@ -8,62 +9,54 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from spanqa import defaults
+from spanqa.errors import ConfigError
+from spanqa.indexing.ingest.file_meta import parse_meta_option
+from spanqa.settings import argument_type, positive_int, share
 
 
-def tokens_or_all(text: str) -> int | None:
-    return None if text.strip().lower() == "all" else positive_int(text)
+def whole_number(flag: str) -> Callable[[str], int]:
+    """The type of an option that counts and is not a setting (--page, --limit)."""
+    return argument_type(flag, int, positive_int)
+
+
+def share_of_one(flag: str) -> Callable[[str], float]:
+    return argument_type(flag, float, share)
+
+
+def counts(flag: str) -> Callable[[str], tuple[int, ...]]:
+    """The type of eval's --passages: one count or a comma-separated list of them."""
+    each = whole_number(flag)
+
+    def counts_of(text: str) -> tuple[int, ...]:
+        return tuple(each(part.strip()) for part in text.split(","))
+
+    return counts_of
 
 
 def meta_option(text: str) -> tuple[str, Any]:
     """A --meta KEY=VALUE of `spanqa index` (see spanqa.indexing.ingest.file_meta)."""
-    from spanqa.errors import ConfigError
-    from spanqa.indexing.ingest.file_meta import parse_meta_option
-
     try:
         return parse_meta_option(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
+def index_option(sub: argparse.ArgumentParser, required: bool = True, help: str = "the index directory") -> None:
+    sub.add_argument("--index", required=required, metavar="DIR", help=help)
 
 
-def score(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a score from 0 to 1, got {value}")
-    return value
+def json_option(sub: argparse.ArgumentParser, help: str = "print a machine-readable JSON report") -> None:
+    sub.add_argument("--json", action="store_true", help=help)
 
 
-def threshold(text: str) -> float | str:
-    """A --threshold: a score from 0 to 1, or 'auto' (the index's answer calibration decides)."""
-    return defaults.AUTO_THRESHOLD if text == defaults.AUTO_THRESHOLD else score(text)
-
-
-def counts(text: str) -> tuple[int, ...]:
-    """--passages of eval: one count or a comma-separated list of them."""
-    return tuple(positive_int(part.strip()) for part in text.split(","))
-
-
-def non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+def filter_options(sub: argparse.ArgumentParser) -> None:
+    """--file, --page and --filter: which passages a question or a search may find."""
+    sub.add_argument("--file", action="append", metavar="PATH",
+                     help="only passages of this file (repeat for several)")
+    sub.add_argument("--page", type=whole_number("--page"), action="append", metavar="N",
+                     help="only passages of page N (repeat for several)")
+    sub.add_argument("--filter", metavar="JSON",
+                     help='a Haystack filter, e.g. \'{"field": "meta.file_type", "operator": "==", "value": "pdf"}\'')
 
 
 def shows_progress(args: argparse.Namespace) -> bool:
@@ -76,23 +69,10 @@ def progress(total: int, unit: str, description: str, enabled: bool) -> Iterator
     if not enabled:
         yield None
         return
-    from tqdm import tqdm
+    from tqdm import tqdm  # only when a bar is shown: a pipe or --json never needs it
 
     bar = tqdm(total=total, unit=unit, desc=description, file=sys.stderr)
     try:
         yield lambda *_done: bar.update(1)
     finally:
         bar.close()
-
-
-def reader_settings(args: argparse.Namespace) -> dict:
-    """The DocumentQA settings of the options `reader_options` adds to a sub-command."""
-    return dict(
-        reader=args.reader,
-        max_answer_length=args.max_answer_length,
-        max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride,
-        fast_reader=args.fast,
-        rank_weight=args.rank_weight,
-        adaptive_reading=args.adaptive,
-    )

@@ -1,72 +1,79 @@
-"""`spanqa serve` and `spanqa token`: the command-line side of the service."""
+"""The service's sub-commands of `spanqa`: `serve` (its options derived from the settings'
+declarations: the query engine's, the service's, the parsers' and the connections') and `token`
+(make, list and revoke access tokens). `serve` runs spanqa.service.serve_cli, imported only then."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import json
-import logging
 import socket
-import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.service import connections
-from spanqa.service.log_repeats import CollapsedLogs
+from spanqa.service.tokens import TokenFile
+from spanqa.settings import (
+    EMBEDDER_MODEL,
+    ConnectionSettings,
+    DeviceSettings,
+    EmbedderSettings,
+    ParseSettings,
+    ReaderSettings,
+    RetrievalSettings,
+    ServiceSettings,
+    StoreSettings,
+    add_options,
+)
 
 LOOPBACK_NAMES = ("localhost",)
+# A request says how many answers or passages it wants, and its threshold: the server has no default for them.
+PER_REQUEST = {"answer_top_k", "score_threshold", "search_top_k"}
+LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
-def add_commands(commands, reader_options: Callable, retrieval: Callable, positive_int: Callable) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     """Adds `serve` and `token` to the `spanqa` command's sub-commands."""
+    add_serve(commands)
+    add_token(commands)
+
+
+def _names(component, leave_out=PER_REQUEST) -> list[str]:
+    return [info.name for info in component.infos() if info.name not in leave_out]
+
+
+def add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve the index over HTTP: an API and a web page, models loaded once")
+    serve.set_defaults(handler="spanqa.service.serve_cli:run_serve")
     serve.add_argument("--index", required=True, metavar="DIR",
                        help="the index directory (an empty index is made there if it holds none)")
-    reader_options(serve)
-    serve.add_argument("--embedder", metavar="MODEL",
-                       help="embedder of a new, empty index (default: an existing index's own; "
-                       f"{defaults.EMBEDDER_MODEL} for a new one)")
-    serve.add_argument("--passages", type=positive_int, default=defaults.RETRIEVER_TOP_K, metavar="N",
-                       help="retrieved passages the reader reads unless a request says (default: %(default)s)")
-    retrieval(serve)
-    serve.add_argument("--device", default=defaults.DEVICE, choices=["auto", "cpu", "cuda"],
-                       help="where models run (default: %(default)s)")
-    serve.add_argument("--host", default=defaults.SERVICE_HOST,
-                       help="address to listen on (default: %(default)s, this machine only)")
-    serve.add_argument("--port", type=int, default=defaults.SERVICE_PORT,
-                       help="port to listen on; 0 picks a free one (default: %(default)s)")
+    add_options(serve, ReaderSettings, _names(ReaderSettings))
+    add_options(serve, EmbedderSettings, embedder={
+        "help": f"embedder of a new, empty index (None: an existing index's own; {EMBEDDER_MODEL} for a new one)"})
+    add_options(serve, StoreSettings)
+    add_options(serve, RetrievalSettings, _names(RetrievalSettings),
+                retriever_top_k={"help": "retrieved passages the reader reads unless a request says"})
+    add_options(serve, DeviceSettings)
     serve.add_argument("--tokens", metavar="FILE",
                        help="the tokens file (spanqa token add); without it nobody needs a token, which is "
                        "allowed on a loopback address only")
     serve.add_argument("--insecure-no-auth", action="store_true",
                        help="serve a non-loopback --host without tokens (everyone may read, upload and delete)")
-    serve.add_argument("--max-file-mb", type=float, default=defaults.SERVICE_MAX_FILE_MB, metavar="MB",
-                       help="largest uploaded file (default: %(default)s)")
     serve.add_argument("--uploads", metavar="DIR", help="where uploaded files are kept (default: DIR/uploads of the index)")
-    serve.add_argument("--rate-limit", type=float, default=defaults.SERVICE_RATE_LIMIT_PER_MINUTE,
-                       metavar="PER_MINUTE", help="requests per token per minute, 0 for no limit (default: %(default)s)")
-    serve.add_argument("--queue-size", type=positive_int, default=defaults.SERVICE_QUEUE_SIZE, metavar="N",
-                       help="questions in flight before new ones get 503 (default: %(default)s)")
-    serve.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                       help="parser processes for uploads (default: the number of CPUs, at most 4)")
-    serve.add_argument("--page-timeout", type=float, default=defaults.SERVICE_PAGE_TIMEOUT_S, metavar="SECONDS",
-                       help="time one page call (highlight boxes, page image, re-OCR of a scanned page) may take "
-                       "before its worker is stopped; the page then answers an error (default: %(default)s)")
-    serve.add_argument("--page-memory-mb", type=positive_int, default=defaults.SERVICE_PAGE_MEMORY_MB, metavar="MB",
-                       help="address space of each page-worker process (default: %(default)s)")
+    add_options(serve, ServiceSettings)
+    # Uploads are limited by --max-file-mb (the service's upload_max_file_mb), not the parsers' max_file_mb.
+    add_options(serve, ParseSettings, ["workers", "timeout_s", "memory_mb"],
+                workers={"help": "parser processes for uploads; None: the number of CPUs, at most 4"})
     serve.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="serve as a Ray Serve application (needs pip install 'spanqa[ray]'): alone, on the local "
                        "Ray instance; with ADDRESS (HOST:6379), on that cluster. The API and page are the same; "
                        "the readers run as --replicas")
-    serve.add_argument("--replicas", type=positive_int, default=defaults.RAY_READER_REPLICAS, metavar="N",
-                       help="reader replicas with --ray, one GPU each where the cluster has GPUs (default: %(default)s)")
-    connections.add_options(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                       help="server log level (default: %(default)s)")
+    add_options(serve, ConnectionSettings, ["header_timeout_s", "body_timeout_s", "max_connections",
+                                            "max_connections_per_client"])
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="server log level (default: %(default)s)")
 
+
+def add_token(commands: argparse._SubParsersAction) -> None:
     token = commands.add_parser("token", help="make, list and revoke the service's access tokens")
+    token.set_defaults(handler="spanqa.service.cli:run_token")
     actions = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="make a token; it is printed once (the last line of output)")
     add.add_argument("name", metavar="NAME")
@@ -83,8 +90,6 @@ def add_commands(commands, reader_options: Callable, retrieval: Callable, positi
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from spanqa.service.tokens import TokenFile
-
     tokens = TokenFile(args.tokens)
     if args.token_command == "add":
         record, token = tokens.add(args.name, args.role, args.scope)
@@ -121,7 +126,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def listening_socket(host: str, port: int, backlog: int = defaults.SERVICE_LISTEN_BACKLOG) -> socket.socket:
+def listening_socket(host: str, port: int, backlog: int = ConnectionSettings.backlog) -> socket.socket:
     """The server's socket, bound before the models load (so a busy port fails at once).
 
     Made with proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections accepted from such a
@@ -137,94 +142,3 @@ def listening_socket(host: str, port: int, backlog: int = defaults.SERVICE_LISTE
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}: pick another --port") from exc
     sock.listen(backlog)
     return sock
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-    from spanqa.pipelines.api import DocumentQA
-    from spanqa.service.app import create_app
-    from spanqa.service.engine import EngineSettings
-    from spanqa.service.state import ServiceSettings, ServiceState
-    from spanqa.service.tokens import TokenFile
-
-    if args.tokens is None and not is_loopback(args.host) and not args.insecure_no_auth:
-        raise ConfigError(
-            f"--host {args.host} lets other machines in, and without --tokens anyone could read, upload and "
-            "delete: make tokens (spanqa token add NAME --tokens FILE --role admin) and pass --tokens FILE, "
-            "or pass --insecure-no-auth if that is really meant"
-        )
-    if args.tokens is not None:
-        tokens = TokenFile(args.tokens)
-        if not tokens.path.is_file() or not tokens.records():
-            raise ConfigError(f"no tokens in '{tokens.path}': make one first with "
-                              f"`spanqa token add NAME --tokens {args.tokens} --role admin`")
-    index_dir = Path(args.index).expanduser().resolve()
-    engine = EngineSettings(
-        index_dir=index_dir, reader=args.reader, fast=args.fast, device=args.device, embedder=args.embedder,
-        passages=args.passages, max_answer_length=args.max_answer_length, max_seq_length=args.max_seq_length,
-        doc_stride=args.doc_stride, retrieval=args.retrieval, dense_weight=args.dense_weight,
-        rank_weight=args.rank_weight, adaptive=args.adaptive,
-        queue_size=args.queue_size,
-    )
-    settings = ServiceSettings(
-        engine=engine, tokens_file=None if args.tokens is None else Path(args.tokens),
-        uploads_dir=None if args.uploads is None else Path(args.uploads), max_file_mb=args.max_file_mb,
-        rate_limit_per_minute=args.rate_limit, parse_workers=args.workers, page_timeout_s=args.page_timeout,
-        page_memory_mb=args.page_memory_mb,
-    )
-    if args.ray is None and args.replicas != defaults.RAY_READER_REPLICAS:
-        raise ConfigError("--replicas sizes the readers of a service on Ray: give --ray too")
-    guard = connections.settings_from(args)
-    fd_limit = connections.raise_fd_limit()
-    limits = connections.ConnectionLimits(guard.total_cap(fd_limit), guard.max_connections_per_client)
-    sock = listening_socket(args.host, args.port, guard.backlog)
-    from spanqa.indexing.store.shards import index_exists
-
-    if not index_exists(index_dir):
-        print(f"spanqa: no index at {index_dir}: making an empty one (upload files to fill it)", file=sys.stderr)
-        DocumentQA(index_dir, embedder=args.embedder, reader=args.reader, device=args.device).index([])
-    host, port = sock.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    auth = f"tokens from {settings.tokens_file}" if settings.tokens_file else "no tokens (open to this machine)"
-    where = "" if args.ray is None else f" on Ray ({args.ray}, {args.replicas} reader replica(s))"
-    print(f"spanqa: serving {index_dir}{where} on http://{shown}:{port}/ ({auth}); models loading", file=sys.stderr,
-          flush=True)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    def started(error: str | None) -> None:
-        # A line for people and scripts: the server answers questions from here on (or never will).
-        message = "ready: models loaded" if error is None else f"error: the models could not be loaded: {error}"
-        print(f"spanqa: {message}", file=sys.stderr, flush=True)
-
-    if args.ray is not None:
-        return _serve_on_ray(args, settings, sock, started)
-    app = create_app(settings, state=ServiceState(settings, on_started=started))
-    # No WebSocket routes: an upgrade would hand the connection to a protocol outside the limits.
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.log_level == "debug",
-                            timeout_graceful_shutdown=10, backlog=guard.backlog, ws="none",
-                            http=connections.guarded_protocol(guard, limits))
-    logs = CollapsedLogs(guard.log_repeat_window_s)  # on uvicorn's handlers too, configured by now
-    logging.getLogger(connections.__name__).info(
-        "at most %d connections (%s per client), %d open files allowed", limits.max_total,
-        limits.max_per_client or "no cap", fd_limit)
-
-    class Server(uvicorn.Server):
-        async def shutdown(self, sockets=None) -> None:
-            await super().shutdown(sockets=sockets)
-            logs.close()  # here: after a signal, uvicorn re-raises it and run() never returns
-
-    Server(config).run(sockets=[sock])
-    return 0
-
-
-def _serve_on_ray(args: argparse.Namespace, settings, sock: socket.socket, started: Callable) -> int:
-    """`spanqa serve --ray`: Ray Serve's proxy listens on the address the socket checked free."""
-    try:
-        from spanqa.service.ray_serve import RayServeSettings, serve_on_ray
-    except ImportError as exc:
-        raise ConfigError("serving on Ray needs Ray Serve: pip install 'spanqa[ray]'") from exc
-
-    ray_settings = RayServeSettings(address=None if args.ray == "local" else args.ray, replicas=args.replicas)
-    host, port = sock.getsockname()[:2]
-    sock.close()  # Ray Serve's proxy binds the port itself
-    error = serve_on_ray(settings, ray_settings, host, port, started, log_level=args.log_level)
-    return 0 if error is None else 1

@@ -10,8 +10,9 @@ only when every connection is busy with a request is the new one refused. A floo
 requests thus evicts itself, while a client that sends its request at once is served.
 
 `guarded_protocol()` builds the uvicorn HTTP protocol class (`uvicorn.Config(http=...)`) that does
-this; `ConnectionLimits` is the bookkeeping alone (no sockets), and `raise_fd_limit()` lifts the
-process's soft descriptor limit to its hard one at startup.
+this; `ConnectionLimits` is the bookkeeping alone (no sockets), `total_cap()` the cap on all
+connections, and `raise_fd_limit()` lifts the process's soft descriptor limit to its hard one at
+startup. The limits are `spanqa.settings.ConnectionSettings`, declared with the other settings.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spanqa import defaults
 from spanqa.errors import ConfigError
+from spanqa.settings import ConnectionSettings
 
 logger = logging.getLogger(__name__)
 
@@ -43,50 +44,18 @@ REQUEST_TIMEOUT_RESPONSE = b"".join([
 IDLE, HEADERS, BODY, BUSY, CLOSED = "idle", "headers", "body", "busy", "closed"
 
 
-@dataclass(frozen=True)
-class ConnectionSettings:
-    """How long a client may take to send a request, and how many connections clients may hold."""
-
-    header_timeout_s: float = defaults.SERVICE_HEADER_TIMEOUT_S
-    body_timeout_s: float = defaults.SERVICE_BODY_TIMEOUT_S
-    max_connections: int | None = defaults.SERVICE_MAX_CONNECTIONS  # None: derived from the fd limit
-    max_connections_per_client: int = defaults.SERVICE_MAX_CONNECTIONS_PER_CLIENT  # 0: no cap
-    fd_reserve: int = defaults.SERVICE_FD_RESERVE
-    backlog: int = defaults.SERVICE_LISTEN_BACKLOG
-    log_repeat_window_s: float = defaults.SERVICE_LOG_REPEAT_WINDOW_S
-
-    def __post_init__(self) -> None:
-        for name in ("header_timeout_s", "body_timeout_s", "log_repeat_window_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"{name}={value!r}{_option(name)} must be a number of seconds > 0")
-        counts = {"max_connections_per_client": 0, "fd_reserve": 0, "backlog": 1}
-        if self.max_connections is not None:
-            counts["max_connections"] = 1
-        for name, least in counts.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"{name}={value!r}{_option(name)} must be a whole number >= {least}")
-
-    def total_cap(self, fd_limit: int) -> int:
-        """Connections all clients may hold under a soft descriptor limit of `fd_limit`."""
-        room = fd_limit - self.fd_reserve - 2 * self.backlog
-        if self.max_connections is None:
-            return max(room, MIN_CONNECTIONS)
-        if self.max_connections > room:
-            raise ConfigError(
-                f"--max-connections {self.max_connections} leaves too few of the {fd_limit} file descriptors this "
-                f"process may open (at most {max(room, 0)} fit beside the {self.fd_reserve} kept for files and the "
-                f"listen queues): lower it, or raise the hard limit (ulimit -Hn)"
-            )
-        return self.max_connections
-
-
-def _option(field_name: str) -> str:
-    """The `spanqa serve` option of a ConnectionSettings field, for messages (' (--header-timeout)')."""
-    options = {"header_timeout_s": "--header-timeout", "body_timeout_s": "--body-timeout",
-               "max_connections": "--max-connections", "max_connections_per_client": "--max-connections-per-client"}
-    return f" ({options[field_name]})" if field_name in options else ""
+def total_cap(settings: ConnectionSettings, fd_limit: int) -> int:
+    """Connections all clients may hold under a soft descriptor limit of `fd_limit`."""
+    room = fd_limit - settings.fd_reserve - 2 * settings.backlog
+    if settings.max_connections is None:
+        return max(room, MIN_CONNECTIONS)
+    if settings.max_connections > room:
+        raise ConfigError(
+            f"--max-connections {settings.max_connections} leaves too few of the {fd_limit} file descriptors this "
+            f"process may open (at most {max(room, 0)} fit beside the {settings.fd_reserve} kept for files and the "
+            f"listen queues): lower it, or raise the hard limit (ulimit -Hn)"
+        )
+    return settings.max_connections
 
 
 def raise_fd_limit() -> int:
@@ -322,26 +291,3 @@ def guarded_protocol(settings: ConnectionSettings, limits: ConnectionLimits, bas
         base = AutoHTTPProtocol
     attributes: dict[str, Any] = {"limits": limits, "guard": settings, "__doc__": _Guarded.__doc__}
     return type(f"Guarded{base.__name__}", (_Guarded, base), attributes)
-
-
-def add_options(serve) -> None:
-    """`spanqa serve`'s connection options (their defaults are ConnectionSettings')."""
-    serve.add_argument("--header-timeout", type=float, default=defaults.SERVICE_HEADER_TIMEOUT_S, metavar="SECONDS",
-                       help="time a client has to send a request's line and headers; then 408 and closed "
-                       "(default: %(default)s)")
-    serve.add_argument("--body-timeout", type=float, default=defaults.SERVICE_BODY_TIMEOUT_S, metavar="SECONDS",
-                       help="most time without a byte while a request body arrives (default: %(default)s)")
-    serve.add_argument("--max-connections", type=int, default=defaults.SERVICE_MAX_CONNECTIONS, metavar="N",
-                       help="connections all clients may hold (default: the open-file limit, raised to its hard "
-                       f"limit, less {defaults.SERVICE_FD_RESERVE} kept for files and twice the listen backlog)")
-    serve.add_argument("--max-connections-per-client", type=int, metavar="N",
-                       default=defaults.SERVICE_MAX_CONNECTIONS_PER_CLIENT,
-                       help="connections one client address may hold; 0: no cap, for a server behind a proxy "
-                       "(default: %(default)s)")
-
-
-def settings_from(args) -> ConnectionSettings:
-    return ConnectionSettings(
-        header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
-        max_connections=args.max_connections, max_connections_per_client=args.max_connections_per_client,
-    )

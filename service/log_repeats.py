@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from spanqa import defaults
+from spanqa.settings import ConnectionSettings
 
 MAX_MESSAGES = 4096  # distinct messages remembered at once (the oldest are forgotten first)
 SERVER_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")  # whose handlers get the filter
@@ -24,7 +24,7 @@ _VERDICT = "_spanqa_repeat_verdict"  # one verdict per record, however many hand
 class RepeatFilter(logging.Filter):
     """Lets a message through once per `window_s`; the next one after the window carries the count."""
 
-    def __init__(self, window_s: float = defaults.SERVICE_LOG_REPEAT_WINDOW_S,
+    def __init__(self, window_s: float = ConnectionSettings.log_repeat_window_s,
                  clock: Callable[[], float] = time.monotonic, max_messages: int = MAX_MESSAGES):
         super().__init__()
         self.window_s = window_s

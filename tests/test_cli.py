@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import json
 import sqlite3
@@ -14,9 +15,10 @@ import pytest
 from spanqa.indexing import read_pages
 from spanqa.errors import StorageError
 from spanqa.indexing.formats.cleaning import same_text
-from spanqa.pipelines import api as api_module
-from spanqa.pipelines import cli as cli_module
-from spanqa.pipelines.cli import main
+from spanqa import paths
+from spanqa.cli import build_parser, handler, main
+from spanqa.pipelines import cli_run
+from spanqa.pipelines import indexing as indexing_module
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +130,51 @@ def test_search_with_a_different_embedder_is_refused(cli_index, tmp_path, capsys
     assert "built with embedder" in err
 
 
+def _subcommands(parser, words=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*words, name), sub
+                yield from _subcommands(sub, (*words, name))
+
+
+def test_every_command_names_a_handler_that_exists():
+    commands = dict(_subcommands(build_parser()))
+    assert {"index", "ask", "search", "remove", "list", "compact", "check", "backup", "eval", "calibrate",
+            "serve", "token"} <= {words[0] for words in commands}
+    for words, sub in commands.items():
+        reference = sub.get_default("handler")
+        if reference is None:  # `token add`: its parent's
+            continue
+        assert callable(handler(reference)), words
+
+
+def test_every_device_option_takes_a_cuda_device_with_an_index():
+    # Before: choices auto|cpu|cuda refused cuda:1, which the models' code takes.
+    parser = build_parser()
+    taking = [words for words, sub in _subcommands(parser)
+              if any("--device" in action.option_strings for action in sub._actions)]
+    assert {("index",), ("ask",), ("search",), ("eval",), ("calibrate",), ("serve",)} <= set(taking)
+    positional = {"index": ["a.pdf"], "ask": ["Who?"], "search": ["what"], "eval": ["q.json"],
+                  "calibrate": ["q.json"]}
+    for (command,) in taking:
+        args = parser.parse_args([command, *positional.get(command, []), "--index", "kb", "--device", "cuda:1"])
+        assert args.device == "cuda:1"
+
+
+def test_help_loads_no_model_library():
+    # The handlers' modules (torch, Haystack, FastAPI) are imported only for the command that runs.
+    probe = ("import sys; from spanqa.cli import build_parser; build_parser().format_help(); "
+             "heavy = [m for m in ('torch', 'haystack', 'transformers', 'fastapi', 'faiss') if m in sys.modules]; "
+             "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "spanqa.pipelines.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "spanqa.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 
@@ -236,7 +280,7 @@ def test_index_with_shards_writes_a_sharded_index_that_list_and_search_read(tmp_
 def test_a_model_path_that_is_not_there_says_so_before_anything_loads(tmp_path, sample_data_dir, monkeypatch, capsys,
                                                                       option, value):
     # Before: "Repo id must be in the form 'repo_name' or 'namespace/repo_name'", from the hub.
-    monkeypatch.setattr(api_module, "make_document_embedder", _never_called)
+    monkeypatch.setattr(indexing_module, "make_document_embedder", _never_called)
     code = main(["index", str(sample_data_dir / "greenhouse_notes.md"), "--index", str(tmp_path / "kb"), option, value])
     err = capsys.readouterr().err
     assert code == 1
@@ -253,8 +297,8 @@ def test_a_model_path_that_is_a_file_says_so(tmp_path, capsys):
 
 
 def test_a_hub_id_is_left_to_the_hub():
-    assert api_module.model_reference("org/name") == "org/name"
-    assert api_module.model_reference("distilbert-base-uncased") == "distilbert-base-uncased"
+    assert paths.model_reference("org/name") == "org/name"
+    assert paths.model_reference("distilbert-base-uncased") == "distilbert-base-uncased"
 
 
 def _never_called(*args, **kwargs):
@@ -263,7 +307,7 @@ def _never_called(*args, **kwargs):
 
 def test_index_checks_every_path_before_any_model_loads(tmp_path, sample_data_dir, monkeypatch, capsys):
     # Before: offline, the embedder's hub error came first; with one good path, it was indexed.
-    monkeypatch.setattr(api_module, "make_document_embedder", _never_called)
+    monkeypatch.setattr(indexing_module, "make_document_embedder", _never_called)
     index_dir = tmp_path / "kb"
     assert main(["index", "/no/such/path", "--index", str(index_dir)]) == 1
     assert capsys.readouterr().err == "spanqa: error: no such file or folder '/no/such/path': nothing was indexed\n"
@@ -275,7 +319,7 @@ def test_index_checks_every_path_before_any_model_loads(tmp_path, sample_data_di
 
 
 def _raising(exc: BaseException):
-    def run(args, qa):
+    def run(args):
         raise exc
 
     return run
@@ -305,7 +349,7 @@ def _raising(exc: BaseException):
 )
 def test_errors_are_one_plain_line_without_a_traceback(tmp_path, monkeypatch, capsys, exc, expected):
     monkeypatch.delenv("SPANQA_DEBUG", raising=False)
-    monkeypatch.setattr(cli_module, "_run_list", _raising(exc))
+    monkeypatch.setattr(cli_run, "run_list", _raising(exc))
     assert main(["list", "--index", "KB"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("spanqa: error: ") and expected in err
@@ -314,7 +358,7 @@ def test_errors_are_one_plain_line_without_a_traceback(tmp_path, monkeypatch, ca
 
 def test_spanqa_debug_shows_the_traceback(monkeypatch, capsys):
     monkeypatch.setenv("SPANQA_DEBUG", "1")
-    monkeypatch.setattr(cli_module, "_run_list", _raising(sqlite3.IntegrityError("UNIQUE constraint failed")))
+    monkeypatch.setattr(cli_run, "run_list", _raising(sqlite3.IntegrityError("UNIQUE constraint failed")))
     assert main(["list", "--index", "KB"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().endswith("run `spanqa check --index KB`")

@@ -1,9 +1,11 @@
-"""The reference pages name every option of the `spanqa` command and every route of the service.
+"""The reference pages name every option of the `spanqa` command, every setting and every route of
+the service.
 
-docs/hooks/reference.py writes the option tables and endpoint sections into docs/reference/cli.md
-and docs/reference/http.md when the site is built, from the argparse parser and the FastAPI app.
-These tests render the two pages as the build does and check them against the parser and the app,
-walked here on their own: an option or a route that does not reach the reference fails a test.
+docs/hooks/reference.py writes the option tables, settings tables and endpoint sections into
+docs/reference/cli.md, settings.md and http.md when the site is built, from the argparse parser,
+the settings' declarations and the FastAPI app. These tests render the pages as the build does and
+check them against the parser, the declarations and the app, walked here on their own: an option,
+a setting or a route that does not reach the reference fails a test.
 """
 
 from __future__ import annotations
@@ -55,10 +57,10 @@ def arguments(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> I
 
 
 def test_every_cli_option_is_in_its_commands_section(hook):
-    from spanqa.pipelines.cli import _build_parser
+    from spanqa.cli import build_parser
 
     rendered = sections(hook.cli_page(page_source("cli.md"), "reference/cli.md"))
-    found = list(arguments(_build_parser()))
+    found = list(arguments(build_parser()))
     assert len(found) > 100  # every option of every command, not a parser that lost its sub-commands
     missing = [f"spanqa {words} {name}" for words, name in found
                if words not in rendered or f"| `{name}" not in rendered[words]]
@@ -71,6 +73,28 @@ def test_a_command_without_a_marker_fails_the_build(hook, caplog):
         rendered = hook.cli_page(page, "reference/cli.md")
     assert "`spanqa compact` has no <!-- cli: compact --> marker" in caplog.text
     assert "| `--json`" not in sections(rendered)["compact"]
+
+
+def test_every_setting_is_in_the_settings_reference_with_its_option_and_default(hook):
+    from spanqa.settings import ALL_COMPONENTS
+
+    rendered = hook.settings_page(page_source("settings.md"), "reference/settings.md")
+    assert "<!-- settings:" not in rendered
+    rows = {line.split("|")[1].strip(): line for line in rendered.splitlines() if line.startswith("| `")}
+    for component in ALL_COMPONENTS:
+        for info in component.infos():
+            assert f"`{info.name}`" in rows, info.name
+            assert f"`{info.default!r}`" in rows[f"`{info.name}`"]
+    assert "`--top-k` (ask)" in rows["`answer_top_k`"] and "`--top-k` (search)" in rows["`search_top_k`"]
+    assert "`--device` (index, ask, search, eval, calibrate, serve)" in rows["`device`"]
+
+
+def test_a_settings_component_without_a_marker_fails_the_build(hook, caplog):
+    page = page_source("settings.md").replace("<!-- settings: connections -->", "")
+    with caplog.at_level(logging.WARNING, logger=HOOK_LOGGER):
+        rendered = hook.settings_page(page, "reference/settings.md")
+    assert "the settings of `connections` (ConnectionSettings) have no <!-- settings: connections --> marker" in caplog.text
+    assert "`header_timeout_s`" not in rendered
 
 
 def app_routes(routes, prefix: str = "") -> Iterator[tuple[str, object]]:
@@ -87,11 +111,10 @@ def app_routes(routes, prefix: str = "") -> Iterator[tuple[str, object]]:
 def service_routes() -> list[str]:
     """`METHOD /path` of every route of the service's app (a mount as `GET /prefix/`)."""
     from spanqa.service.app import create_app
-    from spanqa.service.engine import EngineSettings
-    from spanqa.service.state import ServiceSettings
+    from spanqa.service.state import ServerConfig
 
     # Routes are declared by create_app whatever the state; a stand-in keeps any index from opening.
-    app = create_app(ServiceSettings(engine=EngineSettings(index_dir=Path("unused-index"))), state=object())
+    app = create_app(ServerConfig(index_dir=Path("unused-index")), state=object())
     names = []
     for prefix, route in app_routes(app.routes):
         path = re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path)  # `{page:int}` reads `{page}`

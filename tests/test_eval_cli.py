@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spanqa.pipelines.cli import main
+from spanqa.cli import main
 
 ARTICLES = [
     ("Aurora_Bicycle_Works", [

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from spanqa.pipelines.cli import main
+from spanqa.cli import main
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:

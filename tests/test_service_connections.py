@@ -25,8 +25,9 @@ import uvicorn
 from service_harness import wait_for_job, write_knowledge_base
 from spanqa.errors import ConfigError
 from spanqa.service.cli import listening_socket
-from spanqa.service.connections import ConnectionLimits, ConnectionSettings, guarded_protocol
+from spanqa.service.connections import ConnectionLimits, guarded_protocol, total_cap
 from spanqa.service.log_repeats import RepeatFilter
+from spanqa.settings import ConnectionSettings
 
 HALF_SENT = b"GET /v1/files HTTP/1.1\r\nHost: x\r\n"  # a request line and one header, never finished
 SERVER_FD_LIMIT = 1024
@@ -74,11 +75,11 @@ def test_a_full_total_cap_evicts_the_oldest_pending_connection_of_any_client():
 
 def test_the_total_cap_leaves_descriptors_for_files_and_listen_queues():
     settings = ConnectionSettings(fd_reserve=256, backlog=128)
-    assert settings.total_cap(1024) == 1024 - 256 - 2 * 128
-    assert settings.total_cap(300) == 16  # never below a floor
-    assert ConnectionSettings(max_connections=100).total_cap(1024) == 100
+    assert total_cap(settings, 1024) == 1024 - 256 - 2 * 128
+    assert total_cap(settings, 300) == 16  # never below a floor
+    assert total_cap(ConnectionSettings(max_connections=100), 1024) == 100
     with pytest.raises(ConfigError, match="--max-connections 5000"):
-        ConnectionSettings(max_connections=5000).total_cap(1024)
+        total_cap(ConnectionSettings(max_connections=5000), 1024)
     with pytest.raises(ConfigError, match="header_timeout_s=0"):
         ConnectionSettings(header_timeout_s=0)
     with pytest.raises(ConfigError, match="max_connections_per_client=-1"):
@@ -308,7 +309,7 @@ def serve_argv(kb, tiny_qa_model_dir, *options: str, plain_loop: bool = False) -
     """`spanqa serve` over the kb; `plain_loop`: as installed without uvloop (asyncio's own loop)."""
     if plain_loop:
         launcher = [sys.executable, "-c", "import sys; sys.modules['uvloop'] = None; "
-                    "from spanqa.pipelines.cli import main; sys.exit(main())"]
+                    "from spanqa.cli import main; sys.exit(main())"]
     else:
         launcher = [str(Path(sys.executable).with_name("spanqa"))]
     return [*launcher, "serve", "--index", str(kb["index"]), "--reader", str(tiny_qa_model_dir), "--device", "cpu",

@@ -15,12 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service_harness import start_server, wait_for_job, write_knowledge_base
+from service_harness import server_config, start_server, wait_for_job, write_knowledge_base
 from spanqa.errors import DocumentError, SpanQAError
 from spanqa.service.catalog import file_id
-from spanqa.service.engine import EngineSettings
 from spanqa.service.paths import PathView, display_scope, display_source, redact
-from spanqa.service.state import ServiceSettings
 from spanqa.service.tokens import TokenFile
 
 # -- the rule, as pure functions ---------------------------------------------------------------------
@@ -95,11 +93,7 @@ def served(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
         "admin": token_file.add("admin", "admin")[1],
         "hr-admin": token_file.add("hr-admin", "admin", [root / "docs" / "hr", index_dir / "uploads" / "hr"])[1],
     }
-    settings = ServiceSettings(
-        engine=EngineSettings(index_dir=index_dir, reader=str(tiny_qa_model_dir), device="cpu"),
-        tokens_file=token_file.path, rate_limit_per_minute=0, parse_workers=1,
-    )
-    live = start_server(settings)
+    live = start_server(server_config(index_dir, tiny_qa_model_dir, token_file.path))
     yield Served(root, index_dir, live, tokens)
     live.stop()
 
@@ -206,7 +200,7 @@ async def _count(pages: int) -> int:
 
 
 def make_token(capsys, tokens: Path, name: str, role: str, *scope: Path) -> str:
-    from spanqa.pipelines.cli import main
+    from spanqa.cli import main
 
     options = [option for folder in scope for option in ("--scope", str(folder))]
     assert main(["token", "add", name, "--tokens", str(tokens), "--role", role, *options, "--json"]) == 0

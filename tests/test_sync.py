@@ -11,7 +11,7 @@ import pytest
 from spanqa import DocumentQA
 from spanqa.errors import ConfigError
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.pipelines.cli import main
+from spanqa.cli import main
 
 TEXTS = {
     "alpha.md": "# Alpha\n\nThe alpha valve opens at dawn and closes at dusk.\n",

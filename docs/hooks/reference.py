@@ -2,11 +2,15 @@
 
 - `<!-- cli: commands -->` in a page becomes the table of `spanqa` sub-commands, and
   `<!-- cli: COMMAND -->` (`index`, `token add`, ...) that sub-command's usage and options, read
-  from the real argparse parser (`spanqa.pipelines.cli`).
+  from the real argparse parser (`spanqa.cli.build_parser`).
+- `<!-- settings: COMPONENT -->` (`reader`, `service`, ...) becomes the table of that component's
+  settings, read from their declarations (`spanqa.settings`): each setting's name (the keyword),
+  the `spanqa` option and commands that take it, its default and its doc; `<!-- settings: all -->`
+  every component's table.
 - `<!-- http: endpoints -->` becomes every endpoint of the service and the bodies they take and
   return, read from the real FastAPI app (`spanqa.service.app.create_app`) and its OpenAPI schema.
 - The build warns, so that `mkdocs build --strict` fails, when a sub-command has no marker in the
-  CLI page, a route left out of the OpenAPI schema is not named in the HTTP page, or a public name
+  CLI page, a settings component (`spanqa.settings.ALL_COMPONENTS`) none in the settings page, a route left out of the OpenAPI schema is not named in the HTTP page, or a public name
   of the Python API (the `__all__` of spanqa, spanqa.indexing, spanqa.reader, spanqa.pipelines) has
   no `:::` entry in the API pages or has no docstring (nor has a public method of a class there).
 """
@@ -31,6 +35,8 @@ from mkdocs.plugins import event_priority
 log = logging.getLogger("mkdocs.plugins.spanqa_reference")
 
 CLI_MARKER = re.compile(r"<!-- cli: ([a-z][a-z -]*[a-z]) -->")
+SETTINGS_MARKER = re.compile(r"<!-- settings: ([a-z]+) -->")
+ALL_SETTINGS = "all"
 COMMANDS_MARKER = "commands"
 HTTP_MARKER = "<!-- http: endpoints -->"
 API_PAGES = "reference/api/"
@@ -46,9 +52,9 @@ _MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]<>|])")
 
 @functools.lru_cache(maxsize=1)
 def spanqa_parser() -> argparse.ArgumentParser:
-    from spanqa.pipelines.cli import _build_parser
+    from spanqa.cli import build_parser
 
-    return _build_parser()
+    return build_parser()
 
 
 def subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> dict[str, tuple[argparse.ArgumentParser, str]]:
@@ -150,18 +156,68 @@ def cli_page(markdown: str, page_path: str) -> str:
     return CLI_MARKER.sub(generated, markdown)
 
 
+# -- the settings -------------------------------------------------------------------------------
+
+
+def settings_components() -> dict[str, type]:
+    """Each settings component by its name (`reader`, `service`, ...), in `ALL_COMPONENTS`' order."""
+    from spanqa.settings import ALL_COMPONENTS
+
+    return {component.component: component for component in ALL_COMPONENTS}
+
+
+def setting_options() -> dict[str, dict[str, list[str]]]:
+    """Each setting's name to its option strings and the sub-commands that take it with each."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for words, (parser, _) in subcommands(spanqa_parser()).items():
+        for action in parser._actions:
+            if action.option_strings:
+                flags = ", ".join(f"`{option}`" for option in action.option_strings)
+                found.setdefault(action.dest, {}).setdefault(flags, []).append(words)
+    return found
+
+
+def settings_table(component: type) -> str:
+    """One row per setting: its name (the keyword), the option and commands taking it, default, doc."""
+    options = setting_options()
+    lines = [f"{_prose(component.__doc__ or '')}", "",
+             "| setting | `spanqa` option | default | what it does |", "| --- | --- | --- | --- |"]
+    for info in component.infos():
+        taken = options.get(info.name, {})
+        flags = "; ".join(f"{flag} ({', '.join(commands)})" for flag, commands in taken.items()) or "—"
+        lines.append(f"| `{info.name}` | {flags} | `{info.default!r}` | {_prose(info.doc)} |")
+    return "\n".join(lines)
+
+
+def settings_page(markdown: str, page_path: str) -> str:
+    components = settings_components()
+    named = set(SETTINGS_MARKER.findall(markdown))
+    if ALL_SETTINGS not in named:
+        for name in [name for name in components if name not in named]:
+            log.warning(f"{page_path}: the settings of `{name}` ({components[name].__name__}) have no "
+                        f"<!-- settings: {name} --> marker: they are not in the reference")
+    for name in sorted(named - set(components) - {ALL_SETTINGS}):
+        log.warning(f"{page_path}: <!-- settings: {name} --> names no settings component")
+
+    def generated(match: re.Match) -> str:
+        name = match.group(1)
+        if name == ALL_SETTINGS:
+            return "\n\n".join(f"## {part}\n\n{settings_table(klass)}" for part, klass in components.items())
+        return settings_table(components[name]) if name in components else match.group(0)
+
+    return SETTINGS_MARKER.sub(generated, markdown)
+
+
 # -- the HTTP API -------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
 def service_app():
     from spanqa.service.app import create_app
-    from spanqa.service.engine import EngineSettings
-    from spanqa.service.state import ServiceSettings
+    from spanqa.service.state import ServerConfig
 
-    settings = ServiceSettings(engine=EngineSettings(index_dir=Path("unused-index")))
     # A stand-in state: the routes and the OpenAPI schema need none, and a live one would open an index.
-    return create_app(settings, state=object())
+    return create_app(ServerConfig(index_dir=Path("unused-index")), state=object())
 
 
 def app_routes(routes, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -435,6 +491,8 @@ def on_files(files, config, **kwargs):
 def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
     if CLI_MARKER.search(markdown):
         markdown = cli_page(markdown, page.file.src_uri)
+    if SETTINGS_MARKER.search(markdown):
+        markdown = settings_page(markdown, page.file.src_uri)
     if HTTP_MARKER in markdown:
         markdown = http_page(markdown, page.file.src_uri)
     return markdown
