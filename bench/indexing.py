@@ -277,7 +277,7 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
     from haystack.components.converters import PyPDFToDocument
     from haystack.components.preprocessors import DocumentSplitter
 
-    from spanqa import defaults
+    from spanqa.settings import EmbedderSettings
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.ingest.workers import ParsePool
 
@@ -302,10 +302,10 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
         "haystack_parse_s": round(haystack_s, 2), "haystack_parse_chunks": haystack_chunks,
         "spanqa_parse_s": round(spanqa_s, 2), "spanqa_parse_chunks": sum(len(p.chunks) for p in parsed),
         "parse_speedup": round(haystack_s / spanqa_s, 2),
-        # all-MiniLM-L6-v2 reads 256 word pieces; spanqa's embedder reads defaults.EMBED_MAX_TOKENS.
+        # all-MiniLM-L6-v2 reads 256 word pieces; spanqa's embedder reads EmbedderSettings.embed_max_tokens.
         "haystack_embedded_tokens": embedded_tokens([d.content for d in haystack_split if d.content], 256),
         "spanqa_embedded_tokens": embedded_tokens(
-            [c.embed_text for p in parsed for c in p.chunks], defaults.EMBED_MAX_TOKENS or 256
+            [c.embed_text for p in parsed for c in p.chunks], EmbedderSettings.embed_max_tokens or 256
         ),
     }
 
@@ -405,7 +405,7 @@ def run_embedder(args) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from spanqa import defaults
+    from spanqa.settings import EmbedderSettings
     from spanqa.indexing.retrieval.embedding import Int8SentenceEncoder
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.ingest.workers import ParsePool
@@ -422,7 +422,7 @@ def run_embedder(args) -> dict:
     vectors = {}
     for _ in range(args.repeats):
         started = time.perf_counter()
-        vectors["float32"] = exact.encode(texts, batch_size=defaults.EMBEDDER_BATCH_SIZE, normalize_embeddings=True)
+        vectors["float32"] = exact.encode(texts, batch_size=EmbedderSettings.embedder_batch_size, normalize_embeddings=True)
         seconds["float32"].append(time.perf_counter() - started)
         started = time.perf_counter()
         vectors["int8"] = fast.encode(texts)
