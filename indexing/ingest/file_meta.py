@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from spanqa.errors import ConfigError
 from spanqa.chunk_meta import RESERVED_KEYS
+from spanqa.errors import ConfigError
+from spanqa.paths import user_path
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 SCALARS = (str, int, float, bool, type(None))
@@ -116,7 +117,7 @@ class MetaFile:
     entries gets them all, later entries' keys overriding earlier ones'."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).expanduser()
+        self.path = user_path(path)
         try:
             mapping = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

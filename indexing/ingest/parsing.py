@@ -30,6 +30,7 @@ from spanqa.errors import DocumentError
 from spanqa.indexing.formats.cleaning import CleanPage, clean_pages
 from spanqa.indexing.formats.extraction import PDF_SUFFIXES, read_bytes, read_document, short_message
 from spanqa.indexing.ingest.spans import chunk_spans, context_chunk_spans, word_spans
+from spanqa.paths import user_path
 from spanqa.settings import ChunkingSettings, OcrSettings, ParseSettings
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def resolve_tokenizer_file(model: str | None) -> str | None:
     """
     if not model:
         return None
-    directory = Path(model).expanduser()
+    directory = user_path(model)
     if directory.is_dir():
         candidate = directory / "tokenizer.json"
         return str(candidate) if candidate.is_file() else None

@@ -30,6 +30,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
 from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
+from spanqa.paths import user_path
 from spanqa.settings import EMBEDDER_MODEL, EmbedderSettings
 
 POOLING_MODES = ("mean", "cls")
@@ -186,7 +187,7 @@ HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
 
 def resolve_model_directory(model: str) -> Path:
     """A local directory as is; a hub id through the hub's local cache (downloaded when online)."""
-    path = Path(model).expanduser()
+    path = user_path(model)
     if path.is_dir():
         return path
     from huggingface_hub import snapshot_download
@@ -199,7 +200,7 @@ def resolve_model_directory(model: str) -> Path:
 
 def cache_directory() -> Path:
     configured = os.environ.get("SPANQA_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "spanqa"
+    return Path.home() / ".cache" / "spanqa" if configured is None or configured == "" else user_path(configured)
 
 
 def _model_fingerprint(directory: Path) -> str:
