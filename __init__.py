@@ -10,7 +10,6 @@ import os
 # Set before any Haystack module is imported (spanqa.* import Haystack only after this package).
 os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
-from spanqa.records import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
 from spanqa.errors import (  # noqa: E402
     ChunkNotFoundError,
     ConfigError,
@@ -21,6 +20,7 @@ from spanqa.errors import (  # noqa: E402
     ModelLoadError,
     SpanQAError,
 )
+from spanqa.records import Answer, AnswerEvidence, AnswerSource, IndexedFile, IndexReport, Passage, SkippedFile  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -277,9 +277,9 @@ def run_parse_stage(files: list[Path], tokenizer_dir: str, workers: int | None, 
     from haystack.components.converters import PyPDFToDocument
     from haystack.components.preprocessors import DocumentSplitter
 
-    from spanqa.settings import EmbedderSettings
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.ingest.workers import ParsePool
+    from spanqa.settings import EmbedderSettings
 
     started = time.perf_counter()
     documents = PyPDFToDocument().run(sources=[str(f) for f in files])["documents"]
@@ -405,10 +405,10 @@ def run_embedder(args) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from spanqa.settings import EmbedderSettings
-    from spanqa.indexing.retrieval.embedding import Int8SentenceEncoder
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
     from spanqa.indexing.ingest.workers import ParsePool
+    from spanqa.indexing.retrieval.embedding import Int8SentenceEncoder
+    from spanqa.settings import EmbedderSettings
 
     settings = ChunkSettings(tokenizer=args.tokenizer, tokenizer_file=str(Path(args.tokenizer) / "tokenizer.json"))
     parsed = ParsePool().map([ParseTask(str(f), chunking=settings) for f in pdf_files(Path(args.pdfs))])

@@ -117,8 +117,8 @@ def engines(install: bool) -> list[str]:
 
 
 def quality(pdf_dir: Path, engine_names: list[str], work: Path) -> list[dict]:
-    from spanqa.indexing.ocr.engines import ocr_engine
     from spanqa.indexing.formats.extraction import read_document, read_pages
+    from spanqa.indexing.ocr.engines import ocr_engine
 
     rows = []
     for engine in engine_names:

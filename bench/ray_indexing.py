@@ -109,11 +109,11 @@ def stage_rates(pdfs: Path, embedder: str, tokenizer: str, commit_files: int, de
     import numpy as np
     from haystack import Document
 
-    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
     from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask
-    from spanqa.indexing.store.faiss_store import FaissDocumentStore
     from spanqa.indexing.ingest.workers import ParsePool
     from spanqa.indexing.retrieval.embedders import make_document_embedder, warm_up_embedder
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
+    from spanqa.indexing.store.faiss_store import FaissDocumentStore
 
     cores = os.cpu_count() or 1
     chunking = ChunkSettings(tokenizer=tokenizer, tokenizer_file=str(Path(tokenizer) / "tokenizer.json"))

@@ -157,12 +157,12 @@ def clock_forward(reader) -> ForwardClock:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import spanqa  # noqa: F401  (sets HAYSTACK_TELEMETRY_ENABLED=False before Haystack is imported)
     import torch
     from haystack import Document
     from haystack.utils import ComponentDevice
     from haystack_integrations.components.readers.transformers import TransformersExtractiveReader
 
+    import spanqa  # noqa: F401  (sets HAYSTACK_TELEMETRY_ENABLED=False before Haystack is imported)
     from spanqa.reader import ExtractiveReader
     from spanqa.reader.span_reader import read_passages_batch
 

@@ -45,8 +45,8 @@ def load(path: Path, file_per_paragraph: bool) -> tuple[list[Document], list[tup
 
 
 def main() -> None:
-    from spanqa.indexing.store.shards import ShardedStore
     from spanqa.indexing.store.faiss_store import FaissDocumentStore
+    from spanqa.indexing.store.shards import ShardedStore
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", default="2,4,8")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spanqa.records import Answer
 from spanqa.errors import ConfigError
-from spanqa.pipelines.evaluation import SquadSet, context_file_name
 from spanqa.pipelines.eval_metrics import best_over_golds
+from spanqa.pipelines.evaluation import SquadSet, context_file_name
 from spanqa.reader.calibration import AnswerCalibration, auroc, fit_calibration, risk_coverage
+from spanqa.records import Answer
 
 COVERAGE_POINTS = (0.2, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
-from spanqa.records import Answer, AnswerEvidence, AnswerSource, Passage
 from spanqa.chunk_meta import SIMILARITY_KEY, ChunkMeta
 from spanqa.indexing.formats.cleaning import raw_span_of
+from spanqa.records import Answer, AnswerEvidence, AnswerSource, Passage
 
 
 def passage_from_document(document: Document) -> Passage:

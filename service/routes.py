@@ -19,11 +19,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from spanqa import defaults
-from spanqa.records import Answer, Passage
 from spanqa.errors import DocumentError, StorageError, is_storage_failure
 from spanqa.indexing.formats.cleaning import same_text
 from spanqa.indexing.store.filters import filter_sql
 from spanqa.pipelines.documents import answer_from_extracted, passage_from_document
+from spanqa.records import Answer, Passage
 from spanqa.service.catalog import CatalogFile, CatalogSnapshot, FileCatalog, file_id, file_type
 from spanqa.service.database import Feedback, squad_export
 from spanqa.service.engine import NotReady, ServiceBusy
@@ -31,6 +31,7 @@ from spanqa.service.http_errors import ApiError, not_found, storage_failure
 from spanqa.service.jobs import Job
 from spanqa.service.metrics import CONTENT_TYPE
 from spanqa.service.page_workers import PageOverBudget
+from spanqa.service.paths import server_filters
 from spanqa.service.schemas import (
     AskRequest,
     AskResponse,
@@ -44,7 +45,6 @@ from spanqa.service.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from spanqa.service.paths import server_filters
 from spanqa.service.state import ANONYMOUS, ServiceState
 from spanqa.service.tokens import Principal
 from spanqa.service.uploads import UploadReceiver, UploadRejected, check_folder

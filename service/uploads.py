@@ -25,8 +25,8 @@ from pathlib import Path
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from spanqa.errors import ConfigError, StorageError
 from spanqa.atomic_files import fsync_file
+from spanqa.errors import ConfigError, StorageError
 from spanqa.file_modes import private_folder, private_opener, tighten
 from spanqa.indexing.formats.extraction import PDF_HEADER_WINDOW
 

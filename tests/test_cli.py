@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from spanqa.indexing import read_pages
-from spanqa.errors import StorageError
-from spanqa.indexing.formats.cleaning import same_text
 from spanqa import paths
 from spanqa.cli import build_parser, handler, main
+from spanqa.errors import StorageError
+from spanqa.indexing import read_pages
+from spanqa.indexing.formats.cleaning import same_text
 from spanqa.pipelines import cli_run
 from spanqa.pipelines import indexing as indexing_module
 

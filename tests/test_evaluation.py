@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from spanqa.records import Answer, Passage
 from spanqa.errors import ConfigError, DocumentError
 from spanqa.pipelines.evaluation import contains_an_answer, evaluate, load_squad, write_contexts
+from spanqa.records import Answer, Passage
 
 SQUAD = {
     "version": "1.1",

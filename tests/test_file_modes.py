@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from haystack import Document
-
 from service_harness import server_config, start_server, wait_for_job
+
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service.database import ServiceDatabase
 from spanqa.service.tokens import TokenFile

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from haystack import Document
 from haystack.utils.filters import document_matches_filter
-
 from service_harness import server_config, start_server
+
 from spanqa import defaults
 from spanqa.errors import ConfigError
-from spanqa.indexing.store.filters import filter_sql
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
+from spanqa.indexing.store.filters import filter_sql
 
 
 def nested(depth: int, operator: str = "AND") -> dict:

@@ -29,11 +29,11 @@ from pdf_factory import (
 )
 
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.indexing.formats.extraction import read_pages, read_pdf_page
 from spanqa.indexing.pages.glyph_alignment import align
 from spanqa.indexing.pages.glyphs import PageGlyphs
 from spanqa.indexing.pages.highlight import HighlightBox, span_boxes
 from spanqa.indexing.pages.pdf_pages import PdfPages
-from spanqa.indexing.formats.extraction import read_pages, read_pdf_page
 
 # -- hand-made glyphs ------------------------------------------------------------------------------
 

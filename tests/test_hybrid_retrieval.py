@@ -6,8 +6,8 @@ from haystack.document_stores.types import DuplicatePolicy
 
 from spanqa.errors import ConfigError
 from spanqa.indexing.retrieval.hybrid import HybridRetriever
-from spanqa.indexing.store.keyword import cjk_bigrams, cjk_match_expression, match_expression, query_terms
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
+from spanqa.indexing.store.keyword import cjk_bigrams, cjk_match_expression, match_expression, query_terms
 
 DIMENSION = 4
 TEXTS = {

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from haystack import Document
 
+from spanqa.cli import main
 from spanqa.errors import ConfigError, StorageError
 from spanqa.indexing.store import backup as index_backup
 from spanqa.indexing.store.backup import PARTIAL_SUFFIX, STAGING_PREFIX, backup_index, copy_database
 from spanqa.indexing.store.check import check_index, index_health
-from spanqa.indexing.store.shards import ShardedStore
 from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
-from spanqa.cli import main
+from spanqa.indexing.store.shards import ShardedStore
 from spanqa.service.database import ServiceDatabase
 
 DIMENSION = 16

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from haystack import Document
 
-from spanqa.errors import IndexMismatchError
-from spanqa.indexing.store.chunk_database import connect
-from spanqa.indexing.store.check import check_index, index_problem, repair_index
-from spanqa.indexing.store.shards import ShardedStore
-from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
 from spanqa.cli import main
+from spanqa.errors import IndexMismatchError
+from spanqa.indexing.store.check import check_index, index_problem, repair_index
+from spanqa.indexing.store.chunk_database import connect
+from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
+from spanqa.indexing.store.shards import ShardedStore
 
 DIMENSION = 8
 SETTINGS = IndexTuning(merge_factor=8)

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from spanqa import DocumentQA
+from spanqa.chunk_meta import ChunkMeta
+from spanqa.cli import main
 from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
-from spanqa.chunk_meta import ChunkMeta
 from spanqa.indexing.ingest.file_meta import parse_meta_option
-from spanqa.cli import main
 
 FERRY = {
     "north.txt": "The north ferry leaves the harbour at seven. The north ferry carries forty cars.\n",

@@ -11,11 +11,11 @@ from haystack import Document, Pipeline
 from pdf_factory import write_text_pdf
 
 from spanqa import DocumentQA
+from spanqa.chunk_meta import ChunkMeta
 from spanqa.errors import ConfigError
 from spanqa.indexing import read_pages
-from spanqa.chunk_meta import ChunkMeta
-from spanqa.indexing.ingest.chunking import ChunkEmbeddings, PageChunker
 from spanqa.indexing.formats.cleaning import same_text
+from spanqa.indexing.ingest.chunking import ChunkEmbeddings, PageChunker
 from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
 from spanqa.indexing.ingest.parsing import ChunkSettings
 
@@ -59,8 +59,8 @@ def component_pipeline(chunk_settings: ChunkSettings, embedder) -> Pipeline:
 
 def test_a_pipeline_of_our_components_yields_the_chunks_index_stores(tmp_path, minilm_dir, tiny_qa_model_dir):
     from spanqa.indexing import FaissDocumentStore
-    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
     from spanqa.indexing.retrieval.embedders import make_document_embedder
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
 
     files = write_files(tmp_path / "docs")
     meta = {"team": "harbour", "tag": ["ferry", "quay"]}

@@ -18,12 +18,12 @@ from pdf_factory import (
     write_text_pdf,
 )
 
-from spanqa.records import SkippedFile
 from spanqa.errors import DocumentError
 from spanqa.indexing.formats import extraction as reading
-from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
 from spanqa.indexing.formats.extraction import discover_files, read_pages
 from spanqa.indexing.formats.html_text import html_to_text
+from spanqa.indexing.ingest.converters import PageConverter, ReadSettings
+from spanqa.records import SkippedFile
 
 
 def words(text: str) -> list[str]:

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.indexing.formats.extraction import read_document, read_pages
+from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
+from spanqa.indexing.ingest.workers import ParsePool
 from spanqa.indexing.ocr.engines import OcrPage, OcrWord, PageFrame, engine_label, words_text
 from spanqa.indexing.pages.highlight import HighlightBox
 from spanqa.indexing.pages.ocr_glyphs import ocr_glyphs, to_user_space
-from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
-from spanqa.indexing.formats.extraction import read_document, read_pages
-from spanqa.indexing.ingest.workers import ParsePool
 from tests.pdf_factory import build_text_pdf, image_pdf, scan_of
 
 needs_rapidocr = pytest.mark.skipif(importlib.util.find_spec("rapidocr") is None, reason="needs rapidocr")

@@ -16,6 +16,7 @@ from pdf_factory import (
     write_encrypted_pdf,
     write_text_pdf,
 )
+
 from spanqa.errors import ConfigError
 from spanqa.indexing.ingest.parsing import ChunkSettings, ParseTask, parse_file
 from spanqa.indexing.ingest.workers import ParsePool

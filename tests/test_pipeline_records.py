@@ -5,8 +5,8 @@ from __future__ import annotations
 from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
-from spanqa.records import AnswerSource
 from spanqa.pipelines.documents import answer_from_extracted
+from spanqa.records import AnswerSource
 
 PAGE = "Aurora Bicycle Works was founded in 1984 in Bergen. It moved to Trondheim in 2003."
 

@@ -25,10 +25,10 @@ from parse_jobs import marked_parse, marks_of, misbehaving_parse
 from pdf_factory import write_corrupt_pdf
 
 from spanqa import DocumentQA
+from spanqa.cli import main
 from spanqa.errors import ClusterError, ConfigError
 from spanqa.indexing.ingest.ray_ingest import RaySettings
 from spanqa.indexing.ingest.workers import ParsePool
-from spanqa.cli import main
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -138,8 +138,8 @@ def test_ray_options():
     ],
 )
 def test_the_embedder_pool_is_sized_to_the_cluster(resources, precision, gpu, actor_cpus, max_actors):
-    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
     from spanqa.indexing.ingest.ray_ingest import EmbedderPlan
+    from spanqa.indexing.retrieval.embedding import EmbeddingSettings
     from spanqa.ray_cluster import uses_gpus
 
     embedding = EmbeddingSettings(precision=precision, max_tokens=96)

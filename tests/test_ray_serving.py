@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from service_harness import server_config, start_server, write_knowledge_base
+
 from spanqa.errors import ConfigError
 from spanqa.service.state import ServerConfig
 from spanqa.service.tokens import TokenFile

@@ -5,7 +5,6 @@ A scripted fake model pins exact answers; the tiny random DistilBERT exercises t
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch

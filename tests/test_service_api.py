@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from service_harness import server_config, start_server, write_knowledge_base
+
 from spanqa.indexing.formats.cleaning import same_text
 from spanqa.indexing.formats.extraction import read_pages
 from spanqa.service.tokens import TokenFile

@@ -9,8 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from service_harness import server_config, start_server
+
 from spanqa.service.engine import QAEngine
 from spanqa.service.state import ServiceState
 from spanqa.service.tokens import TokenFile

@@ -86,10 +86,10 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, shared_data_dir, minilm_dir):
-    from spanqa.settings import ReaderSettings
     from spanqa.pipelines.api import DocumentQA
     from spanqa.reader.calibration import CALIBRATION_FILE, AnswerCalibration
     from spanqa.service.tokens import TokenFile
+    from spanqa.settings import ReaderSettings
 
     reader = shared_data_dir / READER
     if not reader.is_dir():

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-
 from service_harness import wait_for_job, write_knowledge_base
+
 from spanqa.errors import ConfigError
 from spanqa.service.cli import listening_socket
 from spanqa.service.connections import ConnectionLimits, guarded_protocol, total_cap

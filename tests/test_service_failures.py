@@ -8,8 +8,8 @@ import errno
 import socket
 
 import pytest
-
 from service_harness import server_config, start_server, write_knowledge_base
+
 from spanqa.errors import StorageError
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 

@@ -7,6 +7,7 @@ the same requests succeed, and the index checks sound."""
 from __future__ import annotations
 
 from service_harness import ServeProcess, write_knowledge_base
+
 from spanqa.indexing.store.check import check_index
 
 UPLOAD = b"The harbour crane lifts forty tonnes at full reach."

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from service_harness import ServeProcess
+
 from spanqa.records import IndexedFile, IndexReport
 from spanqa.service.database import Job, JobFile, ServiceDatabase
 from spanqa.service.jobs import GONE, IndexWriter

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from page_jobs import misbehaving_call
 from pdf_factory import write_form_bomb_pdf, write_text_pdf
+
 from spanqa.errors import ConfigError
 from spanqa.indexing.pages.pdf_pages import PageGeometry
 from spanqa.service.page_workers import PageOverBudget, PagePool

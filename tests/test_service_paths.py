@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from service_harness import server_config, start_server, wait_for_job, write_knowledge_base
+
 from spanqa.errors import DocumentError, SpanQAError
 from spanqa.service.catalog import file_id
 from spanqa.service.paths import PathView, display_scope, display_source, redact

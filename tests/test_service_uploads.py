@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from pdf_factory import build_text_pdf, image_pdf, scan_of
 from service_harness import server_config, start_server, wait_for_job
+
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.service import uploads as uploads_module
 from spanqa.service.tokens import TokenFile

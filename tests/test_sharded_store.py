@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 from haystack import Document
+
 from spanqa.errors import ConfigError, IndexMismatchError
-from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore, shard_of
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
+from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore, shard_of
 
 DIMENSION = 16
 WORDS = ["harbour", "lantern", "copper", "meadow", "violin", "glacier", "orchard", "saddle", "beacon", "timber"]

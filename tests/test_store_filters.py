@@ -9,8 +9,8 @@ from haystack.utils.filters import document_matches_filter
 
 from spanqa.errors import ConfigError
 from spanqa.indexing.retrieval.retriever import FaissEmbeddingRetriever
-from spanqa.indexing.store.filters import filter_sql
 from spanqa.indexing.store.faiss_store import FaissDocumentStore, IndexTuning
+from spanqa.indexing.store.filters import filter_sql
 
 DIMENSION = 8
 

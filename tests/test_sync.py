@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from spanqa import DocumentQA
+from spanqa.cli import main
 from spanqa.errors import ConfigError
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
-from spanqa.cli import main
 
 TEXTS = {
     "alpha.md": "# Alpha\n\nThe alpha valve opens at dawn and closes at dusk.\n",

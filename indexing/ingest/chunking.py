@@ -13,8 +13,8 @@ from typing import Any
 
 from haystack import Document, component, default_to_dict
 
-from spanqa.errors import ConfigError
 from spanqa.chunk_meta import ChunkMeta
+from spanqa.errors import ConfigError
 from spanqa.indexing.ingest.parsing import ChunkRecord, ChunkSettings, chunk_pages
 from spanqa.indexing.ingest.spans import chunk_id
 

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spanqa import defaults
-from spanqa.records import IndexedFile, SkippedFile
 from spanqa.errors import ClusterError, ConfigError, SpanQAError, check_positive_int
 from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.indexing.ingest.workers import ParsePool
 from spanqa.ray_cluster import short_error
+from spanqa.records import IndexedFile, SkippedFile
 
 if TYPE_CHECKING:
     # Not at run time: the parse tasks import this module in every Ray worker, and the embedding

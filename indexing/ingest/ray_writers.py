@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from spanqa import defaults
-from spanqa.records import IndexedFile
 from spanqa.errors import ClusterError
 from spanqa.indexing.ingest.indexer import chunk_documents, commit_files
 from spanqa.indexing.ingest.parsing import ParsedFile
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.ray_cluster import short_error
+from spanqa.records import IndexedFile
 
 # (the parsed file, its chunks' vectors in order, the run's metadata for it)
 FileToWrite = tuple[ParsedFile, np.ndarray, dict[str, Any]]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import unicodedata
 
+from spanqa.indexing.ocr.engines import OcrPage, PageFrame
 from spanqa.indexing.pages.glyphs import PageGlyphs
 from spanqa.indexing.pages.highlight import HighlightBox
-from spanqa.indexing.ocr.engines import OcrPage, PageFrame
 
 # Advance widths in ems, roughly those of a proportional Latin font; other characters take
 # DEFAULT_ADVANCE, wide (CJK) ones FULL_ADVANCE.

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, StorageError, is_storage_failure
 from spanqa.atomic_files import fsync_directory, fsync_file
+from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, StorageError, is_storage_failure
+from spanqa.file_modes import create_private_file, private_folder, private_opener
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, ChunkDatabase, connect
 from spanqa.indexing.store.commits import end_transaction
-from spanqa.file_modes import create_private_file, private_folder, private_opener
+from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.indexing.store.manifest import FORMAT_VERSION, MANIFEST_FILE, read_manifest
 from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore
-from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.paths import user_path
 

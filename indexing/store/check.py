@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spanqa.errors import IndexMismatchError, IndexNotFoundError, SpanQAError
+
 from spanqa.atomic_files import is_leftover
+from spanqa.errors import IndexMismatchError, IndexNotFoundError, SpanQAError
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, ChunkDatabase, connect
 from spanqa.indexing.store.commits import end_transaction
+from spanqa.indexing.store.keyword import CJK_TABLE, FTS_TABLE, has_cjk_table
 from spanqa.indexing.store.manifest import MANIFEST_FILE, read_manifest
 from spanqa.indexing.store.shards import SHARDS_FILE, ShardedStore
-from spanqa.indexing.store.keyword import CJK_TABLE, FTS_TABLE, has_cjk_table
 from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import Quantizer, is_segment_file, read_quantizer, read_segment
 from spanqa.paths import user_path

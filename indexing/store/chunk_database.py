@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from haystack import Document
+
 from spanqa.file_modes import create_private_file
 from spanqa.indexing.store.keyword import CJK_FUNCTION, FTS_SCHEMA, cjk_bigrams
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from spanqa.errors import IndexBusyError, IndexMismatchError
+
 from spanqa.atomic_files import is_leftover
+from spanqa.errors import IndexBusyError, IndexMismatchError
 from spanqa.indexing.store.chunk_database import ChunkDatabase
 from spanqa.indexing.store.keyword import ensure_cjk_index
 from spanqa.indexing.store.segment_search import stack_shared

@@ -38,10 +38,16 @@ from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, S
 from spanqa.file_modes import tighten_index
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, ChunkDatabase, StoredFile, connect
 from spanqa.indexing.store.commits import CommitLog, CommitReport
-from spanqa.indexing.store.tuning import IndexTuning
-from spanqa.indexing.store.manifest import FORMAT_VERSION, MANIFEST_FILE, read_manifest, upgrade_format_3, write_manifest
+from spanqa.indexing.store.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    read_manifest,
+    upgrade_format_3,
+    write_manifest,
+)
 from spanqa.indexing.store.new_index import NEW_INDEX_TYPE, create_index, validate_index_type
 from spanqa.indexing.store.store_reads import ROOTS_KEY, StoreReads, validate_top_k
+from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import normalized_rows
 from spanqa.paths import user_path
 

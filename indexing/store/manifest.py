@@ -14,8 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from spanqa.errors import IndexMismatchError
 from spanqa.atomic_files import write_json_atomically
+from spanqa.errors import IndexMismatchError
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, SEGMENT_SCHEMA, meta_rows
 from spanqa.settings import INDEX_TYPES
 

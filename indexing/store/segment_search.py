@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+
 from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import (
     LiveSegment,

@@ -29,16 +29,17 @@ from typing import Any
 import numpy as np
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.document_stores.types import DuplicatePolicy
+
+from spanqa.atomic_files import write_json_atomically
 from spanqa.errors import (
     ConfigError,
     IndexMismatchError,
     IndexNotFoundError,
     check_positive_int,
 )
-from spanqa.atomic_files import write_json_atomically
+from spanqa.file_modes import private_folder
 from spanqa.indexing.store.chunk_database import FileChunks, StoredFile, files_by_source
 from spanqa.indexing.store.commits import CommitReport
-from spanqa.file_modes import private_folder
 from spanqa.indexing.store.faiss_store import FaissDocumentStore
 from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.paths import user_path

@@ -23,9 +23,9 @@ from spanqa.errors import IndexMismatchError, check_positive_int
 from spanqa.indexing.store.chunk_database import ChunkDatabase, FileChunks, StoredFile, files_by_source
 from spanqa.indexing.store.commits import CommitLog
 from spanqa.indexing.store.filters import filter_sql
-from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.keyword import keyword_ranking
 from spanqa.indexing.store.segment_search import search_segments
+from spanqa.indexing.store.tuning import IndexTuning
 from spanqa.indexing.store.vector_segments import normalized_rows
 
 ROOTS_KEY = "roots"  # state key: the JSON list of indexed roots (`roots`)
