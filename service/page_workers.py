@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 # The calls a worker answers: the service's name -> the PdfPages method.
 METHODS = {"boxes": "boxes", "geometry": "geometry", "png": "render_png", "page_count": "page_count",
            "page_text": "page_text"}
-MIN_MEMORY_MB = 256  # a worker imports pdfium, pypdf and Pillow before its first call
 _JOIN_S = 5.0
 
 
@@ -57,14 +56,12 @@ def run_page_call(pages: PdfPages, method: str, path: str, args: tuple, kwargs: 
 
 
 def check_page_budget(timeout_s: float | None, memory_mb: int | None) -> None:
-    """A ConfigError naming the bad value unless the page budget is usable."""
-    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-                                  or not timeout_s > 0):
-        raise ConfigError(f"page timeout {timeout_s!r} must be a number of seconds > 0 (--page-timeout)")
-    if memory_mb is not None and (isinstance(memory_mb, bool) or not isinstance(memory_mb, int)
-                                  or memory_mb < MIN_MEMORY_MB):
-        raise ConfigError(f"page memory {memory_mb!r} must be a whole number of MiB >= {MIN_MEMORY_MB} "
-                          "(--page-memory-mb): a page worker loads pdfium, pypdf and Pillow")
+    """A ConfigError naming the bad value unless the page budget is usable: each checked as its
+    setting declares (`ServiceSettings.page_timeout_s`, `page_memory_mb`); None: no limit."""
+    if timeout_s is not None:
+        ServiceSettings.check_value("page_timeout_s", timeout_s)
+    if memory_mb is not None:
+        ServiceSettings.check_value("page_memory_mb", memory_mb)
 
 
 def _worker_main(connection: Any, memory_mb: int | None, layout: bool, ocr: str, job: Callable) -> None:

@@ -19,7 +19,6 @@ from spanqa.service.engine import QAEngine
 from spanqa.service.jobs import IndexWriter
 from spanqa.service.limits import RateLimiter
 from spanqa.service.metrics import ServiceMetrics
-from spanqa.service.page_workers import check_page_budget
 from spanqa.service.pages import PageService
 from spanqa.service.paths import PathView
 from spanqa.service.tokens import Principal, TokenFile
@@ -50,7 +49,6 @@ class ServerConfig:
             object.__setattr__(self, "tokens_file", user_path(self.tokens_file))
         if self.uploads_dir is not None:
             object.__setattr__(self, "uploads_dir", user_path(self.uploads_dir))
-        check_page_budget(self.service.page_timeout_s, self.service.page_memory_mb)
 
     @property
     def uploads(self) -> Path:

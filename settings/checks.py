@@ -24,6 +24,17 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def at_least(minimum: int, why: str) -> Callable[[str, Any], int]:
+    """A whole number >= `minimum`; `why` says what needs that much, for the message."""
+
+    def check_at_least(name: str, value: object) -> int:
+        if not _is_int(value) or value < minimum:
+            raise ConfigError(f"{name}={value!r} must be a whole number >= {minimum} ({why})")
+        return value
+
+    return check_at_least
+
+
 def non_negative_int(name: str, value: object) -> int:
     if not _is_int(value) or value < 0:
         raise ConfigError(f"{name}={value!r} must be a whole number >= 0")

@@ -16,6 +16,7 @@ from spanqa.settings.checks import (
     non_negative_number,
     one_of,
     optional,
+    at_least,
     positive_int,
     positive_number,
     share,
@@ -208,8 +209,9 @@ class ParseSettings(Settings):
                                       flag="--timeout", metavar="SECONDS")
     # The OCR engine (ONNX Runtime) reserves much more address space than it touches: 2048 failed on
     # dense 200-dpi pages (bench/ocr.py), 3072 did not.
-    memory_mb: int | None = setting(4096, "address space one parser process may use, MiB",
-                                    optional(positive_int), metavar="MB")
+    memory_mb: int | None = setting(4096, "address space one parser process may use, MiB; None: no cap",
+                                    optional(at_least(64, "a parser process needs that much to start"),
+                                             "None for no cap"), metavar="MB")
     max_file_mb: float | None = setting(512.0, "larger files are reported, not parsed (MB)",
                                         optional(positive_number), metavar="MB")
 
@@ -243,8 +245,8 @@ class ServiceSettings(Settings):
     # memory is the parser's (OCR reserves ~3-4 GB of address space).
     page_timeout_s: float = setting(60.0, "time one page call (boxes, page image, re-OCR) may take, seconds",
                                     positive_number, flag="--page-timeout", metavar="SECONDS")
-    page_memory_mb: int = setting(4096, "address space one page-worker process may use, MiB", positive_int,
-                                  metavar="MB")
+    page_memory_mb: int = setting(4096, "address space one page-worker process may use, MiB",
+                                  at_least(256, "a page worker loads pdfium, pypdf and Pillow"), metavar="MB")
     replicas: int = setting(1, "reader replicas with --ray, one GPU each where the cluster has GPUs",
                             positive_int, metavar="N")
 

@@ -64,6 +64,12 @@ class Settings:
         """Checks between fields (override); each field has been checked on its own."""
 
     @classmethod
+    def check_value(cls, name: str, value: Any) -> Any:
+        """`value` checked as the declaration of setting `name` checks it (for a value given on its own)."""
+        info = next(info for info in cls.infos() if info.name == name)
+        return value if info.check is None else info.check(name, value)
+
+    @classmethod
     def infos(cls) -> Iterator[SettingInfo]:
         """What each field's declaration says, in declaration order."""
         for item in dataclasses.fields(cls):  # type: ignore[arg-type]

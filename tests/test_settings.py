@@ -14,6 +14,7 @@ from spanqa.settings import (
     ConnectionSettings,
     DeviceSettings,
     EmbedderSettings,
+    ParseSettings,
     QASettings,
     ReaderSettings,
     RetrievalSettings,
@@ -172,3 +173,15 @@ def test_checks_between_settings_run_when_the_settings_are_made():
     args = parser.parse_args(["--max-seq-length", "64", "--doc-stride", "64"])  # each fine on its own
     with pytest.raises(ConfigError, match="doc_stride=64 must be smaller than max_seq_length=64"):
         from_args(ReaderSettings, args)
+
+
+def test_a_process_budget_below_what_a_worker_needs_to_start_is_refused_by_its_declaration():
+    # The floors live in the declarations: the parse pool and the page workers check nothing twice.
+    with pytest.raises(ConfigError, match=r"memory_mb=32 must be a whole number >= 64 \(a parser process"):
+        ParseSettings(memory_mb=32)
+    assert ParseSettings(memory_mb=None).memory_mb is None  # no cap
+    with pytest.raises(ConfigError, match=r"page_memory_mb=128 must be a whole number >= 256 \(a page worker"):
+        ServiceSettings(page_memory_mb=128)
+    assert ServiceSettings.check_value("page_memory_mb", 256) == 256
+    with pytest.raises(ConfigError, match=r"page_timeout_s=0"):
+        ServiceSettings.check_value("page_timeout_s", 0)

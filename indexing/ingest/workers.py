@@ -31,15 +31,12 @@ from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from spanqa import defaults
-from spanqa.errors import ConfigError
 from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
 from spanqa.settings import ParseSettings
 
 logger = logging.getLogger(__name__)
 
 OUT_OF_MEMORY = "out of memory"
-# Less address space than this and a parser process cannot even start Python and its imports.
-MIN_MEMORY_MB = 64
 
 
 @dataclass(frozen=True)
@@ -224,11 +221,6 @@ class ParsePool:
             libraries and load its OCR models again each time); `close()` stops them.
         """
         ParseSettings(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb)  # each checked as the setting
-        if memory_mb is not None and memory_mb < MIN_MEMORY_MB:
-            raise ConfigError(
-                f"memory_mb={memory_mb!r} is too little for a parser process to start: give at least "
-                f"{MIN_MEMORY_MB} (MiB), or None for no cap"
-            )
         workers = default_workers() if workers is None else workers
         self.workers = workers
         self.timeout_s = timeout_s
