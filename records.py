@@ -87,6 +87,10 @@ class Passage:
     end: int
     chunk_id: str | None = None  # the indexed chunk it is (None: a passage not from the index)
     similarity: float | None = None  # cosine similarity to the query, when the embedding search found it
+    # With reranking: the reranker's logit for (query, passage), and the score retrieval gave it (`score`
+    # is then the passage score that orders the passages read; docs/concepts/scores.md).
+    rerank_score: float | None = None
+    retrieval_score: float | None = None
 
     def to_json(self) -> dict:
         """The passage as `spanqa search --json` prints it: every field."""

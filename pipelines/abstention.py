@@ -19,7 +19,7 @@ from typing import Any
 from spanqa.errors import ConfigError
 from spanqa.pipelines.eval_metrics import best_over_golds
 from spanqa.pipelines.evaluation import SquadSet, context_file_name
-from spanqa.reader.calibration import AnswerCalibration, auroc, fit_calibration, risk_coverage
+from spanqa.reader.calibration import AnswerCalibration, answer_ranking, auroc, fit_calibration, risk_coverage
 from spanqa.records import Answer
 
 COVERAGE_POINTS = (0.2, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0)
@@ -132,6 +132,7 @@ def calibrate(
         [_features(item.unanswerable) for item in fit if item.unanswerable is not None],
         reader=qa.reader_model, rank_weight=qa.rank_weight, passages=passages, target_coverage=target_coverage,
         max_logit_sum=max(answer.evidence.logit_sum for answer in best_answers if answer.evidence is not None),
+        ranking=answer_ranking(qa.settings.reader, qa.settings.rerank),
     )
     report = AbstentionReport(
         file=file, passages=passages, fit_articles=[a for a in articles if a in fit_articles],

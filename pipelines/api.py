@@ -8,6 +8,7 @@ of the service and Ray Serve too, and indexes through `spanqa.pipelines.indexing
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from spanqa.indexing.retrieval.hybrid import with_similarity
 from spanqa.indexing.store.commits import CommitReport
 from spanqa.indexing.store.faiss_store import StoredFile
 from spanqa.indexing.store.filters import filter_sql
-from spanqa.pipelines.documents import answer_from_extracted, passage_from_document
+from spanqa.pipelines.documents import answer_from_extracted, passage_from_document, reranked_meta
 from spanqa.pipelines.engine import QueryEngine
 from spanqa.pipelines.indexing import IndexOptions, index_paths, stored_under
 from spanqa.reader.calibration import CALIBRATION_FILE
@@ -267,6 +268,10 @@ class DocumentQA:
                     start=passage.start, end=passage.end,
                 )
                 document = Document(content=passage.text, meta=meta.to_meta())
-            # what the retriever measured, for the answer calibration
-            documents.append(with_similarity(document, passage.similarity))
+            # what the retriever measured, for the answer calibration; a reranked passage's scores, for its prior
+            document = with_similarity(document, passage.similarity)
+            reranked = reranked_meta(passage)
+            if reranked:
+                document = replace(document, meta={**document.meta, **reranked})
+            documents.append(document)
         return documents

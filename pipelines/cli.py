@@ -23,6 +23,7 @@ from spanqa.settings import (
     OcrSettings,
     ParseSettings,
     ReaderSettings,
+    RerankSettings,
     RetrievalSettings,
     StoreSettings,
     add_options,
@@ -92,6 +93,7 @@ def add_ask(commands: argparse._SubParsersAction) -> None:
     add_options(ask, ReaderSettings)
     add_options(ask, EmbedderSettings, ["embedder"], embedder=SAME_EMBEDDER)
     add_options(ask, RetrievalSettings, ["retrieval", "dense_weight", "hybrid_candidates", "retriever_top_k"])
+    add_options(ask, RerankSettings)
     filter_options(ask)
     add_options(ask, DeviceSettings)
     index_option(ask)
@@ -104,6 +106,7 @@ def add_search(commands: argparse._SubParsersAction) -> None:
     search.add_argument("query", metavar="QUERY")
     add_options(search, EmbedderSettings, ["embedder"], embedder=SAME_EMBEDDER)
     add_options(search, RetrievalSettings, ["retrieval", "dense_weight", "hybrid_candidates", "search_top_k"])
+    add_options(search, RerankSettings)
     filter_options(search)
     add_options(search, DeviceSettings)
     index_option(search)
@@ -172,6 +175,7 @@ def add_eval(commands: argparse._SubParsersAction) -> None:
                         help="only the reader, given each question's gold paragraph (no index needed)")
     evaluation.add_argument("--limit", type=whole_number("--limit"), metavar="N", help="evaluate the first N questions")
     add_options(evaluation, RetrievalSettings, ["retrieval", "dense_weight", "hybrid_candidates"])
+    add_options(evaluation, RerankSettings)
     add_options(evaluation, DeviceSettings)
     json_option(evaluation)
 
@@ -189,6 +193,7 @@ def add_calibrate(commands: argparse._SubParsersAction) -> None:
     add_options(calibration, ReaderSettings, [info.name for info in ReaderSettings.infos() if info.name not in unused])
     add_options(calibration, RetrievalSettings, ["retrieval", "dense_weight", "hybrid_candidates", "retriever_top_k"],
                 retriever_top_k={"help": "retrieved passages the reader reads, as ask will"})
+    add_options(calibration, RerankSettings)
     calibration.add_argument("--coverage", type=share_of_one("--coverage"), default=defaults.CALIBRATION_TARGET_COVERAGE,
                              metavar="SHARE",
                              help="share of answerable questions --threshold auto keeps answered (default: %(default)s)")

@@ -23,7 +23,21 @@ def passage_from_document(document: Document) -> Passage:
         end=meta.end,
         chunk_id=document.id,
         similarity=None if similarity is None else float(similarity),
+        rerank_score=_number(document.meta.get("rerank_score")),
+        retrieval_score=_number(document.meta.get("retrieval_score")),
     )
+
+
+def reranked_meta(passage: Passage) -> dict:
+    """What a reader needs to know of a reranked passage (none for one not reranked)."""
+    if passage.rerank_score is None:
+        return {}
+    return {"passage_score": passage.score, "rerank_score": passage.rerank_score,
+            "retrieval_score": passage.retrieval_score}
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
 
 
 def _page_place(chunk_meta: dict, start_in_chunk: int, end_in_chunk: int) -> AnswerSource:

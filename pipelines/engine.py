@@ -25,7 +25,8 @@ from spanqa.indexing.retrieval.hybrid import HybridRetriever
 from spanqa.indexing.store.shards import ShardedStore, index_exists, open_index
 from spanqa.paths import model_reference, user_path
 from spanqa.reader import ExtractiveReader
-from spanqa.reader.calibration import AnswerCalibration, index_calibration
+from spanqa.reader.calibration import AnswerCalibration, answer_ranking, index_calibration
+from spanqa.reader.reranker import PassageReranker
 from spanqa.settings import AUTO_THRESHOLD, RETRIEVAL_MODES, QASettings
 
 
@@ -51,6 +52,8 @@ class QueryEngine:
     def __init__(self, index_dir: str | os.PathLike[str], settings: QASettings, *, embedder_threads: int | None = None):
         self.index_dir = user_path(index_dir)
         references = {"reader": model_reference(settings.reader.reader, "reader")}
+        if settings.rerank.rerank:
+            references["reranker"] = model_reference(settings.rerank.reranker, "reranker")
         if settings.embedder.embedder is not None:
             references["embedder"] = model_reference(settings.embedder.embedder, "embedder")
         self.settings = settings.replace(**references)
@@ -59,6 +62,7 @@ class QueryEngine:
         self._text_embedder = None
         self._retrievers: dict[str, HybridRetriever] = {}
         self._reader: ExtractiveReader | None = None
+        self._reranker: PassageReranker | None = None
         self._calibration: AnswerCalibration | None = None
         self._calibration_read = False
         # Built, not loaded: the reader checks what holds only with the device. The calibration that
@@ -121,14 +125,32 @@ class QueryEngine:
             )
         return self._retrievers[mode]
 
+    @property
+    def reranker(self) -> PassageReranker | None:
+        """The passage reranker, loaded on first use; None when the settings rerank nothing."""
+        if self._reranker is None and self.settings.rerank.rerank:
+            reranker = PassageReranker.from_settings(self.settings.rerank, device=self.settings.device.device)
+            reranker.warm_up()
+            self._reranker = reranker
+        return self._reranker
+
     def retrieve(
         self, text: str, top_k: int, filters: dict | None = None, mode: str | None = None
     ) -> list[Document]:
         """The `top_k` chunks that best match `text`, best first, among those `filters` allow, by
-        retrieval `mode` (None: the settings' own). Keyword retrieval loads no embedder."""
+        retrieval `mode` (None: the settings' own), in the order the reader reads them: with
+        reranking, the first `rerank` retrieved are reordered by the reranker (`PassageReranker`).
+        Keyword retrieval loads no embedder."""
         mode = self.settings.retrieval.retrieval if mode is None else check_retrieval_mode(mode)
         embedding = None if mode == "keyword" else self.text_embedder.run(text=text)["embedding"]
-        return self.retriever(mode).run(query=text, query_embedding=embedding, top_k=top_k, filters=filters)["documents"]
+        candidates = max(top_k, self.settings.rerank.rerank)
+        documents = self.retriever(mode).run(
+            query=text, query_embedding=embedding, top_k=candidates, filters=filters
+        )["documents"]
+        reranker = self.reranker
+        if reranker is None:
+            return documents
+        return reranker.run(query=text, documents=documents, top_k=top_k)["documents"]
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -139,7 +161,8 @@ class QueryEngine:
         if not self._calibration_read:
             reader = self.settings.reader
             needed = reader.adaptive_reading or reader.score_threshold == AUTO_THRESHOLD
-            self._calibration = index_calibration(self.index_dir, reader.reader, reader.rank_weight, needed)
+            ranking = answer_ranking(reader, self.settings.rerank)
+            self._calibration = index_calibration(self.index_dir, reader.reader, reader.rank_weight, needed, ranking)
             self._calibration_read = True
         return self._calibration
 
@@ -189,5 +212,6 @@ class QueryEngine:
         self.text_embedder  # noqa: B018 - loads it (and opens the index)
         for mode in RETRIEVAL_MODES:
             self.retriever(mode)
+        self.reranker  # noqa: B018 - loads it, when the settings rerank
         if reading:
             self.reader  # noqa: B018 - loads it

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
-
 from spanqa.errors import ConfigError
 from spanqa.reader.calibration import AnswerCalibration, answer_features
 from spanqa.reader.decoding import comparable_score
+from spanqa.reader.reranking import evidence_sum, passage_priors
 from spanqa.reader.span_reader import PassageSpan
 
 _WHITESPACE = re.compile(r"\s+")
@@ -34,6 +34,13 @@ def answer_key(text: str) -> str:
 def rank_priors(passage_count: int, rank_weight: float) -> list[float]:
     """What each passage's rank adds to its spans' ranking sums: `-rank_weight * ln(1 + rank)`."""
     return [-rank_weight * math.log1p(rank) for rank in range(passage_count)]
+
+
+def document_priors(documents: Sequence[Document], rank_weight: float, passage_weight: float) -> list[float]:
+    """Each Document's prior (`spanqa.reader.reranking.passage_priors`), from the passage score a
+    reranker left in `meta["passage_score"]` (none: the rank term alone)."""
+    scores = [document.meta.get("passage_score") for document in documents]
+    return passage_priors(scores, rank_weight, passage_weight)
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,15 @@ def group_spans(
     merge_same_text: bool,
     score_threshold: float | None,
     passage_priors: Sequence[float] | None = None,
+    evidence_weight: float = 0.0,
 ) -> list[SpanGroup]:
     """Rank all passages' spans by their ranking sum and group the ones with the same text.
 
     A span's ranking sum is its start + end logit plus `passage_priors[passage]` (None: no prior).
     Spans whose score, `comparable_score(ranking sum)`, is below `score_threshold` are dropped
     first (None keeps all). With `merge_same_text`, spans whose text is the same (see
-    `answer_key`) become one group, ranked where its best span ranks; otherwise every distinct
+    `answer_key`) become one group, whose ranking sum is `evidence_sum` of its best span in each
+    passage holding it (with `evidence_weight` 0, its best span's); otherwise every distinct
     (passage, start, end) is its own group. Ties keep passage order.
     """
     def ranking_sum(span: PassageSpan) -> float:
@@ -91,7 +100,16 @@ def group_spans(
         _, occurrences = groups.setdefault(key, (total, []))
         if all((o.passage_index, o.start, o.end) != (span.passage_index, span.start, span.end) for o in occurrences):
             occurrences.append(span)
-    return [SpanGroup(tuple(occurrences), total) for total, occurrences in groups.values()]
+    if evidence_weight == 0:
+        return [SpanGroup(tuple(occurrences), total) for total, occurrences in groups.values()]
+    summed = []
+    for occurrences in (occurrences for _, occurrences in groups.values()):
+        per_passage: dict[int, float] = {}
+        for span in occurrences:  # best first: the first of each passage is its best
+            per_passage.setdefault(span.passage_index, ranking_sum(span))
+        summed.append(SpanGroup(tuple(occurrences), evidence_sum(list(per_passage.values()), evidence_weight)))
+    summed.sort(key=lambda group: group.ranking_sum, reverse=True)  # stable: ties keep their order
+    return summed
 
 
 def extracted_answer(
@@ -145,18 +163,21 @@ def build_answers(
     merge_same_text: bool,
     score_threshold: float | None,
     rank_weight: float = 0.0,
+    passage_weight: float = 0.0,
+    evidence_weight: float = 0.0,
     calibration: AnswerCalibration | None = None,
     confidence_threshold: float | None = None,
 ) -> list[ExtractedAnswer]:
     """The reader's answers to one query: at most `top_k`, best first.
 
-    Passages are taken in retrieval order (see `rank_priors`). With a `calibration`, each answer's
+    Passages are taken in the order read; each one's prior is `document_priors`' and the same answer
+    in several passages gains by `evidence_weight` (`spanqa.reader.reranking`). With a `calibration`, each answer's
     `meta["confidence"]` is its calibrated confidence (None when the Documents carry no
     `meta["similarity"]`), and answers below `confidence_threshold` (None: keep all) are dropped.
     """
     groups = group_spans(
         spans_per_passage, passage_texts, merge_same_text=merge_same_text, score_threshold=score_threshold,
-        passage_priors=rank_priors(len(passage_texts), rank_weight),
+        passage_priors=document_priors(documents, rank_weight, passage_weight), evidence_weight=evidence_weight,
     )
     similarities = [d.meta["similarity"] for d in documents if d.meta.get("similarity") is not None]
     features = answer_features(

@@ -13,19 +13,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from spanqa.errors import ConfigError
 from spanqa.file_modes import private_opener
+from spanqa.settings import ReaderSettings, RerankSettings
 
 # What a confidence is computed from (see `answer_features`).
 CONFIDENCE_FEATURES = ("ranking_sum", "margin", "passages", "similarity")
 # Margin of an answer with no other answer beside it: as clear as answers get.
 LONE_ANSWER_MARGIN = 10.0
 CALIBRATION_FILE = "calibration.json"
+# The answer ranking of a calibration fitted before passages were reranked (see `answer_ranking`).
+NO_RERANKING = {"passage_weight": 0.0, "evidence_weight": 0.0, "rerank": 0}
 _L2 = 1e-2  # ridge on standardised weights: a few hundred questions fit without over-fitting
 _STEPS = 3000
 
@@ -61,7 +64,8 @@ def answer_features(
 class AnswerCalibration:
     """A fitted confidence: `confidence(features)` is P(the question is answered by this answer's kind).
 
-    It holds for the reader, rank weight and number of passages it was fitted with, which it records.
+    It holds for the reader, rank weight and number of passages it was fitted with, and for the rest
+    of the answer ranking (`ranking`: see `answer_ranking`), which it records.
     """
 
     reader: str
@@ -76,6 +80,7 @@ class AnswerCalibration:
     target_coverage: float  # share of answerable questions the threshold keeps answered (fit set)
     fitted_questions: int
     features: tuple[str, ...] = CONFIDENCE_FEATURES
+    ranking: dict = field(default_factory=dict)  # answer_ranking(); a file from before reranking has none
 
     def confidence(self, features: dict[str, float | None]) -> float | None:
         """The calibrated confidence; None when a feature it needs is missing (no similarity)."""
@@ -87,13 +92,18 @@ class AnswerCalibration:
         )
         return 0.5 * (1.0 + math.tanh(0.5 * z))  # the logistic function, without overflow
 
-    def check_matches(self, reader: str, rank_weight: float) -> None:
+    def check_matches(self, reader: str, rank_weight: float, ranking: dict | None = None) -> None:
         """ConfigError unless the calibration was fitted for this reader and answer ranking."""
-        if reader != self.reader or not math.isclose(rank_weight, self.rank_weight):
+        own = {**NO_RERANKING, **self.ranking}
+        ranking = {**NO_RERANKING, **({} if ranking is None else ranking)}
+        if reader != self.reader or not math.isclose(rank_weight, self.rank_weight) or ranking != own:
+            differing = {key: value for key, value in ranking.items() if own.get(key) != value}
             raise ConfigError(
-                f"the answer calibration was fitted for reader '{self.reader}' with rank_weight={self.rank_weight}, "
-                f"not reader '{reader}' with rank_weight={rank_weight}: its confidences would mean nothing; "
-                "run `spanqa calibrate` again with these settings, or give a numeric threshold"
+                f"the answer calibration was fitted for reader '{self.reader}' with rank_weight={self.rank_weight}"
+                f"{''.join(f', {key}={own.get(key)!r}' for key in differing)}, not reader '{reader}' with "
+                f"rank_weight={rank_weight}{''.join(f', {key}={value!r}' for key, value in differing.items())}: "
+                "its confidences would mean nothing; run `spanqa calibrate` again with these settings, or give "
+                "a numeric threshold"
             )
 
     def to_dict(self) -> dict:
@@ -150,6 +160,7 @@ def fit_calibration(
     passages: int,
     target_coverage: float,
     max_logit_sum: float,
+    ranking: dict | None = None,
 ) -> AnswerCalibration:
     """Logistic regression of answerable (1) vs unanswerable (0) on the best answer's features.
 
@@ -190,6 +201,7 @@ def fit_calibration(
         mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
         weights=tuple(float(v) for v in weights), bias=float(bias), threshold=0.0, max_logit_sum=float(max_logit_sum),
         target_coverage=float(target_coverage), fitted_questions=len(answerable),
+        ranking={} if ranking is None else dict(ranking),
     )
     confidences = sorted(calibration.confidence(row) for row in answerable)
     # The largest threshold with at least target_coverage of the answerable confidences >= it.
@@ -224,7 +236,19 @@ def risk_coverage(confidences: Sequence[float], correct: Sequence[bool], points:
     return curve
 
 
-def index_calibration(index_dir: Path, reader: str, rank_weight: float, needed: bool) -> AnswerCalibration | None:
+def answer_ranking(reader: ReaderSettings, rerank: RerankSettings) -> dict:
+    """What, beside the reader and rank weight, makes an answer's ranking sum: an answer calibration
+    holds only for the same (the reranker's settings count only when it reranks)."""
+    ranking = {"passage_weight": reader.passage_weight, "evidence_weight": reader.evidence_weight,
+               "rerank": rerank.rerank}
+    if rerank.rerank:
+        ranking.update(reranker=rerank.reranker, retrieval_weight=rerank.retrieval_weight)
+    return ranking
+
+
+def index_calibration(
+    index_dir: Path, reader: str, rank_weight: float, needed: bool, ranking: dict | None = None
+) -> AnswerCalibration | None:
     """The answer calibration in `index_dir` when it was fitted for this reader and rank weight.
 
     Without one (or with one fitted for other settings) answers simply carry no confidence, unless
@@ -235,7 +259,7 @@ def index_calibration(index_dir: Path, reader: str, rank_weight: float, needed: 
         return None
     calibration = AnswerCalibration.load(path)
     try:
-        calibration.check_matches(reader, rank_weight)
+        calibration.check_matches(reader, rank_weight, ranking)
     except ConfigError:
         if needed:
             raise

@@ -9,9 +9,10 @@ from haystack.dataclasses import ExtractedAnswer
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
-from spanqa.reader.answers import build_answers, rank_priors
+from spanqa.reader.answers import build_answers, document_priors, group_spans
 from spanqa.reader.calibration import AnswerCalibration
 from spanqa.reader.loading import LoadedQAModel, check_fast, load_qa_model, prepare_qa_model
+from spanqa.reader.reranking import evidence_sum
 from spanqa.reader.span_reader import PassageSpan, check_windows_fit, per_question_top_k, read_passages_batch
 from spanqa.settings import AUTO_THRESHOLD, DeviceSettings, ReaderSettings
 
@@ -87,6 +88,8 @@ class ExtractiveReader:
         max_batch_tokens: int | None = ReaderSettings.reader_max_batch_tokens,
         fast: bool = ReaderSettings.fast_reader,
         rank_weight: float = ReaderSettings.rank_weight,
+        passage_weight: float = ReaderSettings.passage_weight,
+        evidence_weight: float = ReaderSettings.evidence_weight,
         calibration: AnswerCalibration | dict | None = None,
         adaptive: bool = ReaderSettings.adaptive_reading,
     ):
@@ -112,7 +115,8 @@ class ExtractiveReader:
             model=model, top_k=top_k, max_answer_length=max_answer_length, max_seq_length=max_seq_length,
             doc_stride=doc_stride, max_question_length=max_question_length, batch_size=batch_size,
             context_chars=context_chars, score_threshold=score_threshold, max_batch_tokens=max_batch_tokens,
-            fast=fast, rank_weight=rank_weight, adaptive=adaptive,
+            fast=fast, rank_weight=rank_weight, passage_weight=passage_weight, evidence_weight=evidence_weight,
+            adaptive=adaptive,
         )
         self.device = DeviceSettings(device=device).device
         if not isinstance(merge_same_answers, bool):
@@ -252,7 +256,7 @@ class ExtractiveReader:
         asked_queries = [queries[index] for index in asked]
         asked_top_ks = [top_ks[index] for index in asked]
         if self.settings.adaptive_reading:
-            spans = self._read_adaptively(asked_queries, contents, asked_top_ks)
+            spans = self._read_adaptively(asked_queries, [readable[index] for index in asked], contents, asked_top_ks)
         else:
             spans = read_passages_batch(self._loaded(), asked_queries, contents, self.settings, asked_top_ks)
         for index, query_contents, spans_per_document in zip(asked, contents, spans, strict=True):
@@ -316,12 +320,14 @@ class ExtractiveReader:
             merge_same_text=self.merge_same_answers,
             score_threshold=None if threshold == AUTO_THRESHOLD else threshold,
             rank_weight=rank_weight,
+            passage_weight=self.settings.passage_weight,
+            evidence_weight=self.settings.evidence_weight,
             calibration=calibration,
             confidence_threshold=confidence_threshold,
         )
 
     def _read_adaptively(
-        self, queries: list[str], contents: list[list[str]], top_ks: list[int]
+        self, queries: list[str], documents: list[list[Document]], contents: list[list[str]], top_ks: list[int]
     ) -> list[list[list[PassageSpan]]]:
         """Each query's Documents read in rounds of `ADAPTIVE_ROUND_DOCUMENTS`, all queries still
         reading sharing one batch per round; a query stops once no unread Document could outrank
@@ -345,16 +351,30 @@ class ExtractiveReader:
                     for per in chunk_spans
                 )  # numbered by the query's Documents, not the round's
                 read_count = len(spans[q])
-                if read_count < len(contents[q]) and not self._beyond_reach(spans[q], read_count, bound):
+                if read_count < len(contents[q]) and not self._beyond_reach(spans[q], documents[q], contents[q], bound):
                     still_reading.append(q)
             reading = still_reading
         return spans
 
-    def _beyond_reach(self, spans: list[list[PassageSpan]], read_count: int, bound: float) -> bool:
-        """Whether the best answer of the Documents read outranks any span with a logit sum up to
-        `bound` in the next Document (and so in every later one, whose priors are lower)."""
-        priors = rank_priors(read_count + 1, self.settings.rank_weight)
-        best = max(
-            (s.start_logit + s.end_logit + priors[s.passage_index] for per in spans for s in per), default=None
+    def _beyond_reach(
+        self, spans: list[list[PassageSpan]], documents: list[Document], contents: list[str], bound: float
+    ) -> bool:
+        """Whether the best answer of the Documents read (the first len(spans)) outranks any span with
+        a logit sum up to `bound` in the next Document (and so in every later one, whose priors are
+        no higher). With evidence summed, an answer could also gain from every unread Document: the
+        runner-up, or an answer found only in them, is then counted with each unread Document
+        adding a span at that bound."""
+        read_count = len(spans)
+        priors = document_priors(documents[: read_count + 1], self.settings.rank_weight, self.settings.passage_weight)
+        groups = group_spans(
+            spans, contents[:read_count], merge_same_text=self.merge_same_answers, score_threshold=None,
+            passage_priors=priors[:read_count], evidence_weight=self.settings.evidence_weight,
         )
-        return best is not None and best >= bound + priors[read_count]
+        if not groups:
+            return False
+        reach = bound + priors[read_count]
+        if self.settings.evidence_weight == 0:
+            return groups[0].ranking_sum >= reach
+        unread = [reach] * (len(documents) - read_count)
+        rivals = [unread] + ([[groups[1].ranking_sum, *unread]] if len(groups) > 1 else [])
+        return all(groups[0].ranking_sum >= evidence_sum(rival, self.settings.evidence_weight) for rival in rivals)

@@ -44,14 +44,15 @@ FAST_CALIBRATION_TEXT = Path(__file__).parent / "data" / "fast_calibration.txt"
 FAST_CALIBRATION_MAX_TOKENS = ReaderSettings.max_seq_length
 
 
-def _calibration_feeds(tokenizer: Any) -> list[dict[str, np.ndarray]]:
-    """FAST_CALIBRATION_TEXT's (question, passage) pairs as model inputs, one window each."""
+def calibration_feeds(tokenizer: Any, max_tokens: int = FAST_CALIBRATION_MAX_TOKENS) -> list[dict[str, np.ndarray]]:
+    """FAST_CALIBRATION_TEXT's (question, passage) pairs as model inputs, one window each (the
+    reader's and the reranker's int8 smoothing scales are measured on them)."""
     blocks = FAST_CALIBRATION_TEXT.read_text(encoding="utf-8").strip().split("\n\n")
     pairs = [block.split("\n", 1) for block in blocks]
     feeds = []
     for question, passage in pairs:
         encoded = tokenizer(
-            question, passage, truncation="only_second", max_length=FAST_CALIBRATION_MAX_TOKENS, return_tensors="np"
+            question, passage, truncation="only_second", max_length=max_tokens, return_tensors="np"
         )
         feeds.append({name: np.asarray(value, dtype=np.int64) for name, value in encoded.items()})
     return feeds
@@ -111,7 +112,7 @@ class OnnxInt8Runner:
             kept_float = feed_forward_outputs(float_model.graph, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
             smooth_product_inputs(
                 float_model, [name for name in weight_products(float_model.graph) if name not in kept_float],
-                _calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
+                calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
             )
             onnx.save(float_model, str(exported))
             quantise_weights_int8(

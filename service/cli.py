@@ -18,6 +18,7 @@ from spanqa.settings import (
     EmbedderSettings,
     ParseSettings,
     ReaderSettings,
+    RerankSettings,
     RetrievalSettings,
     ServiceSettings,
     StoreSettings,
@@ -51,6 +52,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     add_options(serve, StoreSettings)
     add_options(serve, RetrievalSettings, _names(RetrievalSettings),
                 retriever_top_k={"help": "retrieved passages the reader reads unless a request says"})
+    add_options(serve, RerankSettings)
     add_options(serve, DeviceSettings)
     serve.add_argument("--tokens", metavar="FILE",
                        help="the tokens file (spanqa token add); without it nobody needs a token, which is "

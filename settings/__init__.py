@@ -33,6 +33,7 @@ from spanqa.settings.components import (
     OCR_MODES,
     PRECISIONS,
     READER_MODEL,
+    RERANKER_MODEL,
     RETRIEVAL_MODES,
     ChunkingSettings,
     ConnectionSettings,
@@ -42,18 +43,32 @@ from spanqa.settings.components import (
     ParseSettings,
     QASettings,
     ReaderSettings,
+    RerankSettings,
     RetrievalSettings,
     ServiceSettings,
     StoreSettings,
 )
-from spanqa.settings.declaring import SettingInfo, Settings, owners, route_keywords, setting
-from spanqa.settings.options import add_options, argument_type, from_args, option_spec, shown_default, with_default
+from spanqa.settings.declaring import (
+    SettingInfo,
+    Settings,
+    owners,
+    route_keywords,
+    setting,
+)
+from spanqa.settings.options import (
+    add_options,
+    argument_type,
+    from_args,
+    option_spec,
+    shown_default,
+    with_default,
+)
 
 __all__ = [
     "ALL_COMPONENTS", "AUTO_THRESHOLD", "CHUNK_MODES", "DEVICE_PATTERN", "EMBEDDER_MODEL", "INDEX_TYPES",
-    "OCR_MODES", "PRECISIONS", "READER_MODEL", "RETRIEVAL_MODES", "ChunkingSettings", "ConnectionSettings",
+    "OCR_MODES", "PRECISIONS", "READER_MODEL", "RERANKER_MODEL", "RETRIEVAL_MODES", "ChunkingSettings", "ConnectionSettings",
     "DeviceSettings", "EmbedderSettings", "OcrSettings", "ParseSettings", "QASettings", "ReaderSettings",
-    "RetrievalSettings", "ServiceSettings", "SettingInfo", "Settings", "StoreSettings", "add_options",
+    "RerankSettings", "RetrievalSettings", "ServiceSettings", "SettingInfo", "Settings", "StoreSettings", "add_options",
     "argument_type", "device", "flag", "from_args", "non_negative_int", "non_negative_number", "one_of",
     "option_spec", "optional", "owners", "positive_int", "positive_number", "route_keywords", "setting", "share",
     "shown_default", "text", "threshold", "with_default",

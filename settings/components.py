@@ -10,13 +10,13 @@ from typing import Any, ClassVar
 from spanqa.errors import ConfigError
 from spanqa.settings.checks import (
     AUTO_THRESHOLD,
+    at_least,
     device,
     flag,
     non_negative_int,
     non_negative_number,
     one_of,
     optional,
-    at_least,
     positive_int,
     positive_number,
     share,
@@ -27,6 +27,7 @@ from spanqa.settings.declaring import Settings, owners, route_keywords, setting
 
 READER_MODEL = "distilbert/distilbert-base-cased-distilled-squad"
 EMBEDDER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+RERANKER_MODEL = "cross-encoder/ms-marco-MiniLM-L6-v2"
 RETRIEVAL_MODES = ("hybrid", "dense", "keyword")
 PRECISIONS = ("auto", "float32", "int8")
 INDEX_TYPES = ("flat", "hnsw", "ivf", "auto")
@@ -81,6 +82,12 @@ class ReaderSettings(Settings):
     # 24.8 reading 10; with the prior at 2 it was 39.9 (held out: 42.3 -> 25.5 by the logits alone, 40.3).
     rank_weight: float = setting(2.0, "how much a passage's retrieval rank counts against its spans "
                                  "(0: the reader's logits alone)", non_negative_number, metavar="W")
+    passage_weight: float = setting(0.0, "how much a reranked passage's score counts toward its spans "
+                                    "(0: not at all; see docs/concepts/scores.md)", non_negative_number,
+                                    metavar="W")
+    evidence_weight: float = setting(0.0, "how much the same answer found in several passages gains (0: "
+                                     "its best passage alone; 1: their probabilities added up)",
+                                     non_negative_number, metavar="W")
     adaptive_reading: bool = setting(False, "read passages a few at a time and stop once no unread one "
                                      "could outrank the best answer (needs `spanqa calibrate`)", flag,
                                      flag="--adaptive")
@@ -121,6 +128,24 @@ class RetrievalSettings(Settings):
     retriever_top_k: int = setting(10, "passages the reader reads per question", positive_int,
                                    flag="--passages", metavar="N")
     search_top_k: int = setting(5, "passages returned by a search", positive_int, flag="--top-k", metavar="N")
+
+
+@dataclass(frozen=True)
+class RerankSettings(Settings):
+    """The passage reranker: a cross-encoder that reorders the retrieved passages before reading."""
+
+    component: ClassVar[str] = "rerank"
+
+    rerank: int = setting(0, "retrieved passages the reranker scores and reorders before reading (0: no "
+                          "reranking)", non_negative_int, metavar="N")
+    reranker: str = setting(RERANKER_MODEL, "passage reranker (a cross-encoder): a hub id or a local directory",
+                            text, metavar="MODEL")
+    retrieval_weight: float = setting(1.0, "how much a passage's retrieval rank counts against the reranker's "
+                                      "score of it", non_negative_number, metavar="W")
+    rerank_precision: str = setting("auto", "'auto' (int8 on the CPU, fp16 on CUDA), 'int8' or 'float32'",
+                                    choices=PRECISIONS)
+    rerank_max_tokens: int = setting(320, "tokens of each (question, passage) pair the reranker reads",
+                                     positive_int, metavar="N")
 
 
 @dataclass(frozen=True)
@@ -289,12 +314,13 @@ class QASettings:
     device: DeviceSettings = field(default_factory=DeviceSettings)
     reader: ReaderSettings = field(default_factory=ReaderSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    rerank: RerankSettings = field(default_factory=RerankSettings)
     embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
 
     COMPONENTS: ClassVar[dict[str, type[Settings]]] = {
         "device": DeviceSettings, "reader": ReaderSettings, "retrieval": RetrievalSettings,
-        "embedder": EmbedderSettings, "store": StoreSettings,
+        "rerank": RerankSettings, "embedder": EmbedderSettings, "store": StoreSettings,
     }
 
     @classmethod
@@ -315,7 +341,8 @@ class QASettings:
 
 
 ALL_COMPONENTS: tuple[type[Settings], ...] = (
-    DeviceSettings, ReaderSettings, RetrievalSettings, EmbedderSettings, StoreSettings, ChunkingSettings,
+    DeviceSettings, ReaderSettings, RetrievalSettings, RerankSettings, EmbedderSettings, StoreSettings,
+    ChunkingSettings,
     OcrSettings, ParseSettings, ServiceSettings, ConnectionSettings,
 )
 owners(ALL_COMPONENTS)  # every name once across all components: keywords and flags route unambiguously

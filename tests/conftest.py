@@ -67,6 +67,14 @@ def tiny_qa_model_dir(tmp_path_factory) -> Path:
     return build_tiny_qa_model(tmp_path_factory.mktemp("tiny-qa-model"))
 
 
+@pytest.fixture(scope="session")
+def tiny_reranker_dir(tmp_path_factory) -> Path:
+    """A random-weight BERT cross-encoder (one logit per pair) with the same tokenizer, saved like a hub model."""
+    from model_factory import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-reranker"))
+
+
 @pytest.fixture
 def parsed_names(monkeypatch) -> list[str]:
     """The names of the files indexing runs hand to the parse workers, from now on in the test

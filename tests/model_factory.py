@@ -205,3 +205,30 @@ def weights_checksum(model: torch.nn.Module) -> str:
 if __name__ == "__main__":
     VOCAB_FILE.write_text("".join(token + "\n" for token in train_wordpiece_vocab()), encoding="utf-8")
     print(f"wrote {VOCAB_FILE}")
+
+
+def build_tiny_cross_encoder(directory: Path, seed: int = 0) -> Path:
+    """A seeded 2-layer BERT cross-encoder (one relevance logit per (question, passage) pair) with the
+    WordPiece tokenizer of VOCAB_FILE, saved like a hub reranker: it loads through
+    `AutoModelForSequenceClassification.from_pretrained(directory)` offline. Its weights are drawn
+    ten times wider than BERT's own init, so that pairs get clearly different (arbitrary) logits:
+    at BERT's init every pair scores nearly alike."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = VOCAB_FILE.read_text(encoding="utf-8").split("\n")[:-1]
+    vocab = {token: number for number, token in enumerate(tokens)}
+    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=False, strip_accents=False)
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(directory)
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.2,
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    return directory

@@ -323,7 +323,7 @@ class TestSettings:
         reader = ExtractiveReader(
             model="some/model", device="cuda:1", top_k=7, max_answer_length=20, max_seq_length=256,
             doc_stride=64, max_question_length=32, batch_size=4, context_chars=80, score_threshold=0.4,
-            merge_same_answers=False, rank_weight=0.5,
+            merge_same_answers=False, rank_weight=0.5, passage_weight=0.25, evidence_weight=1.0,
         )
 
         data = reader.to_dict()
@@ -334,7 +334,8 @@ class TestSettings:
             "model": "some/model", "device": "cuda:1", "top_k": 7, "max_answer_length": 20,
             "max_seq_length": 256, "doc_stride": 64, "max_question_length": 32, "batch_size": 4,
             "context_chars": 80, "score_threshold": 0.4, "merge_same_answers": False, "max_batch_tokens": None,
-            "fast": False, "rank_weight": 0.5, "calibration": None, "adaptive": False,
+            "fast": False, "rank_weight": 0.5, "passage_weight": 0.25, "evidence_weight": 1.0, "calibration": None,
+            "adaptive": False,
         }
         assert restored.to_dict() == data
 
@@ -359,7 +360,7 @@ class TestSettings:
             "model": "some/model", "device": "cpu", "top_k": 3, "max_answer_length": 15, "max_seq_length": 256,
             "doc_stride": 64, "max_question_length": 64, "batch_size": 4, "context_chars": 40,
             "score_threshold": 0.2, "merge_same_answers": True, "max_batch_tokens": 2048, "fast": False,
-            "rank_weight": 0.5, "calibration": None, "adaptive": False,
+            "rank_weight": 0.5, "passage_weight": 0.0, "evidence_weight": 0.0, "calibration": None, "adaptive": False,
         }
 
     def test_from_settings_still_checks_what_joins_components(self):
