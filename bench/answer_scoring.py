@@ -132,18 +132,26 @@ def score(records: list[dict], weights: Weights, counts=PASSAGE_COUNTS) -> dict:
 
 
 def fit(args: argparse.Namespace) -> None:
+    """First the passage order (R@1 needs no reading: every retrieval weight and candidate count),
+    then the answer ranking's weights under the best order, each against reading without reranking."""
     records = load(args.records)
+    orders = []
+    for rerank, retrieval_weight in itertools.product(args.rerank, (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0)):
+        weights = Weights(rerank, retrieval_weight, 0.0, 0.0, 0.0)
+        first = sum(bool(r["gold"][reading_order(r, weights)[0][0]]) for r in records) / len(records)
+        orders.append((first, rerank, retrieval_weight))
+        print(json.dumps({"rerank": rerank, "retrieval_weight": retrieval_weight, "r1": round(first, 4)}))
+    hybrid = sum(bool(r["gold"][0]) for r in records) / len(records)
+    print(json.dumps({"rerank": 0, "r1": round(hybrid, 4)}))
+    _, rerank, retrieval_weight = max(orders)
     rows = []
-    grid = itertools.product(
-        (0, args.candidates), (0.0, 0.5, 1.0, 2.0, 4.0), (0.0, 1.0, 2.0, 3.0), (0.0, 0.25, 0.5, 1.0, 2.0),
-        (0.0, 0.5, 1.0),
-    )
-    for rerank, retrieval_weight, rank_weight, passage_weight, evidence_weight in grid:
-        if rerank == 0 and (retrieval_weight or passage_weight):
-            continue
-        weights = Weights(rerank, retrieval_weight, rank_weight, passage_weight, evidence_weight)
-        rows.append((weights, score(records, weights)))
-    rows.sort(key=lambda row: row[1]["em@10"], reverse=True)
+    grid = itertools.product((0.0, 1.0, 2.0, 3.0), (0.0, 0.25, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0))
+    for rank_weight, passage_weight, evidence_weight in grid:
+        for candidates in ((0, rerank) if passage_weight == 0 else (rerank,)):
+            weights = Weights(candidates, retrieval_weight if candidates else 0.0, rank_weight, passage_weight,
+                              evidence_weight)
+            rows.append((weights, score(records, weights)))
+    rows.sort(key=lambda row: (row[1]["em@10"], row[1]["em@1"]), reverse=True)
     for weights, figures in rows[: args.show]:
         print(json.dumps({**asdict(weights), **{k: round(v, 3) for k, v in figures.items()}}))
 
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", required=True)
     f = commands.add_parser("fit")
     f.add_argument("records")
-    f.add_argument("--candidates", type=int, default=20)
+    f.add_argument("--rerank", type=int, nargs="+", default=[10, 20], help="candidate counts to compare")
     f.add_argument("--show", type=int, default=25)
     s = commands.add_parser("score")
     s.add_argument("records")

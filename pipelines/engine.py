@@ -9,6 +9,7 @@ index's answer calibration for this reader (`spanqa.reader.calibration.index_cal
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ from haystack import Document
 from haystack.dataclasses import ExtractedAnswer
 
 from spanqa.devices import resolve_device
-from spanqa.errors import ConfigError, IndexNotFoundError
+from spanqa.errors import ConfigError, IndexNotFoundError, ModelLoadError
 from spanqa.indexing import FaissDocumentStore
 from spanqa.indexing.retrieval.embedders import index_embedder, make_text_embedder, warm_up_embedder
 from spanqa.indexing.retrieval.embedding import EmbeddingSettings
@@ -27,7 +28,9 @@ from spanqa.paths import model_reference, user_path
 from spanqa.reader import ExtractiveReader
 from spanqa.reader.calibration import AnswerCalibration, answer_ranking, index_calibration
 from spanqa.reader.reranker import PassageReranker
-from spanqa.settings import AUTO_THRESHOLD, RETRIEVAL_MODES, QASettings
+from spanqa.settings import AUTO_THRESHOLD, RERANKER_MODEL, RETRIEVAL_MODES, QASettings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,12 +130,35 @@ class QueryEngine:
 
     @property
     def reranker(self) -> PassageReranker | None:
-        """The passage reranker, loaded on first use; None when the settings rerank nothing."""
+        """The passage reranker, loaded on first use; None when the settings rerank nothing.
+
+        The default reranker is a hub model: where it cannot load (offline, never downloaded) the
+        engine warns once and answers without reranking (its settings then say rerank=0, and the
+        answer calibration is the one for that). A reranker named otherwise must load: a
+        ModelLoadError says why it did not.
+        """
         if self._reranker is None and self.settings.rerank.rerank:
             reranker = PassageReranker.from_settings(self.settings.rerank, device=self.settings.device.device)
-            reranker.warm_up()
+            try:
+                reranker.warm_up()
+            except ModelLoadError as error:
+                if self.settings.rerank.reranker != RERANKER_MODEL:
+                    raise
+                logger.warning(
+                    "answering without reranking: the default passage reranker did not load (%s); give "
+                    "--reranker DIR (a local cross-encoder) or --rerank 0 to silence this", error
+                )
+                self._without_reranking()
+                return None
             self._reranker = reranker
         return self._reranker
+
+    def _without_reranking(self) -> None:
+        self.settings = self.settings.replace(rerank=0)
+        if self._calibration_read:  # the calibration that holds changes with the ranking
+            self._calibration_read = False
+            if self._reader is not None:
+                self._reader.calibration = self.calibration
 
     def retrieve(
         self, text: str, top_k: int, filters: dict | None = None, mode: str | None = None

@@ -158,6 +158,7 @@ class EvalReport:
     mode: str  # "full", "retrieval-only" or "reader-only"
     passages: tuple[int, ...]  # passages the reader reads end to end (one figure each)
     threshold: float | str | None = None
+    rank_weight: float | None = None  # the settings' own: its rows rank as `ask` does (reranking included)
     relevance: str | None = None  # how a retrieved passage counts as relevant
     recall: dict[int, float] = field(default_factory=dict)
     mrr: float | None = None
@@ -194,7 +195,10 @@ class EvalReport:
         if self.reader is not None:
             lines.append(f"reader      {self.reader.to_text(with_answered)}   (gold paragraph given)")
         for (count, weight), scores in self.end_to_end.items():
-            ranking = "reader alone" if weight == 0 else f"rank weight {weight:g}"
+            if weight == self.rank_weight:
+                ranking = "as ask ranks"
+            else:
+                ranking = "reader alone" if weight == 0 else f"rank weight {weight:g} alone"
             lines.append(
                 f"end to end  {scores.to_text(with_answered)}   (reader reads the top {count} passages; {ranking})"
             )
@@ -244,7 +248,8 @@ def evaluate(
         if on_question_done is not None:
             on_question_done()
     report = EvalReport(
-        file=file, questions=len(questions), mode=mode, passages=plan.passages, threshold=threshold
+        file=file, questions=len(questions), mode=mode, passages=plan.passages, threshold=threshold,
+        rank_weight=qa.rank_weight,
     )
     tally.fill(report, plan)
     return report

@@ -277,7 +277,8 @@ class ExtractiveReader:
         Each Document's spans do not depend on the others read beside it, so reading the first
         max(counts) once gives the answers of every shorter prefix too, ranked any way (how
         `spanqa eval` compares passages read and rankings). Reads every Document, whatever
-        `adaptive` says; answers carry a confidence only under the calibration's rank weight.
+        `adaptive` says. Another rank weight than the reader's own ranks by the rank prior alone
+        (no passage score, no evidence summed) and gives no confidence.
         """
         if rank_weights is None:
             weights = [self.settings.rank_weight]
@@ -304,7 +305,10 @@ class ExtractiveReader:
         top_k: int, threshold: float | str | None, rank_weight: float | None = None,
     ) -> list[ExtractedAnswer]:
         rank_weight = self.settings.rank_weight if rank_weight is None else rank_weight
-        calibration = self.calibration if rank_weight == self.settings.rank_weight else None
+        # Another rank weight than the settings' (run_prefixes' comparisons) ranks by the rank prior
+        # alone: no passage score, no evidence summed, no calibration (it holds for the settings' ranking).
+        configured = rank_weight == self.settings.rank_weight
+        calibration = self.calibration if configured else None
         confidence_threshold = None
         if threshold == AUTO_THRESHOLD:
             if calibration is None:
@@ -320,8 +324,8 @@ class ExtractiveReader:
             merge_same_text=self.merge_same_answers,
             score_threshold=None if threshold == AUTO_THRESHOLD else threshold,
             rank_weight=rank_weight,
-            passage_weight=self.settings.passage_weight,
-            evidence_weight=self.settings.evidence_weight,
+            passage_weight=self.settings.passage_weight if configured else 0.0,
+            evidence_weight=self.settings.evidence_weight if configured else 0.0,
             calibration=calibration,
             confidence_threshold=confidence_threshold,
         )

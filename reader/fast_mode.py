@@ -4,18 +4,20 @@
 per output channel (dynamic quantisation: activations are quantised on the fly, their inputs
 smoothed first) but for the first feed-forward output, and runs it one window at a time (no
 padding). Faster than the exact runners of `spanqa.reader.forward`, and close to the exact model
-but not equal. It has the runners' call signature: `runner(batch) -> (start_logits, end_logits)`.
+but not equal. The int8 graph of a model loaded from files is built once and kept in the cache of
+`spanqa.onnx_cache`. It has the runners' call signature: `runner(batch) -> (start_logits, end_logits)`.
 """
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from spanqa.errors import ConfigError
+from spanqa.onnx_cache import Int8Build, load_or_build
 from spanqa.onnx_int8 import (
     export_onnx,
     quantise_weights_int8,
@@ -42,6 +44,26 @@ FAST_CALIBRATION_TEXT = Path(__file__).parent / "data" / "fast_calibration.txt"
 # shorter than that (under 200 tokens), so the cut never applies: the scales do not depend on the
 # window a reader is set to, and a longer pair added to the file is cut as the default reader cuts it.
 FAST_CALIBRATION_MAX_TOKENS = ReaderSettings.max_seq_length
+# The build format of the reader's int8 graph in the cache (spanqa.onnx_cache): bump it whenever the
+# export, the smoothing or the quantisation changes in a way fast_build_settings does not record.
+FAST_FORMAT = "spanqa-int8-reader-1"
+
+
+def calibration_digest() -> str:
+    """The sha256 of FAST_CALIBRATION_TEXT: the smoothing scales depend on its every byte."""
+    return hashlib.sha256(FAST_CALIBRATION_TEXT.read_bytes()).hexdigest()
+
+
+def fast_build_settings(graph_inputs: tuple[str, ...]) -> dict[str, Any]:
+    """Every setting of the reader's int8 build, besides the model's files and the package versions,
+    that changes the graph: what its cache entry is keyed by."""
+    return {
+        "smoothing_alpha": FAST_SMOOTHING_ALPHA,
+        "float_feed_forward_layers": FAST_FLOAT_FEED_FORWARD_LAYERS,
+        "calibration_sha256": calibration_digest(),
+        "calibration_max_tokens": FAST_CALIBRATION_MAX_TOKENS,
+        "input_names": list(graph_inputs),
+    }
 
 
 def calibration_feeds(tokenizer: Any, max_tokens: int = FAST_CALIBRATION_MAX_TOKENS) -> list[dict[str, np.ndarray]]:
@@ -81,9 +103,13 @@ class OnnxInt8Runner:
 
     kind = "onnx-int8"
 
-    def __init__(self, model: Any, tokenizer: Any, input_names: tuple[str, ...], threads: int):
+    def __init__(
+        self, model: Any, tokenizer: Any, input_names: tuple[str, ...], threads: int, source_dir: Path | None = None
+    ):
+        """`source_dir`: the folder `model` was loaded from, which keys its int8 graph in the cache of
+        `spanqa.onnx_cache` (built once per model); None: built at every load."""
         check_fast_mode_available()
-        import onnx
+        # ONNX Runtime is an optional dependency of the fast mode (check_fast_mode_available says so).
         import onnxruntime
 
         self.model_input_names = input_names
@@ -97,30 +123,35 @@ class OnnxInt8Runner:
         # 0.85 s vs 0.72 s per question of 10 SQuAD passages on 2 cores).
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.log_severity_level = 3
-        with tempfile.TemporaryDirectory(prefix="spanqa-onnx-") as directory:
-            exported = Path(directory) / "model.onnx"
-            quantised = Path(directory) / "model-int8.onnx"
-            self._export(model, exported)
-            self._check_export(model, exported, options)
-            # Measured with a trained MiniLM-L6 reader on SQuAD (bench/README.md, "Reader"): what
-            # moves answers is the embeddings' int8 table, attention's quantised probabilities (both
-            # stay float) and, most, the feed-forward outputs: the GELU outputs they read have a few
-            # large channels that coarsen one per-tensor activation scale. Every int8 product's
-            # input is smoothed; the first of those outputs, the most sensitive, stays float.
-            # One load and one save of the graph for naming, smoothing and handing to the quantiser.
-            float_model = onnx.load(str(exported))
-            kept_float = feed_forward_outputs(float_model.graph, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
-            smooth_product_inputs(
-                float_model, [name for name in weight_products(float_model.graph) if name not in kept_float],
-                calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
-            )
-            onnx.save(float_model, str(exported))
-            quantise_weights_int8(
-                exported, quantised, weights_only=True, float_lookups=True, float_nodes=kept_float
-            )
-            self.session = onnxruntime.InferenceSession(
-                quantised.read_bytes(), options, providers=["CPUExecutionProvider"]
-            )
+        build = Int8Build("reader", FAST_FORMAT, source_dir, fast_build_settings(self.input_names))
+        self.session = load_or_build(
+            build,
+            lambda target: self._build(model, tokenizer, target, options),
+            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
+        ).value
+
+    def _build(self, model: Any, tokenizer: Any, target: Path, options: Any) -> None:
+        """The int8 graph of `model` at `target` (its folder holds the float graph on the way)."""
+        # onnx comes with ONNX Runtime, an optional dependency of the fast mode.
+        import onnx
+
+        exported = target.parent / "model.onnx"
+        self._export(model, exported)
+        self._check_export(model, exported, options)
+        # Measured with a trained MiniLM-L6 reader on SQuAD (bench/README.md, "Reader"): what
+        # moves answers is the embeddings' int8 table, attention's quantised probabilities (both
+        # stay float) and, most, the feed-forward outputs: the GELU outputs they read have a few
+        # large channels that coarsen one per-tensor activation scale. Every int8 product's
+        # input is smoothed; the first of those outputs, the most sensitive, stays float.
+        # One load and one save of the graph for naming, smoothing and handing to the quantiser.
+        float_model = onnx.load(str(exported))
+        kept_float = feed_forward_outputs(float_model.graph, model.config)[:FAST_FLOAT_FEED_FORWARD_LAYERS]
+        smooth_product_inputs(
+            float_model, [name for name in weight_products(float_model.graph) if name not in kept_float],
+            calibration_feeds(tokenizer), FAST_SMOOTHING_ALPHA,
+        )
+        onnx.save(float_model, str(exported))
+        quantise_weights_int8(exported, target, weights_only=True, float_lookups=True, float_nodes=kept_float)
 
     def _export(self, model: Any, path: Path) -> None:
         try:
@@ -148,7 +179,6 @@ class OnnxInt8Runner:
                 "fast=True: the model exported to ONNX does not reproduce its own logits on other window "
                 "lengths (its forward has shape-dependent code the exporter froze); use fast=False"
             )
-
 
     def _run(self, session: Any, batch: WindowBatch) -> tuple[np.ndarray, np.ndarray]:
         arrays = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from spanqa import defaults
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
+from spanqa.onnx_cache import model_source_directory
 from spanqa.reader.fast_mode import OnnxInt8Runner, check_fast_mode_available
 from spanqa.reader.forward import PaddedRunner, cpu_batch_tokens, cuda_batch_tokens, packed_runner_if_equivalent
 from spanqa.settings import flag
@@ -71,11 +73,15 @@ def _model_input_names(tokenizer, model) -> tuple[str, ...]:
     return names
 
 
-def prepare_qa_model(tokenizer, model, device: str, fast: bool = False) -> LoadedQAModel:
+def prepare_qa_model(
+    tokenizer, model, device: str, fast: bool = False, source_dir: Path | None = None
+) -> LoadedQAModel:
     """Check a tokenizer/model pair and put the model in eval mode on `device` (fp16 on CUDA).
 
-    `fast=True` on the CPU builds the int8 ONNX Runtime runner (seconds: export and quantisation);
-    on CUDA the model runs in fp16 either way and `fast` changes nothing.
+    `fast=True` on the CPU builds the int8 ONNX Runtime runner (seconds: export and quantisation),
+    once per model when `source_dir` names the folder the model was loaded from (the int8 graph is
+    cached), at every call without it; on CUDA the model runs in fp16 either way and `fast` changes
+    nothing.
     """
     import torch
 
@@ -100,7 +106,9 @@ def prepare_qa_model(tokenizer, model, device: str, fast: bool = False) -> Loade
     input_names = _model_input_names(tokenizer, model)
     use_fast = fast and torch_device.type == "cpu"
     if use_fast:
-        runner = OnnxInt8Runner(model, tokenizer, input_names, threads=torch.get_num_threads())
+        runner = OnnxInt8Runner(
+            model, tokenizer, input_names, threads=torch.get_num_threads(), source_dir=source_dir
+        )
     else:
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         runner = packed_runner_if_equivalent(
@@ -140,4 +148,5 @@ def load_qa_model(model_name: str, device: str, fast: bool = False) -> LoadedQAM
         model = AutoModelForQuestionAnswering.from_pretrained(model_name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
         raise ModelLoadError.from_cause("reader model", model_name, error) from error
-    return prepare_qa_model(tokenizer, model, device, fast=fast)
+    source_dir = model_source_directory(model_name) if fast else None
+    return prepare_qa_model(tokenizer, model, device, fast=fast, source_dir=source_dir)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
+from spanqa.onnx_cache import Int8Build, load_or_build, model_source_directory
 from spanqa.onnx_int8 import (
     export_onnx,
     quantise_weights_int8,
@@ -25,12 +27,15 @@ from spanqa.onnx_int8 import (
     smooth_product_inputs,
     weight_products,
 )
-from spanqa.reader.fast_mode import FAST_SMOOTHING_ALPHA, calibration_feeds
+from spanqa.reader.fast_mode import FAST_SMOOTHING_ALPHA, calibration_digest, calibration_feeds
 from spanqa.reader.reranking import passage_order, passage_scores
 from spanqa.settings import RerankSettings
 
 # Pairs per forward pass on the CPU: length-sorted, so padding stays small; more gains nothing there.
 _TOKENS_PER_BATCH = 8192
+# The build format of the int8 graph in the cache (spanqa.onnx_cache): bump it whenever the export,
+# smoothing or quantisation of `_build_int8` changes.
+_INT8_FORMAT = "spanqa-int8-reranker-1"
 
 
 def rerank_precision(precision: str, device: str) -> str:
@@ -166,7 +171,10 @@ def _load_scorer(settings: RerankSettings, device: str):
     else:
         model.to(device=torch_device)
     if precision == "int8":
-        return _Int8Scorer(model, tokenizer, settings.rerank_max_tokens, torch.get_num_threads())
+        return _Int8Scorer(
+            model, tokenizer, settings.rerank_max_tokens, torch.get_num_threads(),
+            source_dir=model_source_directory(settings.reranker),
+        )
     return _TorchScorer(model, tokenizer, settings.rerank_max_tokens, torch_device)
 
 
@@ -211,14 +219,12 @@ class _TorchScorer:
 
 
 class _Int8Scorer:
-    """The model in ONNX Runtime with int8 weights, one pair per call (no padding)."""
+    """The model in ONNX Runtime with int8 weights, one pair per call (no padding); its graph is built
+    once per model when `source_dir` names the folder the model was loaded from (spanqa.onnx_cache)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_tokens: int, threads: int):
+    def __init__(self, model: Any, tokenizer: Any, max_tokens: int, threads: int, source_dir: Path | None = None):
         require_onnx_runtime("the reranker's int8 precision", "rerank_precision='float32'")
-        import tempfile
-        from pathlib import Path
-
-        import onnx
+        # ONNX Runtime is an optional dependency of the int8 precision (require_onnx_runtime says so).
         import onnxruntime
 
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
@@ -228,22 +234,15 @@ class _Int8Scorer:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1")
         options.log_severity_level = 3
-        with tempfile.TemporaryDirectory(prefix="spanqa-rerank-onnx-") as directory:
-            exported, quantised = Path(directory) / "model.onnx", Path(directory) / "model-int8.onnx"
-            try:
-                export_onnx(model, exported, names, ("logits",), lambda output: output.logits)
-            except Exception as error:
-                model.eval()
-                raise ConfigError(
-                    f"rerank_precision='int8' could not export the reranker to ONNX ({type(error).__name__}: "
-                    f"{error}); use rerank_precision='float32'"
-                ) from error
-            graph = onnx.load(str(exported))
-            feeds = [{k: v for k, v in feed.items() if k in names} for feed in calibration_feeds(tokenizer, max_tokens)]
-            smooth_product_inputs(graph, weight_products(graph.graph), feeds, FAST_SMOOTHING_ALPHA)
-            onnx.save(graph, str(exported))
-            quantise_weights_int8(exported, quantised, weights_only=True, float_lookups=True)
-            self.session = onnxruntime.InferenceSession(quantised.read_bytes(), options, providers=["CPUExecutionProvider"])
+        settings = {
+            "max_tokens": max_tokens, "smoothing_alpha": FAST_SMOOTHING_ALPHA,
+            "calibration_sha256": calibration_digest(), "input_names": names,
+        }
+        self.session = load_or_build(
+            Int8Build("reranker", _INT8_FORMAT, source_dir, settings),
+            lambda target: _build_int8(model, tokenizer, names, max_tokens, target),
+            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
+        ).value
         self.names = names
 
     def __call__(self, questions: list[str], passages: list[str]) -> np.ndarray:
@@ -254,3 +253,24 @@ class _Int8Scorer:
             value = float(self.session.run(None, feed)[0][0][0])
             logits[index] = value if math.isfinite(value) else -math.inf
         return logits
+
+
+def _build_int8(model: Any, tokenizer: Any, names: list[str], max_tokens: int, target: Path) -> None:
+    """The int8 graph of the cross-encoder at `target` (its folder holds the float graph on the way)."""
+    # onnx comes with ONNX Runtime, an optional dependency of the int8 precision.
+    import onnx
+
+    exported = target.parent / "model.onnx"
+    try:
+        export_onnx(model, exported, names, ("logits",), lambda output: output.logits)
+    except Exception as error:
+        model.eval()
+        raise ConfigError(
+            f"rerank_precision='int8' could not export the reranker to ONNX ({type(error).__name__}: "
+            f"{error}); use rerank_precision='float32'"
+        ) from error
+    graph = onnx.load(str(exported))
+    feeds = [{k: v for k, v in feed.items() if k in names} for feed in calibration_feeds(tokenizer, max_tokens)]
+    smooth_product_inputs(graph, weight_products(graph.graph), feeds, FAST_SMOOTHING_ALPHA)
+    onnx.save(graph, str(exported))
+    quantise_weights_int8(exported, target, weights_only=True, float_lookups=True)

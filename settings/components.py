@@ -82,10 +82,13 @@ class ReaderSettings(Settings):
     # 24.8 reading 10; with the prior at 2 it was 39.9 (held out: 42.3 -> 25.5 by the logits alone, 40.3).
     rank_weight: float = setting(2.0, "how much a passage's retrieval rank counts against its spans "
                                  "(0: the reader's logits alone)", non_negative_number, metavar="W")
-    passage_weight: float = setting(0.0, "how much a reranked passage's score counts toward its spans "
+    # Chosen with the stand-in reader and reranker on SQuAD part-a articles 16-19 (bench/answer_scoring.py
+    # fit; docs/measurements/answer-quality.md): 0.25-0.5 best; summing evidence (1) lifted EM reading 10
+    # passages over reading 1 (40.0 vs 39.2, reranked; 37.2 reading 10 with neither).
+    passage_weight: float = setting(0.5, "how much a reranked passage's score counts toward its spans "
                                     "(0: not at all; see docs/concepts/scores.md)", non_negative_number,
                                     metavar="W")
-    evidence_weight: float = setting(0.0, "how much the same answer found in several passages gains (0: "
+    evidence_weight: float = setting(1.0, "how much the same answer found in several passages gains (0: "
                                      "its best passage alone; 1: their probabilities added up)",
                                      non_negative_number, metavar="W")
     adaptive_reading: bool = setting(False, "read passages a few at a time and stop once no unread one "
@@ -136,11 +139,13 @@ class RerankSettings(Settings):
 
     component: ClassVar[str] = "rerank"
 
-    rerank: int = setting(0, "retrieved passages the reranker scores and reorders before reading (0: no "
+    # Measured on SQuAD part-a articles 16-19 with the stand-in reranker (docs/measurements/answer-quality.md):
+    # passage R@1 0.832 (hybrid) -> 0.878 reranking the top 10 (0.876 the top 20), retrieval weight 0.5.
+    rerank: int = setting(10, "retrieved passages the reranker scores and reorders before reading (0: no "
                           "reranking)", non_negative_int, metavar="N")
     reranker: str = setting(RERANKER_MODEL, "passage reranker (a cross-encoder): a hub id or a local directory",
                             text, metavar="MODEL")
-    retrieval_weight: float = setting(1.0, "how much a passage's retrieval rank counts against the reranker's "
+    retrieval_weight: float = setting(0.5, "how much a passage's retrieval rank counts against the reranker's "
                                       "score of it", non_negative_number, metavar="W")
     rerank_precision: str = setting("auto", "'auto' (int8 on the CPU, fp16 on CUDA), 'int8' or 'float32'",
                                     choices=PRECISIONS)

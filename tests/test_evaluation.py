@@ -189,6 +189,7 @@ def test_several_passage_counts_are_read_once_and_scored_per_count_and_ranking(s
     rows = report.to_json()["end_to_end"]
     assert {(row["passages"], row["rank_weight"]) for row in rows} == set(report.end_to_end)
     assert "reader reads the top 3 passages; reader alone" in report.to_text()
+    assert "reader reads the top 3 passages; as ask ranks" in report.to_text()
 
 
 def test_a_threshold_reports_the_share_answered(squad_file):

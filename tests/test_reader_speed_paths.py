@@ -411,10 +411,10 @@ def fast_reader(tiny_qa_model_dir) -> ExtractiveReader:
 
 class TestFastMode:
     def test_the_smoothing_pairs_are_never_cut_whatever_window_the_reader_uses(self, tiny_qa):
-        from spanqa.reader.fast_mode import FAST_CALIBRATION_MAX_TOKENS, FAST_CALIBRATION_TEXT, _calibration_feeds
+        from spanqa.reader.fast_mode import FAST_CALIBRATION_MAX_TOKENS, FAST_CALIBRATION_TEXT, calibration_feeds
 
         blocks = FAST_CALIBRATION_TEXT.read_text(encoding="utf-8").strip().split("\n\n")
-        feeds = _calibration_feeds(tiny_qa.tokenizer)  # the tiny vocabulary cuts words into many pieces
+        feeds = calibration_feeds(tiny_qa.tokenizer)  # the tiny vocabulary cuts words into many pieces
 
         assert len(feeds) == len(blocks) > 0
         for feed, block in zip(feeds, blocks, strict=True):

@@ -321,8 +321,8 @@ def test_a_calibration_fitted_without_reranking_does_not_hold_with_it(tmp_path):
         threshold=0.5, max_logit_sum=9.0, target_coverage=0.9, fitted_questions=10,
     )  # as saved before reranking existed: no ranking recorded
     calibration.save(tmp_path / "calibration.json")
-    without = answer_ranking(ReaderSettings(), RerankSettings())
-    with_reranking = answer_ranking(ReaderSettings(passage_weight=0.5), RerankSettings(rerank=20))
+    without = answer_ranking(ReaderSettings(passage_weight=0.0, evidence_weight=0.0), RerankSettings(rerank=0))
+    with_reranking = answer_ranking(ReaderSettings(passage_weight=0.5, evidence_weight=0.0), RerankSettings(rerank=20))
 
     assert index_calibration(tmp_path, "r", 2.0, True, without) is not None
     assert index_calibration(tmp_path, "r", 2.0, False, with_reranking) is None
@@ -340,3 +340,29 @@ def test_every_query_command_takes_the_reranker_options(command):
     parsed = build_parser().parse_args([*arguments, "--index", "x", "--rerank", "30", "--reranker", "my/reranker"])
 
     assert (parsed.rerank, parsed.reranker) == (30, "my/reranker")
+
+
+def test_an_unavailable_default_reranker_warns_and_answers_without_reranking(facts_index, tiny_qa_model_dir, caplog):
+    from spanqa import DocumentQA
+
+    plain = DocumentQA(facts_index, reader=str(tiny_qa_model_dir), device="cpu")
+    qa = DocumentQA(facts_index, reader=str(tiny_qa_model_dir), device="cpu", rerank=5)  # the hub model: offline
+
+    with caplog.at_level("WARNING"):
+        passages = qa.search("When does the ferry leave?", top_k=3)
+
+    assert [p.text for p in passages] == [p.text for p in plain.search("When does the ferry leave?", top_k=3)]
+    assert all(p.rerank_score is None for p in passages)
+    assert qa.settings.rerank.rerank == 0
+    assert "answering without reranking: the default passage reranker did not load" in caplog.text
+
+
+def test_a_named_reranker_that_cannot_load_is_an_error(facts_index, tiny_qa_model_dir, tmp_path):
+    from spanqa import DocumentQA
+
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        DocumentQA(facts_index, reader=str(tiny_qa_model_dir), device="cpu", rerank=5,
+                   reranker=str(tmp_path / "no-such-reranker"))
+    qa = DocumentQA(facts_index, reader=str(tiny_qa_model_dir), device="cpu", rerank=5, reranker="org/no-such-reranker")
+    with pytest.raises(ModelLoadError, match="org/no-such-reranker"):
+        qa.search("When does the ferry leave?")

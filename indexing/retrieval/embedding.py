@@ -6,8 +6,9 @@ quantisation: activations are quantised on the fly), and run by ONNX Runtime. On
 machine of bench/README.md this embeds 1.8-2.1x the word pieces per second of the float32 torch
 model, with vectors at cosine >= 0.967 (mean 0.991) of the float model's (`bench/indexing.py embedder`).
 
-The quantised model is kept in a cache directory (`SPANQA_CACHE_DIR`, else ~/.cache/spanqa), keyed
-by the model's files and the ONNX Runtime version, so only the first load pays for the export.
+The quantised model is kept in the int8 cache of `spanqa.onnx_cache` (`SPANQA_CACHE_DIR`, else
+~/.cache/spanqa), keyed by the model files' contents and the package versions, so only the first
+load pays for the export.
 
 Pure parts (`read_sentence_model_layout`, `pool`, `length_batches`) are tested without a model;
 `Int8SentenceEncoder` is the model; `Int8DocumentEmbedder`/`Int8TextEmbedder` are the Haystack
@@ -16,10 +17,7 @@ components the index and query pipelines use.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +27,13 @@ from haystack import Document, component, default_from_dict, default_to_dict
 
 from spanqa import defaults
 from spanqa.errors import ConfigError, check_positive_int
+from spanqa.onnx_cache import (  # noqa: F401 - cache_directory: bench/indexing.py imports it from here
+    Int8Build,
+    cache_directory,
+    load_or_build,
+    resolve_model_directory,
+)
 from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
-from spanqa.paths import user_path
 from spanqa.settings import EMBEDDER_MODEL, EmbedderSettings
 
 POOLING_MODES = ("mean", "cls")
@@ -180,40 +183,6 @@ def check_fast_embedder_available() -> None:
     require_onnx_runtime("the int8 embedder", "embedder_precision='float32'")
 
 
-# What the int8 embedder reads of a hub repository: configs, tokenizer, weights. Not the rest (the
-# all-MiniLM-L6-v2 repository also holds ONNX, OpenVINO, TensorFlow and Rust copies of the model).
-HUB_FILES = ["*.json", "*.txt", "*.model", "*.safetensors"]
-
-
-def resolve_model_directory(model: str) -> Path:
-    """A local directory as is; a hub id through the hub's local cache (downloaded when online)."""
-    path = user_path(model)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    directory = Path(snapshot_download(model, allow_patterns=HUB_FILES))
-    if not any(directory.glob("*.safetensors")):
-        directory = Path(snapshot_download(model, allow_patterns=[*HUB_FILES, "pytorch_model.bin"]))
-    return directory
-
-
-def cache_directory() -> Path:
-    configured = os.environ.get("SPANQA_CACHE_DIR")
-    return Path.home() / ".cache" / "spanqa" if configured is None or configured == "" else user_path(configured)
-
-
-def _model_fingerprint(directory: Path) -> str:
-    """Changes when any file of the model (its weights, config, tokenizer) or ONNX Runtime changes."""
-    import onnxruntime
-
-    digest = hashlib.sha256(f"{EXPORT_FORMAT}|{onnxruntime.__version__}|{directory.resolve()}".encode())
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        stat = path.stat()
-        digest.update(f"|{path.relative_to(directory)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:32]
-
-
 def _export_transformer(directory: Path, target: Path) -> None:
     """The model's transformer to ONNX: token ids and attention mask in, token states out."""
     from transformers import AutoModel
@@ -254,22 +223,40 @@ def _check_export(model: Any, names: list[str], path: Path) -> None:
         )
 
 
+def embedder_build(layout: SentenceModelLayout) -> Int8Build:
+    """What the model's int8 graph is built from: its cache entry's key (spanqa.onnx_cache)."""
+    return Int8Build("embedder", EXPORT_FORMAT, layout.directory, {})
+
+
+def build_int8_embedder(layout: SentenceModelLayout, target: Path) -> None:
+    """The model's int8 graph at `target` (its folder holds the float graph on the way)."""
+    exported = target.parent / "model.onnx"
+    _export_transformer(layout.directory, exported)
+    # Signed weights per output channel: the fastest setting measured on AVX2 (no VNNI) that
+    # keeps vectors at cosine >= 0.97 (mean 0.993) of the float model's; unsigned weights or
+    # reduced range were 8-18% slower for +0.0015 mean cosine. Attention's products stay float.
+    quantise_weights_int8(exported, target, weights_only=True)
+
+
 def quantised_model_path(layout: SentenceModelLayout, cache_dir: Path) -> Path:
-    """The int8 ONNX file of the model, exported and quantised into `cache_dir` on first use."""
-    target = cache_dir / "int8-embedders" / f"{_model_fingerprint(layout.directory)}.onnx"
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="spanqa-onnx-", dir=target.parent) as work:
-        exported = Path(work) / "model.onnx"
-        quantised = Path(work) / "model-int8.onnx"
-        _export_transformer(layout.directory, exported)
-        # Signed weights per output channel: the fastest setting measured on AVX2 (no VNNI) that
-        # keeps vectors at cosine >= 0.97 (mean 0.993) of the float model's; unsigned weights or
-        # reduced range were 8-18% slower for +0.0015 mean cosine. Attention's products stay float.
-        quantise_weights_int8(exported, quantised, weights_only=True)
-        os.replace(quantised, target)  # atomic: a concurrent loader sees no file or a whole one
-    return target
+    """The int8 ONNX file of the model in `cache_dir`, exported and quantised there on first use; a
+    ConfigError when `cache_dir` cannot be written."""
+    # ONNX Runtime is an optional dependency of the int8 embedder (check_fast_embedder_available).
+    import onnxruntime
+
+    check_fast_embedder_available()
+    loaded = load_or_build(
+        embedder_build(layout),
+        lambda target: build_int8_embedder(layout, target),
+        lambda data: onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]),
+        cache_dir,
+    )
+    if loaded.path is None:
+        raise ConfigError(
+            f"cannot write the int8 embedder into the cache folder '{cache_dir}': set SPANQA_CACHE_DIR to a "
+            "writable folder"
+        )
+    return loaded.path
 
 
 class Int8SentenceEncoder:
@@ -292,8 +279,6 @@ class Int8SentenceEncoder:
         if max_tokens is not None:
             self.max_tokens = min(check_positive_int("max_tokens", max_tokens), self.layout.max_seq_length)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.layout.directory))
-        path = quantised_model_path(self.layout, cache_directory())
-        self.model_path = str(path)
         options = onnxruntime.SessionOptions()
         if threads is None:
             import torch
@@ -302,7 +287,14 @@ class Int8SentenceEncoder:
         options.intra_op_num_threads = max(1, int(threads))
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        loaded = load_or_build(
+            embedder_build(self.layout),
+            lambda target: build_int8_embedder(self.layout, target),
+            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
+        )
+        self.session = loaded.value
+        # The cached file; None when the cache folder cannot be written (built at every load then).
+        self.model_path = None if loaded.path is None else str(loaded.path)
         self.input_names = tuple(node.name for node in self.session.get_inputs())
         self.dimension = int(self.session.get_outputs()[0].shape[-1])
 
