@@ -4,8 +4,9 @@ the service and Ray Serve answer through `spanqa.pipelines.engine.QueryEngine`; 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from haystack import Pipeline
-from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 
 from spanqa.errors import ConfigError
 from spanqa.indexing import FaissDocumentStore
@@ -13,6 +14,9 @@ from spanqa.indexing.retrieval.embedding import Int8TextEmbedder
 from spanqa.indexing.retrieval.hybrid import HybridRetriever
 from spanqa.reader import ExtractiveReader
 from spanqa.settings import RetrievalSettings
+
+if TYPE_CHECKING:  # a type only: sentence-transformers takes seconds to import
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
 
 
 def build_search_pipeline(

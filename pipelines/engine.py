@@ -174,8 +174,8 @@ class QueryEngine:
             query=text, query_embedding=embedding, top_k=candidates, filters=filters
         )["documents"]
         reranker = self.reranker
-        if reranker is None:
-            return documents
+        if reranker is None:  # no reranking, or the default reranker could not load
+            return documents[:top_k]
         return reranker.run(query=text, documents=documents, top_k=top_k)["documents"]
 
     # -- reading -----------------------------------------------------------------------------------

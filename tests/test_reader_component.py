@@ -552,6 +552,19 @@ class TestAdaptiveReading:
         assert adaptive[0].meta["evidence"]["passages_read"] == len(documents)
         assert adaptive[0].score == pytest.approx(complete[0].score)
 
+    def test_with_evidence_summed_it_reads_on_while_unread_documents_could_add_up_to_more(self, tokenizer):
+        documents = [Document(content="Marie Curie wrote the report.")] + [Document(content=t) for t in FILLER]
+
+        def passages_read(evidence_weight):
+            reader = scripted_reader(tokenizer, starts={"Marie": 10.0}, ends={"Curie": 10.0}, rank_weight=0.0,
+                                     evidence_weight=evidence_weight, adaptive=True,
+                                     calibration=_calibration(max_logit_sum=20.0, rank_weight=0.0))
+            return reader.run(query=QUESTION, documents=documents)["answers"][0].meta["evidence"]["passages_read"]
+
+        # No unread document's span can beat 20 alone, but four of them holding one answer at 20 could.
+        assert passages_read(0.0) == defaults.ADAPTIVE_ROUND_DOCUMENTS
+        assert passages_read(1.0) == len(documents)
+
     def test_batched_questions_stop_each_on_their_own(self, tokenizer):
         early = [Document(content="Marie Curie wrote the report.")] + [Document(content=t) for t in FILLER]
         late = [Document(content=t) for t in FILLER] + [Document(content="Marie Curie wrote the report.")]

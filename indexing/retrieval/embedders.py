@@ -9,10 +9,6 @@ from typing import Any
 
 from haystack import Document
 from haystack.utils import ComponentDevice
-from haystack_integrations.components.embedders.sentence_transformers import (
-    SentenceTransformersDocumentEmbedder,
-    SentenceTransformersTextEmbedder,
-)
 
 from spanqa.errors import ConfigError, IndexMismatchError, ModelLoadError
 from spanqa.indexing.retrieval.embedding import EmbeddingSettings, Int8DocumentEmbedder, Int8TextEmbedder
@@ -38,6 +34,12 @@ def make_document_embedder(
     if embedding.precision == "int8":
         return Int8DocumentEmbedder(model=model, max_tokens=embedding.max_tokens)
     # Normalised vectors make inner product equal cosine similarity, which the store relies on.
+    # Imported here: sentence-transformers (and scikit-learn under it) takes ~3.7 s to import, and the
+    # int8 embedder, the CPU default, never uses it.
+    from haystack_integrations.components.embedders.sentence_transformers import (
+        SentenceTransformersDocumentEmbedder,
+    )
+
     return SentenceTransformersDocumentEmbedder(
         model=model,
         device=ComponentDevice.from_str(torch_device),
@@ -54,6 +56,9 @@ def make_text_embedder(model: str, torch_device: str, embedding: EmbeddingSettin
     embedder's, None: as many as torch uses)."""
     if embedding.precision == "int8":
         return Int8TextEmbedder(model=model, max_tokens=embedding.max_tokens, threads=threads)
+    # Imported here, as for the document embedder: the int8 one never needs sentence-transformers.
+    from haystack_integrations.components.embedders.sentence_transformers import SentenceTransformersTextEmbedder
+
     return SentenceTransformersTextEmbedder(
         model=model,
         device=ComponentDevice.from_str(torch_device),
