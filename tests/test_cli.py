@@ -117,7 +117,8 @@ def test_search_json_shape(cli_index, capsys):
     assert payload["query"] == "vacation days for employees"
     assert len(payload["passages"]) == 2
     for passage in payload["passages"]:
-        assert set(passage) == {"text", "score", "source", "page", "start", "end", "chunk_id", "similarity"}
+        assert set(passage) == {"text", "score", "source", "page", "start", "end", "chunk_id", "similarity",
+                                "rerank_score", "retrieval_score"}
         assert -1.0 <= passage["similarity"] <= 1.0
         page_text = read_pages(Path(passage["source"]))[passage["page"] - 1]
         assert same_text(page_text[passage["start"] : passage["end"]], passage["text"])
