@@ -45,11 +45,15 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
-def server_config(index_dir: Path, reader: Path, tokens_file: Path | None = None, **service) -> ServerConfig:
-    """A test server's configuration: `reader` on the CPU, one parser process for uploads, no rate
-    limit unless `service` (ServiceSettings keywords) says otherwise."""
+def server_config(
+    index_dir: Path, reader: Path, tokens_file: Path | None = None, reranker: Path | None = None, **service
+) -> ServerConfig:
+    """A test server's configuration: `reader` on the CPU (and `reranker`, else the default one, which
+    cannot load offline: no reranking), one parser process for uploads, no rate limit unless
+    `service` (ServiceSettings keywords) says otherwise."""
+    models = {"reader": str(reader)} if reranker is None else {"reader": str(reader), "reranker": str(reranker)}
     return ServerConfig(
-        index_dir=index_dir, qa=QASettings.from_keywords(reader=str(reader), device="cpu"),
+        index_dir=index_dir, qa=QASettings.from_keywords(**models, device="cpu"),
         service=ServiceSettings(**{"rate_limit": 0, **service}), parse=ParseSettings(workers=1), tokens_file=tokens_file,
     )
 
