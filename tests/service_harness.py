@@ -130,7 +130,8 @@ class ServeProcess:
         spanqa = Path(sys.executable).with_name("spanqa")
         self.process = subprocess.Popen(
             [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(reader), "--device", "cpu",
-             "--port", "0", "--log-level", "warning", "--rate-limit", "0"],  # the test polls its jobs
+             "--port", "0", "--log-level", "warning", "--rate-limit", "0",  # the test polls its jobs
+             "--rerank", "0"],  # the default reranker is a hub model: offline, it would warn
             stderr=subprocess.PIPE, text=True, start_new_session=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1", **({} if environment is None else environment)},
         )

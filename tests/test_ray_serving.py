@@ -74,7 +74,7 @@ def test_spanqa_serve_ray_from_the_command_line(kb, tiny_qa_model_dir, tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     command = [str(Path(sys.executable).parent / "spanqa"), "serve", "--ray", "--index", str(index_dir),
                "--reader", str(tiny_qa_model_dir), "--device", "cpu", "--tokens", str(tokens_file),
-               "--port", str(port)]
+               "--port", str(port), "--rerank", "0"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         lines = []

@@ -360,7 +360,8 @@ class TestSettings:
             "model": "some/model", "device": "cpu", "top_k": 3, "max_answer_length": 15, "max_seq_length": 256,
             "doc_stride": 64, "max_question_length": 64, "batch_size": 4, "context_chars": 40,
             "score_threshold": 0.2, "merge_same_answers": True, "max_batch_tokens": 2048, "fast": False,
-            "rank_weight": 0.5, "passage_weight": 0.0, "evidence_weight": 0.0, "calibration": None, "adaptive": False,
+            "rank_weight": 0.5, "passage_weight": ReaderSettings.passage_weight,
+            "evidence_weight": ReaderSettings.evidence_weight, "calibration": None, "adaptive": False,
         }
 
     def test_from_settings_still_checks_what_joins_components(self):

@@ -86,7 +86,7 @@ def test_spanqa_serve_answers_over_http_and_stops_on_sigterm(tmp_path, minilm_di
     spanqa = Path(sys.executable).with_name("spanqa")
     process = subprocess.Popen(
         [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(tiny_qa_model_dir), "--device", "cpu",
-         "--port", "0", "--tokens", str(tokens), "--log-level", "warning"],
+         "--port", "0", "--tokens", str(tokens), "--log-level", "warning", "--rerank", "0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     try:

@@ -181,7 +181,8 @@ def test_spanqa_serve_survives_a_form_xobject_bomb(tmp_path, minilm_dir, tiny_qa
     spanqa = Path(sys.executable).with_name("spanqa")
     process = subprocess.Popen(
         [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(tiny_qa_model_dir), "--device", "cpu",
-         "--port", "0", "--page-timeout", "5", "--page-memory-mb", str(MEMORY_MB), "--log-level", "warning"],
+         "--port", "0", "--page-timeout", "5", "--page-memory-mb", str(MEMORY_MB), "--log-level", "warning",
+         "--rerank", "0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, preexec_fn=capped_server,
     )
     try:

@@ -211,7 +211,8 @@ def start_serve(index_dir: Path, tokens: Path, reader: Path) -> tuple[subprocess
     spanqa = Path(sys.executable).with_name("spanqa")
     process = subprocess.Popen(
         [str(spanqa), "serve", "--index", str(index_dir), "--reader", str(reader), "--device", "cpu",
-         "--port", "0", "--tokens", str(tokens), "--log-level", "warning", "--workers", "1"],
+         "--port", "0", "--tokens", str(tokens), "--log-level", "warning", "--workers", "1",
+         "--rerank", "0"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     line = process.stderr.readline()
