@@ -79,12 +79,14 @@ class PassageReranker:
 
     @classmethod
     def from_settings(cls, settings: RerankSettings, device: str = "auto") -> PassageReranker:
+        """The reranker `settings` describe (not loaded: call `warm_up`), on `device`."""
         return cls(
             settings.reranker, candidates=settings.rerank, retrieval_weight=settings.retrieval_weight,
             device=device, precision=settings.rerank_precision, max_tokens=settings.rerank_max_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The reranker as a Haystack pipeline stores it: its model and settings."""
         s = self.settings
         return default_to_dict(
             self, model=s.reranker, candidates=s.rerank, retrieval_weight=s.retrieval_weight, device=self.device,
@@ -93,6 +95,7 @@ class PassageReranker:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PassageReranker:
+        """The reranker `to_dict` describes (not loaded: call `warm_up`)."""
         return default_from_dict(cls, data)
 
     def warm_up(self) -> None:
