@@ -19,6 +19,7 @@ import numpy as np
 from spanqa.errors import ConfigError
 from spanqa.onnx_cache import Int8Build, load_or_build
 from spanqa.onnx_int8 import (
+    cpu_session_options,
     export_onnx,
     quantise_weights_int8,
     require_onnx_runtime,
@@ -115,14 +116,7 @@ class OnnxInt8Runner:
         self.model_input_names = input_names
         # One window per call: no padding, so no attention mask (all ones) to feed.
         self.input_names = tuple(name for name in input_names if name != "attention_mask")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))  # as many as torch uses: a fair comparison
-        options.inter_op_num_threads = 1
-        # Workers spin briefly between operators, as torch's OpenMP threads do: with spinning off, each
-        # of the graph's hundreds of small operators waits for sleeping threads to wake (measured:
-        # 0.85 s vs 0.72 s per question of 10 SQuAD passages on 2 cores).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.log_severity_level = 3
+        options = cpu_session_options(threads)
         build = Int8Build("reader", FAST_FORMAT, source_dir, fast_build_settings(self.input_names))
         self.session = load_or_build(
             build,

@@ -21,6 +21,7 @@ from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
 from spanqa.onnx_cache import Int8Build, load_or_build, model_source_directory
 from spanqa.onnx_int8 import (
+    cpu_session_options,
     export_onnx,
     quantise_weights_int8,
     require_onnx_runtime,
@@ -232,11 +233,7 @@ class _Int8Scorer:
 
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
         names = [name for name in ("input_ids", "token_type_ids") if name in tokenizer.model_input_names]
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
-        options.log_severity_level = 3
+        options = cpu_session_options(threads)
         settings = {
             "max_tokens": max_tokens, "smoothing_alpha": FAST_SMOOTHING_ALPHA,
             "calibration_sha256": calibration_digest(), "input_names": names,
