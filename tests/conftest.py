@@ -67,6 +67,28 @@ def tiny_qa_model_dir(tmp_path_factory) -> Path:
     return build_tiny_qa_model(tmp_path_factory.mktemp("tiny-qa-model"))
 
 
+# Three one-line facts, indexed once per session by `facts_index` (the query engine and reranker tests).
+FACTS = {
+    "library.txt": "The library opens at nine in the morning.",
+    "ferry.txt": "The ferry leaves the harbour at six.",
+    "tower.txt": "The tower is forty metres tall and was built in 1871.",
+}
+
+
+@pytest.fixture(scope="session")
+def facts_index(tmp_path_factory, minilm_dir, tiny_qa_model_dir) -> Path:
+    """An index of FACTS (one file each), embedded with the real MiniLM, chunked with the tiny reader."""
+    from spanqa import DocumentQA
+
+    root = tmp_path_factory.mktemp("facts")
+    for name, text in FACTS.items():
+        (root / name).write_text(text, encoding="utf-8")
+    DocumentQA(root / "index", embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu").index(
+        [root / name for name in FACTS], workers=1
+    )
+    return root / "index"
+
+
 @pytest.fixture(scope="session")
 def tiny_reranker_dir(tmp_path_factory) -> Path:
     """A random-weight BERT cross-encoder (one logit per pair) with the same tokenizer, saved like a hub model."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from spanqa import DocumentQA
 from spanqa.errors import ConfigError, IndexMismatchError
 from spanqa.indexing.retrieval.embedders import make_text_embedder
 from spanqa.indexing.retrieval.embedding import EmbeddingSettings
@@ -15,22 +14,9 @@ from spanqa.pipelines.engine import QueryEngine, Question
 from spanqa.reader import ExtractiveReader
 from spanqa.settings import QASettings, ReaderSettings
 
-FACTS = {
-    "library.txt": "The library opens at nine in the morning.",
-    "ferry.txt": "The ferry leaves the harbour at six.",
-    "tower.txt": "The tower is forty metres tall and was built in 1871.",
-}
-
-
 @pytest.fixture(scope="module")
-def index_dir(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
-    root = tmp_path_factory.mktemp("engine")
-    for name, text in FACTS.items():
-        (root / name).write_text(text, encoding="utf-8")
-    DocumentQA(root / "index", embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu").index(
-        [root / name for name in FACTS], workers=1
-    )
-    return root / "index"
+def index_dir(facts_index):
+    return facts_index
 
 
 @pytest.fixture(scope="module")

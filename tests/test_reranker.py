@@ -270,26 +270,6 @@ def test_a_missing_reranker_model_is_a_model_load_error(tmp_path):
 
 # -- in the query engine --------------------------------------------------------------------------------
 
-FACTS = {
-    "library.txt": "The library opens at nine in the morning.",
-    "ferry.txt": "The ferry leaves the harbour at six.",
-    "tower.txt": "The tower is forty metres tall and was built in 1871.",
-}
-
-
-@pytest.fixture(scope="module")
-def facts_index(tmp_path_factory, minilm_dir, tiny_qa_model_dir):
-    from spanqa import DocumentQA
-
-    root = tmp_path_factory.mktemp("rerank-engine")
-    for name, text in FACTS.items():
-        (root / name).write_text(text, encoding="utf-8")
-    DocumentQA(root / "index", embedder=str(minilm_dir), reader=str(tiny_qa_model_dir), device="cpu").index(
-        [root / name for name in FACTS], workers=1
-    )
-    return root / "index"
-
-
 def test_search_and_ask_read_the_passages_in_the_rerankers_order(facts_index, tiny_qa_model_dir, tiny_reranker_dir):
     from spanqa import DocumentQA
 
