@@ -10,7 +10,7 @@ dynamic quantisation); on CUDA in fp16.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,8 +54,9 @@ class PassageReranker:
 
     The first `candidates` Documents are scored; each gets `meta["rerank_score"]` (the model's
     logit), `meta["retrieval_rank"]` and `meta["retrieval_score"]` (its place and score before),
-    and its `score` and `meta["passage_score"]` become the passage score (the logit less
-    `retrieval_weight * ln(1 + retrieval rank)`). They come back best passage score first,
+    and its `score` and `meta["passage_score"]` become the passage score (the logit plus
+    `retrieval_weight` times its retrieval score min-max scaled over the scored Documents,
+    `spanqa.reader.reranking.passage_scores`). They come back best passage score first,
     followed by any later Documents in retrieval order; `top_k` cuts the result.
     """
 
@@ -138,7 +139,7 @@ class PassageReranker:
 
 def rerank_documents(documents: list[Document], logits: Sequence[float], retrieval_weight: float) -> list[Document]:
     """The first len(logits) `documents` ordered by passage score (copies, meta added), then the rest."""
-    scores = passage_scores(logits, retrieval_weight)
+    scores = passage_scores(logits, [document.score for document in documents[: len(logits)]], retrieval_weight)
     reranked = []
     for index in passage_order(scores):
         document = documents[index]
@@ -154,32 +155,43 @@ def rerank_documents(documents: list[Document], logits: Sequence[float], retriev
 
 def _load_scorer(settings: RerankSettings, device: str):
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     device = resolve_device(device)
     precision = rerank_precision(settings.rerank_precision, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(settings.reranker)
-        model = AutoModelForSequenceClassification.from_pretrained(settings.reranker)
+        config = AutoConfig.from_pretrained(settings.reranker)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
         raise ModelLoadError.from_cause("reranker model", settings.reranker, error) from error
-    if int(getattr(model.config, "num_labels", 1)) != 1:
+    if int(getattr(config, "num_labels", 1)) != 1:
         raise ConfigError(
-            f"the reranker '{settings.reranker}' has {model.config.num_labels} labels; a passage reranker "
+            f"the reranker '{settings.reranker}' has {config.num_labels} labels; a passage reranker "
             "gives one relevance logit per pair: use a cross-encoder such as cross-encoder/ms-marco-MiniLM-L6-v2"
         )
-    model.eval()
+    if precision == "int8":  # the float model is loaded only when its int8 graph is not in the cache
+        return _Int8Scorer(
+            lambda: _load_model(settings.reranker), tokenizer, settings.rerank_max_tokens, torch.get_num_threads(),
+            source_dir=model_source_directory(settings.reranker),
+        )
+    model = _load_model(settings.reranker)
     torch_device = torch.device(device)
     if precision == "float16":
         model.to(device=torch_device, dtype=torch.float16)
     else:
         model.to(device=torch_device)
-    if precision == "int8":
-        return _Int8Scorer(
-            model, tokenizer, settings.rerank_max_tokens, torch.get_num_threads(),
-            source_dir=model_source_directory(settings.reranker),
-        )
     return _TorchScorer(model, tokenizer, settings.rerank_max_tokens, torch_device)
+
+
+def _load_model(name: str) -> Any:
+    """The cross-encoder `name` in eval mode (float32, CPU); a ModelLoadError when it cannot load."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(name)
+    except Exception as error:  # as in _load_scorer
+        raise ModelLoadError.from_cause("reranker model", name, error) from error
+    return model.eval()
 
 
 def _encode(tokenizer: Any, questions: list[str], passages: list[str], max_tokens: int) -> list[dict[str, list[int]]]:
@@ -224,9 +236,13 @@ class _TorchScorer:
 
 class _Int8Scorer:
     """The model in ONNX Runtime with int8 weights, one pair per call (no padding); its graph is built
-    once per model when `source_dir` names the folder the model was loaded from (spanqa.onnx_cache)."""
+    once per model when `source_dir` names the folder the model was loaded from (spanqa.onnx_cache);
+    `load_model` gives the float model, called only to build the graph (a cache miss)."""
 
-    def __init__(self, model: Any, tokenizer: Any, max_tokens: int, threads: int, source_dir: Path | None = None):
+    def __init__(
+        self, load_model: Callable[[], Any], tokenizer: Any, max_tokens: int, threads: int,
+        source_dir: Path | None = None,
+    ):
         require_onnx_runtime("the reranker's int8 precision", "rerank_precision='float32'")
         # ONNX Runtime is an optional dependency of the int8 precision (require_onnx_runtime says so).
         import onnxruntime
@@ -240,7 +256,7 @@ class _Int8Scorer:
         }
         self.session = load_or_build(
             Int8Build("reranker", _INT8_FORMAT, source_dir, settings),
-            lambda target: _build_int8(model, tokenizer, names, max_tokens, target),
+            lambda target: _build_int8(load_model(), tokenizer, names, max_tokens, target),
             lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
         ).value
         self.names = names

@@ -1,8 +1,10 @@
 """How retrieval, the passage reranker and the reader's spans make one ranking, as pure functions.
 
-A reranked passage's *passage score* is the reranker's logit for (question, passage) less
-`retrieval_weight * ln(1 + retrieval rank)`: the reranker orders the passages, and the retrieval
-rank it was found at keeps counting (a reranker alone does worse than with it). Passages are read
+A reranked passage's *passage score* is the reranker's logit for (question, passage) plus
+`retrieval_weight` times its retrieval score scaled to 0..1 over the passages reranked (min-max:
+the best retrieved 1, the last 0): the reranker orders the passages, and what retrieval measured
+keeps counting (a reranker alone does worse than with it, and the scores say more than the ranks:
+chosen on SQuAD part-a articles 16-19, docs/measurements/answer-quality.md). Passages are read
 best passage score first. A span's ranking sum is then its start + end logit plus its passage's
 *prior*: `-rank_weight * ln(1 + position read)` plus `passage_weight * (passage score - the best
 passage score read)`. Without reranking every passage score is None and the prior is the rank term
@@ -15,10 +17,30 @@ import math
 from collections.abc import Sequence
 
 
-def passage_scores(rerank_logits: Sequence[float], retrieval_weight: float) -> list[float]:
-    """Each reranked passage's score: its reranker logit less `retrieval_weight * ln(1 + rank)`,
-    passages given in retrieval order (rank 0 first)."""
-    return [float(logit) - retrieval_weight * math.log1p(rank) for rank, logit in enumerate(rerank_logits)]
+def passage_scores(
+    rerank_logits: Sequence[float], retrieval_scores: Sequence[float | None], retrieval_weight: float
+) -> list[float]:
+    """Each reranked passage's score: its reranker logit plus `retrieval_weight` times its retrieval
+    score min-max scaled over these passages (given in retrieval order, best first). Where a
+    retrieval score is missing (None: Documents given without one) the retrieval order stands in
+    for every score (the first 1, the last 0)."""
+    if len(retrieval_scores) != len(rerank_logits):
+        raise ValueError(f"{len(rerank_logits)} reranker logits for {len(retrieval_scores)} retrieval scores")
+    scaled = scaled_scores(retrieval_scores)
+    return [float(logit) + retrieval_weight * share for logit, share in zip(rerank_logits, scaled)]
+
+
+def scaled_scores(scores: Sequence[float | None]) -> list[float]:
+    """`scores` (best first) min-max scaled to 1 (best) .. 0 (lowest); all equal: all 1. With a score
+    missing, the positions instead: 1 for the first down to 0 for the last."""
+    if any(score is None for score in scores):
+        last = max(len(scores) - 1, 1)
+        return [1.0 - position / last for position in range(len(scores))]
+    values = [float(score) for score in scores]
+    high, low = max(values, default=0.0), min(values, default=0.0)
+    if high == low:
+        return [1.0] * len(values)
+    return [(value - low) / (high - low) for value in values]
 
 
 def passage_order(scores: Sequence[float]) -> list[int]:

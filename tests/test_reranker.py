@@ -1,4 +1,4 @@
-"""The passage reranker (spanqa.reader.reranker) and how its scores, the retrieval rank and the
+"""The passage reranker (spanqa.reader.reranker) and how its scores, the retrieval scores and the
 reader's spans make one ranking (spanqa.reader.reranking, spanqa.reader.answers)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from spanqa.errors import ConfigError, ModelLoadError
 from spanqa.reader import PassageReranker
 from spanqa.reader.answers import build_answers, group_spans
 from spanqa.reader.reranker import rerank_documents, rerank_precision
+import spanqa.reader.reranker as reranker_module
 from spanqa.reader.reranking import evidence_sum, passage_order, passage_priors, passage_scores
 from spanqa.reader.span_reader import PassageSpan
 
@@ -27,8 +28,19 @@ PASSAGES = [
 
 # -- the pure ranking -----------------------------------------------------------------------------------
 
-def test_a_passage_score_is_the_logit_less_its_retrieval_rank_prior():
-    assert passage_scores([3.0, 3.0, 1.0], 2.0) == pytest.approx([3.0, 3.0 - 2 * math.log(2), 1.0 - 2 * math.log(3)])
+def test_a_passage_score_is_the_logit_plus_its_retrieval_score_scaled_over_the_reranked():
+    # retrieval scores 0.9 .. 0.5 scale to 1 .. 0: the weight is what the best retrieved adds over the last
+    assert passage_scores([3.0, 3.0, 1.0], [0.9, 0.6, 0.5], 2.0) == pytest.approx([5.0, 3.0 + 2 * 0.25, 1.0])
+    # BM25 scores, cosine similarities or fused scores: only their spread among the reranked counts
+    assert passage_scores([0.0, 0.0], [31.0, 12.0], 1.0) == passage_scores([0.0, 0.0], [0.71, 0.33], 1.0)
+
+
+def test_without_retrieval_scores_the_retrieval_order_stands_in_and_equal_scores_add_the_same():
+    assert passage_scores([0.0, 0.0, 0.0], [0.8, None, 0.2], 2.0) == pytest.approx([2.0, 1.0, 0.0])
+    assert passage_scores([1.0, 2.0], [0.5, 0.5], 3.0) == pytest.approx([4.0, 5.0])
+    assert passage_scores([], [], 3.0) == []
+    with pytest.raises(ValueError, match="2 reranker logits for 1 retrieval scores"):
+        passage_scores([1.0, 2.0], [0.5], 1.0)
 
 
 def test_passages_are_ordered_best_score_first_and_ties_keep_retrieval_order():
@@ -136,8 +148,8 @@ def test_known_scores_reorder_the_passages_and_keep_what_retrieval_said():
     assert documents[0].score == 1.0 and "rerank_score" not in documents[0].meta  # the input is left as it was
 
 
-def test_the_retrieval_rank_keeps_counting_against_the_reranker():
-    documents = [Document(content=text) for text in PASSAGES[:2]]
+def test_the_retrieval_score_keeps_counting_against_the_reranker():
+    documents = [Document(content=text, score=score) for text, score in zip(PASSAGES[:2], (0.9, 0.4), strict=False)]
     close = {PASSAGES[0]: 1.0, PASSAGES[1]: 1.5}
 
     assert _reranker(close, retrieval_weight=0.0).run("q", documents)["documents"][0].content == PASSAGES[1]
@@ -224,6 +236,22 @@ def test_the_int8_path_runs_the_same_model(tiny_reranker_dir):
     # trained reranker below
     assert fast_scores.shape == exact_scores.shape and np.isfinite(fast_scores).all()
     assert np.abs(fast_scores - exact_scores).max() < 0.5
+
+
+def test_a_cached_int8_reranker_loads_without_its_float_model(tiny_reranker_dir, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SPANQA_CACHE_DIR", str(tmp_path))
+    loads = []
+    load_model = reranker_module._load_model
+    monkeypatch.setattr(reranker_module, "_load_model", lambda name: loads.append(name) or load_model(name))
+    pairs = (["When does the ferry leave?"] * 2, PASSAGES[:2])
+
+    first = PassageReranker(str(tiny_reranker_dir), device="cpu", precision="int8").score_pairs(*pairs)
+    assert loads == [str(tiny_reranker_dir)]  # built: the float model was needed once
+    again = PassageReranker(str(tiny_reranker_dir), device="cpu", precision="int8").score_pairs(*pairs)
+
+    assert loads == [str(tiny_reranker_dir)]  # from the cache: not loaded again
+    assert np.array_equal(first, again)
 
 
 @pytest.mark.slow
