@@ -3,7 +3,7 @@ Haystack's SentenceTransformersSimilarityRanker on the same pairs.
 
     python bench/reranker.py --index PARTA --reader ../shared/data/models/minilm-l6-squad-a16 \\
         --reranker ../shared/data/models/minilm-l6-rerank-a16 --squad ../shared/data/squad/dev-v1.1-part-a.json \\
-        --questions 40 --candidates 20 --passages 10 --repeats 3
+        --questions 40 --passages 10 --repeats 3
 
 Per question, side by side in one process and taking turns question by question (the order rotates):
  - the question without reranking: DocumentQA.ask reading the top `--passages` retrieved;
@@ -12,6 +12,11 @@ Per question, side by side in one process and taking turns question by question 
    int8) and Haystack's ranker (sentence-transformers CrossEncoder, float32, batch 16 as it ships).
 Each figure is the median over questions of the median over repetitions; ratios are of those medians.
 The questions are every Nth of articles 20-23 (never used to choose a setting).
+
+`--reader-arch DIR` (a config.json + tokenizer, such as ../shared/data/models/distilbert-base-cased-
+distilled-squad-arch) reads with a random-weight model of that architecture instead of `--reader`:
+what reranking adds beside the default reader, whose weights cannot be downloaded here (reading
+every passage, time does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ import argparse
 import json
 import os
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -31,6 +39,10 @@ from haystack import Document  # noqa: E402
 from spanqa import DocumentQA  # noqa: E402
 from spanqa.pipelines.evaluation import load_squad  # noqa: E402
 from spanqa.reader import PassageReranker  # noqa: E402
+from spanqa.settings import RerankSettings  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reader import build_model_dir  # noqa: E402  (bench/reader.py: the random-weight reader it times)
 
 
 def questions_of(squad_file: str, articles: str, count: int) -> list[str]:
@@ -54,21 +66,26 @@ def haystack_ranker(model: str):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", required=True)
-    parser.add_argument("--reader", required=True)
+    reader = parser.add_mutually_exclusive_group(required=True)
+    reader.add_argument("--reader")
+    reader.add_argument("--reader-arch", type=Path, help="a random-weight reader of this architecture")
     parser.add_argument("--reranker", required=True)
     parser.add_argument("--squad", required=True)
     parser.add_argument("--articles", default="20:24")
     parser.add_argument("--questions", type=int, default=40)
-    parser.add_argument("--candidates", type=int, default=20)
+    parser.add_argument("--candidates", type=int, default=RerankSettings.rerank)
     parser.add_argument("--passages", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
+    if args.reader_arch is not None:
+        folder = tempfile.mkdtemp(prefix="spanqa-bench-reader-")
+        args.reader = str(build_model_dir(args.reader_arch, "default", 0, Path(folder)))
     common = {"reader": args.reader, "device": "cpu", "retriever_top_k": args.passages}
     rerank = {"rerank": args.candidates, "reranker": args.reranker}
     engines = {
-        "ask": DocumentQA(args.index, **common),
+        "ask": DocumentQA(args.index, **common, rerank=0),
         "ask + rerank int8": DocumentQA(args.index, **common, **rerank, rerank_precision="int8"),
         "ask + rerank float32": DocumentQA(args.index, **common, **rerank, rerank_precision="float32"),
     }
@@ -110,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
 
     medians = {name: statistics.median(times) for name, times in seconds.items()}
     figures = {
+        "reader": "random-weight " + args.reader_arch.name if args.reader_arch is not None else args.reader,
         "questions": len(questions), "candidates": args.candidates, "passages": args.passages,
         "median_seconds": {name: round(value, 4) for name, value in medians.items()},
         "ask_rerank_int8_over_ask": round(medians["ask + rerank int8"] / medians["ask"], 3),
