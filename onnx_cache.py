@@ -193,6 +193,19 @@ def load_or_build(
     return Loaded(value, path)
 
 
+def load_cached(build: Int8Build, open_model: Callable[[bytes], T], cache_dir: Path | None = None) -> T | None:
+    """`open_model` of the cache entry of `build` when there is a sound one, without building
+    anything (None: none yet, an unsound one, removed, or a model without files to key by)."""
+    if build.source_dir is None:
+        return None
+    folder = (cache_directory() if cache_dir is None else cache_dir) / CACHE_FOLDER
+    try:
+        key = build_key(build, folder / FILE_HASHES)
+    except OSError:  # unreadable model files: load_or_build says so when it builds
+        return None
+    return _open_entry(entry_path(folder, key), open_model)
+
+
 def sidecar_path(path: Path) -> Path:
     """The sidecar of the entry `path`: its checksum and what its key was made of."""
     return path.with_suffix(".json")

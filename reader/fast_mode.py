@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from spanqa.errors import ConfigError
-from spanqa.onnx_cache import Int8Build, load_or_build
+from spanqa.onnx_cache import Int8Build, load_cached, load_or_build
 from spanqa.onnx_int8 import (
     cpu_session_options,
     export_onnx,
@@ -86,6 +86,14 @@ def check_fast_mode_available() -> None:
     require_onnx_runtime("the reader's fast mode", "fast=False")
 
 
+def _session_opener(options: Any):
+    """Opens an int8 graph's bytes in ONNX Runtime on the CPU with `options`."""
+    # ONNX Runtime is an optional dependency of the fast mode (check_fast_mode_available says so).
+    import onnxruntime
+
+    return lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 def feed_forward_outputs(graph: Any, config: Any) -> list[str]:
     """Names of an ONNX graph's feed-forward output products, first layer first: the products whose
     weight maps the intermediate size to the hidden size (DistilBERT's or BERT's config names)."""
@@ -110,19 +118,34 @@ class OnnxInt8Runner:
         """`source_dir`: the folder `model` was loaded from, which keys its int8 graph in the cache of
         `spanqa.onnx_cache` (built once per model); None: built at every load."""
         check_fast_mode_available()
-        # ONNX Runtime is an optional dependency of the fast mode (check_fast_mode_available says so).
-        import onnxruntime
+        self._name_inputs(input_names)
+        options = cpu_session_options(threads)
+        self.session = load_or_build(
+            self._build_spec(source_dir),
+            lambda target: self._build(model, tokenizer, target, options),
+            _session_opener(options),
+        ).value
 
+    @classmethod
+    def from_cache(cls, input_names: tuple[str, ...], threads: int, source_dir: Path) -> OnnxInt8Runner | None:
+        """The runner of the int8 graph cached for the model in `source_dir` with these inputs, built
+        by an earlier load; None when there is none (then load the model and build it)."""
+        check_fast_mode_available()
+        runner = cls.__new__(cls)
+        runner._name_inputs(input_names)
+        session = load_cached(runner._build_spec(source_dir), _session_opener(cpu_session_options(threads)))
+        if session is None:
+            return None
+        runner.session = session
+        return runner
+
+    def _name_inputs(self, input_names: tuple[str, ...]) -> None:
         self.model_input_names = input_names
         # One window per call: no padding, so no attention mask (all ones) to feed.
         self.input_names = tuple(name for name in input_names if name != "attention_mask")
-        options = cpu_session_options(threads)
-        build = Int8Build("reader", FAST_FORMAT, source_dir, fast_build_settings(self.input_names))
-        self.session = load_or_build(
-            build,
-            lambda target: self._build(model, tokenizer, target, options),
-            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
-        ).value
+
+    def _build_spec(self, source_dir: Path | None) -> Int8Build:
+        return Int8Build("reader", FAST_FORMAT, source_dir, fast_build_settings(self.input_names))
 
     def _build(self, model: Any, tokenizer: Any, target: Path, options: Any) -> None:
         """The int8 graph of `model` at `target` (its folder holds the float graph on the way)."""

@@ -29,12 +29,13 @@ class LoadedQAModel:
     """
 
     tokenizer: Any  # a transformers fast tokenizer
-    model: Any  # a torch.nn.Module whose output has .start_logits and .end_logits
+    model: Any  # a torch.nn.Module whose output has .start_logits and .end_logits; None: fast mode from the cache
     device: Any  # torch.device
     input_names: tuple[str, ...]
     word_ids_available: bool
     runner: Any = None  # callable WindowBatch -> (start_logits, end_logits); None: the padded forward
     fast: bool = False  # whether `runner` is the int8 ONNX Runtime fast mode
+    config: Any = None  # the model's transformers config (positions, vocabulary size)
 
     def logits(self, batch):
         """Start and end logits (float64, the batch's (B, L) shape) of a batch of windows."""
@@ -126,6 +127,7 @@ def prepare_qa_model(
         word_ids_available=word_ids_available,
         runner=runner,
         fast=use_fast,
+        config=getattr(model, "config", None),
     )
 
 
@@ -138,15 +140,44 @@ def check_fast(fast: object) -> bool:
 
 
 def load_qa_model(model_name: str, device: str, fast: bool = False) -> LoadedQAModel:
-    """Load `model_name` (hub id or local directory) with AutoTokenizer + AutoModelForQuestionAnswering."""
+    """Load `model_name` (hub id or local directory) with AutoTokenizer + AutoModelForQuestionAnswering.
+
+    In fast mode on the CPU, a model whose int8 graph an earlier load cached is not loaded at all:
+    importing its torch code and reading its weights were most of a one-question start."""
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     check_device(device)
     check_fast(fast)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
+        cached = _cached_fast_model(model_name, tokenizer, device) if fast else None
+        if cached is not None:
+            return cached
         model = AutoModelForQuestionAnswering.from_pretrained(model_name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
         raise ModelLoadError.from_cause("reader model", model_name, error) from error
     source_dir = model_source_directory(model_name) if fast else None
     return prepare_qa_model(tokenizer, model, device, fast=fast, source_dir=source_dir)
+
+
+def _cached_fast_model(model_name: str, tokenizer: Any, device: str) -> LoadedQAModel | None:
+    """The fast-mode reader from its cached int8 graph alone; None where there is none (or not on the CPU).
+
+    The graph's inputs are the tokenizer's (those a model takes are checked when the graph is built:
+    a model that takes fewer was cached under other inputs, found by the full load)."""
+    import torch
+    from transformers import AutoConfig
+
+    source_dir = model_source_directory(model_name)
+    if source_dir is None or resolve_device(device) != "cpu" or not getattr(tokenizer, "is_fast", False):
+        return None
+    input_names = tuple(name for name in tokenizer.model_input_names if name in BUILDABLE_INPUTS)
+    runner = OnnxInt8Runner.from_cache(input_names, torch.get_num_threads(), source_dir)
+    if runner is None:
+        return None
+    backend = tokenizer.backend_tokenizer
+    return LoadedQAModel(
+        tokenizer=tokenizer, model=None, device=torch.device("cpu"), input_names=input_names,
+        word_ids_available=backend.pre_tokenizer is not None, runner=runner, fast=True,
+        config=AutoConfig.from_pretrained(model_name),
+    )

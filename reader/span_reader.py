@@ -41,7 +41,7 @@ def check_windows_fit(settings: ReaderSettings, qa_model: LoadedQAModel) -> None
             f"not more than doc_stride={settings.doc_stride}: windows would not advance; lower doc_stride "
             "or max_question_length, or raise max_seq_length"
         )
-    max_positions = getattr(getattr(qa_model.model, "config", None), "max_position_embeddings", None)
+    max_positions = getattr(qa_model.config, "max_position_embeddings", None)
     if isinstance(max_positions, int) and settings.max_seq_length > max_positions:
         raise ConfigError(
             f"max_seq_length={settings.max_seq_length} exceeds the model's {max_positions} positions: "

@@ -57,7 +57,7 @@ def model_dir(tiny_qa_model_dir, tmp_path) -> Path:
 def reader_logits(model_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     loaded = load_qa_model(str(model_dir), "cpu", fast=True)
     assert loaded.fast
-    return loaded.logits(probe_batch(int(loaded.model.config.vocab_size), 0))
+    return loaded.logits(probe_batch(int(loaded.config.vocab_size), 0))
 
 
 def entries(cache_dir: Path, kind: str) -> list[Path]:
@@ -74,6 +74,26 @@ def test_the_second_load_builds_nothing_and_gives_the_same_logits(model_dir, cac
     assert [path.name[:7] for path in entries(cache_dir, "reader")] == ["reader-"]
     for built, cached in zip(first, again, strict=True):
         np.testing.assert_array_equal(built, cached)
+
+
+def test_a_cached_fast_reader_loads_without_its_float_model(model_dir, cache_dir, monkeypatch):
+    from transformers import AutoModelForQuestionAnswering
+
+    built = load_qa_model(str(model_dir), "cpu", fast=True)
+    assert built.model is not None  # the first load needs the model to build the int8 graph
+
+    def no_float_model(*args, **kwargs):
+        raise AssertionError("the float model was loaded although its int8 graph is cached")
+
+    monkeypatch.setattr(AutoModelForQuestionAnswering, "from_pretrained", no_float_model)
+    cached = load_qa_model(str(model_dir), "cpu", fast=True)
+
+    assert cached.model is None and cached.fast
+    assert cached.input_names == built.input_names
+    assert cached.config.max_position_embeddings == built.config.max_position_embeddings
+    probe = probe_batch(int(built.config.vocab_size), 0)
+    for fresh, again in zip(built.logits(probe), cached.logits(probe), strict=True):
+        np.testing.assert_array_equal(fresh, again)
 
 
 def test_the_cached_graph_gives_the_logits_of_one_built_afresh(model_dir, cache_dir, exports):
