@@ -421,11 +421,18 @@ class TestFastMode:
             whole = tiny_qa.tokenizer(*block.split("\n", 1))["input_ids"]
             assert feed["input_ids"].shape[1] == len(whole) < FAST_CALIBRATION_MAX_TOKENS
 
-    def test_fast_mode_uses_int8_onnx_runtime_and_leaves_the_model_in_eval_mode(self, fast_reader):
+    def test_fast_mode_uses_int8_onnx_runtime(self, fast_reader):
         qa_model = fast_reader._loaded()
 
         assert qa_model.fast and qa_model.runner.kind == "onnx-int8"
-        assert not qa_model.model.training
+
+    def test_building_the_int8_graph_leaves_the_model_in_eval_mode(self, tiny_qa_model_dir, tmp_path, monkeypatch):
+        pytest.importorskip("onnxruntime")
+        monkeypatch.setenv("SPANQA_CACHE_DIR", str(tmp_path))  # an empty cache: the graph is built from the model
+        qa_model = load_qa_model(str(tiny_qa_model_dir), "cpu", fast=True)
+
+        assert qa_model.fast and qa_model.runner.kind == "onnx-int8"
+        assert qa_model.model is not None and not qa_model.model.training
 
     def test_fast_answers_are_valid_spans(self, fast_reader):
         documents = [Document(content=text) for text in PASSAGES]
