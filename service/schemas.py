@@ -120,6 +120,13 @@ class PassageBody(BaseModel):
     end: int
     highlight: list[Box]
     highlight_error: str | None = Field(default=None, description="as in an answer: why a PDF page has no boxes")
+    similarity: float | None = Field(default=None, description="cosine similarity to the query; null with keyword retrieval")
+    rerank_score: float | None = Field(
+        default=None, description="the passage reranker's logit for (query, passage); null where it was not reranked"
+    )
+    retrieval_score: float | None = Field(
+        default=None, description="the score retrieval gave it before reranking (`score` is then the passage score)"
+    )
 
 
 class SearchResponse(BaseModel):

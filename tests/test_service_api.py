@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,26 @@ def test_search_finds_the_page_that_talks_about_it(server, kb, ids):
         passages = client.post("/v1/search", json={"query": "parental leave weeks", "top_k": 2}).json()["passages"]
     assert passages[0]["file_id"] == ids["policy"] and passages[0]["page"] == 2
     assert "parental leave" in passages[0]["text"]
+
+
+def test_search_gives_passages_in_the_reranked_order_with_both_scores(server, kb, tiny_qa_model_dir, tiny_reranker_dir,
+                                                                     tmp_path):
+    index_copy = Path(shutil.copytree(kb.index_dir, tmp_path / "index"))  # a second server, its own index
+    reranking = start_server(server_config(index_copy, tiny_qa_model_dir, kb.tokens_file, reranker=tiny_reranker_dir))
+    query = {"query": "parental leave weeks", "top_k": 4}
+    try:
+        with as_user(reranking, kb, "reader") as client:
+            reranked = client.post("/v1/search", json=query).json()["passages"]
+    finally:
+        reranking.stop()
+    with as_user(server, kb, "reader") as client:
+        plain = client.post("/v1/search", json=query).json()["passages"]
+
+    assert len(reranked) == 4
+    assert all(isinstance(p["rerank_score"], float) and isinstance(p["retrieval_score"], float) for p in reranked)
+    assert [p["score"] for p in reranked] == sorted((p["score"] for p in reranked), reverse=True)
+    assert all(p["rerank_score"] is None and p["retrieval_score"] is None for p in plain)  # no reranker loaded
+    assert all(isinstance(p["similarity"], float) for p in plain + reranked)
 
 
 def test_scope_applies_inside_retrieval_and_top_k_still_fills(server, kb):
