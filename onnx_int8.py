@@ -43,6 +43,14 @@ def cpu_session_options(threads: int) -> Any:
     return options
 
 
+def cpu_session_opener(options: Any) -> Callable[[bytes], Any]:
+    """Opens an int8 graph's bytes as an ONNX Runtime session on the CPU with `options` (what
+    `spanqa.onnx_cache.load_or_build` and `load_cached` call to open a cache entry)."""
+    import onnxruntime  # optional: only the int8 paths need it (require_onnx_runtime says so)
+
+    return lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 def export_onnx(
     model: Any,
     path: Path,

@@ -19,6 +19,7 @@ import numpy as np
 from spanqa.errors import ConfigError
 from spanqa.onnx_cache import Int8Build, load_cached, load_or_build
 from spanqa.onnx_int8 import (
+    cpu_session_opener,
     cpu_session_options,
     export_onnx,
     quantise_weights_int8,
@@ -86,14 +87,6 @@ def check_fast_mode_available() -> None:
     require_onnx_runtime("the reader's fast mode", "fast=False")
 
 
-def _session_opener(options: Any):
-    """Opens an int8 graph's bytes in ONNX Runtime on the CPU with `options`."""
-    # ONNX Runtime is an optional dependency of the fast mode (check_fast_mode_available says so).
-    import onnxruntime
-
-    return lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
 def feed_forward_outputs(graph: Any, config: Any) -> list[str]:
     """Names of an ONNX graph's feed-forward output products, first layer first: the products whose
     weight maps the intermediate size to the hidden size (DistilBERT's or BERT's config names)."""
@@ -123,7 +116,7 @@ class OnnxInt8Runner:
         self.session = load_or_build(
             self._build_spec(source_dir),
             lambda target: self._build(model, tokenizer, target, options),
-            _session_opener(options),
+            cpu_session_opener(options),
         ).value
 
     @classmethod
@@ -133,7 +126,7 @@ class OnnxInt8Runner:
         check_fast_mode_available()
         runner = cls.__new__(cls)
         runner._name_inputs(input_names)
-        session = load_cached(runner._build_spec(source_dir), _session_opener(cpu_session_options(threads)))
+        session = load_cached(runner._build_spec(source_dir), cpu_session_opener(cpu_session_options(threads)))
         if session is None:
             return None
         runner.session = session

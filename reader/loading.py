@@ -101,9 +101,7 @@ def prepare_qa_model(
         model.to(device=torch_device, dtype=torch.float16)
     else:
         model.to(device=torch_device)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    # Without a pre-tokenizer the tokenizers library counts the whole text as one word.
-    word_ids_available = backend is not None and backend.pre_tokenizer is not None
+    word_ids_available = _word_ids_available(tokenizer)
     input_names = _model_input_names(tokenizer, model)
     use_fast = fast and torch_device.type == "cpu"
     if use_fast:
@@ -150,34 +148,41 @@ def load_qa_model(model_name: str, device: str, fast: bool = False) -> LoadedQAM
     check_fast(fast)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
-        cached = _cached_fast_model(model_name, tokenizer, device) if fast else None
+        source_dir = model_source_directory(model_name) if fast else None
+        cached = _cached_fast_model(model_name, tokenizer, device, source_dir)
         if cached is not None:
             return cached
         model = AutoModelForQuestionAnswering.from_pretrained(model_name)
     except Exception as error:  # transformers raises OSError, ValueError, KeyError... for a bad model
         raise ModelLoadError.from_cause("reader model", model_name, error) from error
-    source_dir = model_source_directory(model_name) if fast else None
     return prepare_qa_model(tokenizer, model, device, fast=fast, source_dir=source_dir)
 
 
-def _cached_fast_model(model_name: str, tokenizer: Any, device: str) -> LoadedQAModel | None:
-    """The fast-mode reader from its cached int8 graph alone; None where there is none (or not on the CPU).
+def _cached_fast_model(
+    model_name: str, tokenizer: Any, device: str, source_dir: Path | None
+) -> LoadedQAModel | None:
+    """The fast-mode reader of the model in `source_dir` from its cached int8 graph alone; None where
+    there is none (or no `source_dir`: not fast mode, or a model without files; or not on the CPU).
 
     The graph's inputs are the tokenizer's (those a model takes are checked when the graph is built:
     a model that takes fewer was cached under other inputs, found by the full load)."""
     import torch
     from transformers import AutoConfig
 
-    source_dir = model_source_directory(model_name)
     if source_dir is None or resolve_device(device) != "cpu" or not getattr(tokenizer, "is_fast", False):
         return None
     input_names = tuple(name for name in tokenizer.model_input_names if name in BUILDABLE_INPUTS)
     runner = OnnxInt8Runner.from_cache(input_names, torch.get_num_threads(), source_dir)
     if runner is None:
         return None
-    backend = tokenizer.backend_tokenizer
     return LoadedQAModel(
         tokenizer=tokenizer, model=None, device=torch.device("cpu"), input_names=input_names,
-        word_ids_available=backend.pre_tokenizer is not None, runner=runner, fast=True,
+        word_ids_available=_word_ids_available(tokenizer), runner=runner, fast=True,
         config=AutoConfig.from_pretrained(model_name),
     )
+
+
+def _word_ids_available(tokenizer: Any) -> bool:
+    # Without a pre-tokenizer the tokenizers library counts the whole text as one word.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and backend.pre_tokenizer is not None

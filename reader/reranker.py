@@ -21,6 +21,7 @@ from spanqa.devices import check_device, resolve_device
 from spanqa.errors import ConfigError, ModelLoadError
 from spanqa.onnx_cache import Int8Build, load_or_build, model_source_directory
 from spanqa.onnx_int8 import (
+    cpu_session_opener,
     cpu_session_options,
     export_onnx,
     quantise_weights_int8,
@@ -244,9 +245,6 @@ class _Int8Scorer:
         source_dir: Path | None = None,
     ):
         require_onnx_runtime("the reranker's int8 precision", "rerank_precision='float32'")
-        # ONNX Runtime is an optional dependency of the int8 precision (require_onnx_runtime says so).
-        import onnxruntime
-
         self.tokenizer, self.max_tokens = tokenizer, max_tokens
         names = [name for name in ("input_ids", "token_type_ids") if name in tokenizer.model_input_names]
         options = cpu_session_options(threads)
@@ -257,7 +255,7 @@ class _Int8Scorer:
         self.session = load_or_build(
             Int8Build("reranker", _INT8_FORMAT, source_dir, settings),
             lambda target: _build_int8(load_model(), tokenizer, names, max_tokens, target),
-            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
+            cpu_session_opener(options),
         ).value
         self.names = names
 

@@ -33,7 +33,7 @@ from spanqa.onnx_cache import (  # noqa: F401 - cache_directory: bench/indexing.
     load_or_build,
     resolve_model_directory,
 )
-from spanqa.onnx_int8 import export_onnx, quantise_weights_int8, require_onnx_runtime
+from spanqa.onnx_int8 import cpu_session_opener, export_onnx, quantise_weights_int8, require_onnx_runtime
 from spanqa.settings import EMBEDDER_MODEL, EmbedderSettings
 
 POOLING_MODES = ("mean", "cls")
@@ -290,7 +290,7 @@ class Int8SentenceEncoder:
         loaded = load_or_build(
             embedder_build(self.layout),
             lambda target: build_int8_embedder(self.layout, target),
-            lambda data: onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"]),
+            cpu_session_opener(options),
         )
         self.session = loaded.value
         # The cached file; None when the cache folder cannot be written (built at every load then).
