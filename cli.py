@@ -15,6 +15,7 @@ from spanqa.paths import model_reference
 from spanqa.pipelines import cli as pipelines_cli
 from spanqa.pipelines.cli_errors import report_error
 from spanqa.service import cli as service_cli
+from spanqa.training import cli as training_cli
 
 MODEL_OPTIONS = ("reader", "embedder")  # settings naming a model, checked before any model loads
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pipelines_cli.add_commands(commands)
+    training_cli.add_commands(commands)
     service_cli.add_commands(commands)
     return parser
 
@@ -43,6 +45,7 @@ def quiet_libraries() -> None:
     # Per-file problems are reported by spanqa itself; library chatter would bury them.
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is first imported
     try:
         import transformers  # already loaded, or soon, by any command that loads a model
 

@@ -55,6 +55,7 @@ from spanqa.settings.declaring import (
     route_keywords,
     setting,
 )
+from spanqa.settings.training import TrainSettings
 from spanqa.settings.options import (
     add_options,
     argument_type,
@@ -68,7 +69,7 @@ __all__ = [
     "ALL_COMPONENTS", "AUTO_THRESHOLD", "CHUNK_MODES", "DEVICE_PATTERN", "EMBEDDER_MODEL", "INDEX_TYPES",
     "OCR_MODES", "PRECISIONS", "READER_MODEL", "RERANKER_MODEL", "RETRIEVAL_MODES", "ChunkingSettings", "ConnectionSettings",
     "DeviceSettings", "EmbedderSettings", "OcrSettings", "ParseSettings", "QASettings", "ReaderSettings",
-    "RerankSettings", "RetrievalSettings", "ServiceSettings", "SettingInfo", "Settings", "StoreSettings", "add_options",
+    "RerankSettings", "RetrievalSettings", "ServiceSettings", "SettingInfo", "Settings", "StoreSettings", "TrainSettings", "add_options",
     "argument_type", "device", "flag", "from_args", "non_negative_int", "non_negative_number", "one_of",
     "option_spec", "optional", "owners", "positive_int", "positive_number", "route_keywords", "setting", "share",
     "shown_default", "text", "threshold", "with_default",

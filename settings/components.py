@@ -24,6 +24,7 @@ from spanqa.settings.checks import (
     threshold,
 )
 from spanqa.settings.declaring import Settings, owners, route_keywords, setting
+from spanqa.settings.training import TrainSettings
 
 READER_MODEL = "distilbert/distilbert-base-cased-distilled-squad"
 EMBEDDER_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -350,6 +351,6 @@ class QASettings:
 ALL_COMPONENTS: tuple[type[Settings], ...] = (
     DeviceSettings, ReaderSettings, RetrievalSettings, RerankSettings, EmbedderSettings, StoreSettings,
     ChunkingSettings,
-    OcrSettings, ParseSettings, ServiceSettings, ConnectionSettings,
+    OcrSettings, ParseSettings, ServiceSettings, ConnectionSettings, TrainSettings,
 )
 owners(ALL_COMPONENTS)  # every name once across all components: keywords and flags route unambiguously

@@ -157,7 +157,7 @@ def test_every_device_option_takes_a_cuda_device_with_an_index():
               if any("--device" in action.option_strings for action in sub._actions)]
     assert {("index",), ("ask",), ("search",), ("eval",), ("calibrate",), ("serve",)} <= set(taking)
     positional = {"index": ["a.pdf"], "ask": ["Who?"], "search": ["what"], "eval": ["q.json"],
-                  "calibrate": ["q.json"]}
+                  "calibrate": ["q.json"], "train": ["q.json", "--out", "trained"]}
     for (command,) in taking:
         args = parser.parse_args([command, *positional.get(command, []), "--index", "kb", "--device", "cuda:1"])
         assert args.device == "cuda:1"
