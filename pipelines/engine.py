@@ -203,6 +203,22 @@ class QueryEngine:
             self._reader = reader
         return self._reader
 
+    def use_reader(self, model: str) -> None:
+        """Reads with `model` (a hub id or a local directory) from now on. It is loaded here, with the
+        index's calibration for it, and swapped in whole only once loaded: a batch under way finishes
+        with the reader it began with, and a model that does not load (a ModelLoadError), or lacks the
+        calibration threshold 'auto' or adaptive reading need (a ConfigError), changes nothing."""
+        settings = self.settings.replace(reader=model_reference(model, "reader"))
+        reader_settings = settings.reader
+        needed = reader_settings.adaptive_reading or reader_settings.score_threshold == AUTO_THRESHOLD
+        calibration = index_calibration(self.index_dir, reader_settings.reader, reader_settings.rank_weight, needed,
+                                        answer_ranking(reader_settings, settings.rerank))
+        reader = ExtractiveReader.from_settings(reader_settings, device=settings.device.device, calibration=calibration)
+        reader.warm_up()
+        self._calibration, self._calibration_read = calibration, True
+        self._reader = reader
+        self.settings = settings
+
     def read(
         self, question: str, documents: list[Document], top_k: int, threshold: float | str | None
     ) -> list[ExtractedAnswer]:

@@ -27,6 +27,7 @@ from spanqa import defaults
 from spanqa.errors import ConfigError, DocumentError, IndexBusyError, IndexMismatchError, SpanQAError, StorageError
 from spanqa.service.http_errors import ApiError, error_response, storage_failure
 from spanqa.service.routes import router
+from spanqa.service.training_routes import router as training_router
 from spanqa.service.schemas import ErrorBody, Health
 from spanqa.service.state import ServerConfig, ServiceState
 
@@ -184,6 +185,7 @@ def create_app(config: ServerConfig, state: ServiceState | None = None, load_in_
         return JSONResponse({"status": "failed" if detail else "loading", "detail": detail}, status_code=503)
 
     app.include_router(router)
+    app.include_router(training_router)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

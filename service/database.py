@@ -234,6 +234,11 @@ class ServiceDatabase:
             )
             return int(cursor.lastrowid)
 
+    def feedback_count(self) -> int:
+        """How many verdicts, right and wrong, users have given."""
+        with self._lock:
+            return int(self._connection.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+
     def confirmed_feedback(self) -> list[tuple[int, Feedback]]:
         """Feedback marked correct, oldest first, with its id."""
         with self._lock:

@@ -90,6 +90,10 @@ class QAEngine:
             on_batch=self._on_batch,
         )
 
+    def use_reader(self, model: str) -> None:
+        """Reads with `model` from the next batch on, once it is loaded (`QueryEngine.use_reader`)."""
+        self.query.use_reader(model)
+
     @property
     def calibration(self) -> Any:
         """The index's answer calibration for the reader (None: the index has none for it)."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from spanqa import defaults
-from spanqa.settings import RETRIEVAL_MODES, ReaderSettings, RetrievalSettings
+from spanqa.settings import RETRIEVAL_MODES, ReaderSettings, RetrievalSettings, TrainSettings
 
 Retrieval = Literal[RETRIEVAL_MODES]  # the modes `RetrievalSettings.retrieval` takes
 
@@ -208,3 +208,35 @@ class MeResponse(BaseModel):
 class Health(BaseModel):
     status: str
     detail: str | None = None
+
+
+def _training_request() -> type[BaseModel]:
+    """`POST /v1/training`'s body: any of `TrainSettings`' settings (declared there, with their docs);
+    a value a setting cannot take is a 422 naming it."""
+    fields: dict[str, Any] = {
+        info.name: (Any, Field(default=None, description=f"{info.doc} (default: {info.default!r})"))
+        for info in TrainSettings.infos()
+    }
+    return create_model("TrainingRequest", __base__=Strict, **fields)
+
+
+TrainingRequest = _training_request()
+
+
+class TrainingStatus(BaseModel):
+    state: Literal["idle", "running", "stopping", "done", "failed", "stopped"]
+    job: str | None = Field(default=None, description="the run's id; its reader is kept as readers/JOB in the index")
+    submitted_by: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    stage: str | None = Field(default=None, description="what is being trained: reader")
+    step: int | None = None
+    total: int | None = None
+    loss: float | None = None
+    steps: int | None = None
+    detail: str | None = Field(default=None, description="why it failed, or what it did")
+    base: str | None = Field(default=None, description="the reader the run started from")
+    before: dict[str, Any] | None = Field(default=None, description="held-out EM/F1 of the reader before the run")
+    after: dict[str, Any] | None = Field(default=None, description="held-out EM/F1 of the trained reader")
+    serving: str = Field(description="the reader the server answers with")
+    previous: str | None = Field(default=None, description="the reader a rollback goes back to (None: none)")

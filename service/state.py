@@ -22,6 +22,7 @@ from spanqa.service.metrics import ServiceMetrics
 from spanqa.service.pages import PageService
 from spanqa.service.paths import PathView
 from spanqa.service.tokens import Principal, TokenFile
+from spanqa.service.training import ReaderTraining, served_reader
 from spanqa.service.uploads import STAGING
 from spanqa.settings import ChunkingSettings, OcrSettings, ParseSettings, QASettings, ServiceSettings
 
@@ -77,7 +78,11 @@ class ServiceState:
         self.tokens = None if config.tokens_file is None else TokenFile(config.tokens_file)
         service = config.service
         self.limiter = RateLimiter(service.rate_limit, service.rate_burst)
-        self.engine = make_engine(config.index_dir, config.qa, service, on_batch=self._observe_batch)
+        self.engine = make_engine(config.index_dir, served_reader(config.index_dir, config.qa), service,
+                                  on_batch=self._observe_batch)
+        # Training switches the reader this process reads with; Ray Serve's readers are elsewhere.
+        self.training = (ReaderTraining(config.index_dir, lambda: self.engine.settings, self.engine.use_reader)
+                         if hasattr(self.engine, "use_reader") else None)
         self.metrics = ServiceMetrics(
             queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
         )
@@ -141,6 +146,8 @@ class ServiceState:
         return PathView(uploads_dir=str(self.config.uploads), index_dir=str(self.config.index_dir))
 
     def stop(self) -> None:
+        if self.training is not None:
+            self.training.close()
         if self.writer is not None:
             self.writer.stop()
         self.engine.close()

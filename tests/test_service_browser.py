@@ -481,3 +481,24 @@ def test_an_open_server_needs_no_sign_in(browser, site):
     finally:
         context.close()
         open_server.stop()
+
+
+def test_an_admin_trains_the_reader_on_feedback_and_goes_back_to_the_earlier_one(page, site):
+    # Last in the module: the server answers with the trained reader until the rollback at the end.
+    question = "How many weeks of paid parental leave do parents receive?"
+    with site.server.client(site.tokens["reader"]) as client:
+        answer = client.post("/v1/ask", json={"question": question, "top_k": 1}).json()["answers"][0]
+        place = {key: answer[key] for key in ("file_id", "page", "start", "end", "text")}
+        assert client.post("/v1/feedback", json={"question": question, "answer": place, "correct": True}).status_code == 201
+    base = READER.name
+    sign_in(page, site, "admin")
+    page.get_by_role("button", name="Files").click()
+    expect(page.locator("#training-text")).to_have_text(f"Answering with {base}.")
+    expect(page.get_by_role("button", name="Go back to the earlier reader")).to_be_hidden()
+    page.get_by_role("button", name="Train on feedback").click()
+    expect(page.locator("#training-text")).to_contain_text("Trained in", timeout=600_000)
+    expect(page.locator("#training-text")).not_to_contain_text(f"Answering with {base}.")
+    page.get_by_role("button", name="Go back to the earlier reader").click()
+    expect(page.locator("#training-text")).to_contain_text(f"Answering with {base}.")
+    expect(page.get_by_role("button", name="Go back to the earlier reader")).to_be_hidden()
+    assert Path(site.server.state.engine.settings.reader.reader).name == base

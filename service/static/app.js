@@ -5,6 +5,7 @@
 
 import { api, ApiError, forgetToken, storedToken, storeToken } from "./api.js";
 import { FilesView } from "./files.js";
+import { TrainingView } from "./training.js";
 import { $, busy, button, element, say, showAlert } from "./ui.js";
 import { PageViewer } from "./viewer.js";
 
@@ -129,6 +130,7 @@ function switchView(view) {
   viewer.close();
   if (view === "files") {
     files.load();
+    training.load();
   }
 }
 
@@ -301,6 +303,7 @@ const viewer = new PageViewer(reportError);
 const files = new FilesView({
   reportError, isAdmin: () => state.me?.role === "admin", signedIn: () => state.me !== null,
 });
+const training = new TrainingView({ reportError, isAdmin: () => state.me?.role === "admin" });
 $("signin-form").addEventListener("submit", signIn);
 $("sign-out").addEventListener("click", () => signOut({ status: "You are signed out." }));
 $("ask-form").addEventListener("submit", ask);
