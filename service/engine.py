@@ -90,6 +90,8 @@ class QAEngine:
             on_batch=self._on_batch,
         )
 
+    can_switch_reader = True  # the reader reads in this process (Ray Serve's replicas read elsewhere)
+
     def use_reader(self, model: str) -> None:
         """Reads with `model` from the next batch on, once it is loaded (`QueryEngine.use_reader`)."""
         self.query.use_reader(model)

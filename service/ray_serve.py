@@ -126,6 +126,8 @@ class ReaderReplica:
 class RayQAEngine(QAEngine):
     """The engine of the ingress: retrieval here, reading on the reader replicas."""
 
+    can_switch_reader = False  # the replicas hold the reader: training cannot swap it here
+
     def __init__(
         self, index_dir: Path, qa: QASettings, service: ServiceSettings, readers: Any,
         on_batch: Callable[[int], None] | None = None,

@@ -82,7 +82,7 @@ class ServiceState:
                                   on_batch=self._observe_batch)
         # Training switches the reader this process reads with; Ray Serve's readers are elsewhere.
         self.training = (ReaderTraining(config.index_dir, lambda: self.engine.settings, self.engine.use_reader)
-                         if hasattr(self.engine, "use_reader") else None)
+                         if self.engine.can_switch_reader else None)
         self.metrics = ServiceMetrics(
             queue_depth=lambda: self.engine.in_flight, waiting_to_read=lambda: self.engine.waiting_to_read
         )

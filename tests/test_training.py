@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from spanqa.errors import ConfigError, DocumentError
+from spanqa.records import Passage
 from spanqa.settings import QASettings, TrainSettings
 from spanqa.training.data import Span, TrainExample, answer_span, held_out_split, read_feedback, read_squad
 from spanqa.training.features import collate_reader, reader_groups, token_span
@@ -349,3 +350,22 @@ def test_ctrl_c_stops_spanqa_train_after_a_checkpoint_and_says_how_to_resume(tmp
     state = json.loads((checkpoint / "state.json").read_text())
     assert 1 <= state["step"] < 100000 and (checkpoint / "trainer.pt").is_file()
     assert not (out / "config.json").exists()  # no half-trained model passes for a finished one
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_uses_fp16_autocast_and_its_output_loads_on_the_cpu(tmp_path, tiny_qa_model_dir):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    from spanqa import DocumentQA
+    from spanqa.training import TrainRequest, train
+
+    data = write_squad(tmp_path / "toy.json")
+    result = train(TrainRequest(out=tmp_path / "out", data=(data,)), TrainSettings(max_steps=24, **FAST_SETTINGS),
+                   QASettings.from_keywords(reader=str(tiny_qa_model_dir), device="cuda", rerank=0))
+    assert result.record["device"].startswith("cuda") and result.steps == 24
+    examples = read_squad(data).examples
+    assert reader_loss_on(tmp_path / "out", examples) < reader_loss_on(tiny_qa_model_dir, examples)
+    passage = Passage(text=CONTEXTS[2], score=1.0, source="python.txt", page=1, start=0, end=len(CONTEXTS[2]))
+    answers = DocumentQA(tmp_path / "index", reader=str(tmp_path / "out"), device="cpu").read(
+        "Who created Python?", [passage])
+    assert answers and answers[0].text in CONTEXTS[2]

@@ -93,7 +93,7 @@ def _check_out(request: TrainRequest) -> None:
 
 
 def find_negatives(examples: Sequence[TrainExample], index: Path, settings: QASettings, count: int,
-                   cache: Path, show_progress: bool) -> list[list[str]]:
+                   cache: Path, say: Callable[[str], None]) -> list[list[str]]:
     """For each example, the first `count` passages hybrid (or the set) retrieval finds in `index`
     that hold none of its answers; cached beside the checkpoints, so a resumed run reads the same."""
     key = hashlib.sha256(json.dumps([[e.question, e.context] for e in examples]).encode()).hexdigest()
@@ -116,8 +116,8 @@ def find_negatives(examples: Sequence[TrainExample], index: Path, settings: QASe
             if passage.text.strip() and passage.text not in found:
                 found.append(passage.text)
         negatives.append(found)
-        if show_progress and (number + 1) % 500 == 0:
-            print(f"spanqa: retrieved passages for {number + 1} of {len(examples)} questions", flush=True)
+        if (number + 1) % 1000 == 0:
+            say(f"retrieved the passages of {number + 1} of {len(examples)} questions")
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"key": key, "count": count, "negatives": negatives}), encoding="utf-8")
     return negatives
@@ -258,7 +258,7 @@ def train(
     negatives = [[] for _ in examples]
     if request.index is not None and (settings.negatives > 0 or request.reranker_out is not None):
         negatives = find_negatives(examples, request.index, qa_settings, max(1, settings.negatives),
-                                   run.checkpoints / "negatives.json", show_progress)
+                                   run.checkpoints / "negatives.json", say)
     base = qa_settings.reader.reader
     before = run.figures(held, base, None, "before")
     result = TrainResult(request.out, 0, 0, False, before=before)
