@@ -55,11 +55,12 @@ class SquadSet:
     questions: tuple[EvalQuestion, ...]
 
 
-def load_squad(path: str | Path) -> SquadSet:
-    """Reads a SQuAD v1.1-format JSON file; a file of another shape is a DocumentError saying what is wrong."""
-    path = Path(path)
+def read_squad_articles(path: Path) -> tuple[bytes, list]:
+    """A SQuAD-format JSON file's bytes and its `data` list of articles; a file that is missing, not
+    JSON or without that list is a DocumentError saying which."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise DocumentError(path, "no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -67,6 +68,13 @@ def load_squad(path: str | Path) -> SquadSet:
     articles = data.get("data") if isinstance(data, dict) else None
     if not isinstance(articles, list):
         raise DocumentError(path, 'not SQuAD format: expected {"data": [{"title", "paragraphs": [...]}, ...]}')
+    return raw, articles
+
+
+def load_squad(path: str | Path) -> SquadSet:
+    """Reads a SQuAD v1.1-format JSON file; a file of another shape is a DocumentError saying what is wrong."""
+    path = Path(path)
+    _, articles = read_squad_articles(path)
     contexts: list[str] = []
     titles: list[str] = []
     questions: list[EvalQuestion] = []

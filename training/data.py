@@ -5,13 +5,13 @@ held-out split the before/after evaluation reads."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from spanqa.errors import DocumentError
+from spanqa.pipelines.evaluation import read_squad_articles
 
 FEEDBACK_DATABASE = "service.sqlite"  # spanqa.service.database.DATABASE_FILE: the service's records in an index
 
@@ -78,16 +78,7 @@ def read_squad(path: str | Path) -> TrainingData:
     not found in its paragraph leaves its question out, listed with the reason. A file of another
     shape is a DocumentError saying what is wrong."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        data = json.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise DocumentError(path, "no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DocumentError(path, f"not a readable JSON file ({error})") from None
-    articles = data.get("data") if isinstance(data, dict) else None
-    if not isinstance(articles, list):
-        raise DocumentError(path, 'not SQuAD format: expected {"data": [{"title", "paragraphs": [...]}, ...]}')
+    raw, articles = read_squad_articles(path)
     result = TrainingData(inputs={path.name: hashlib.sha256(raw).hexdigest()})
     for number, article in enumerate(articles):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
