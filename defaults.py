@@ -17,7 +17,10 @@ EMBEDDER_MAX_SEQ_LENGTH = 256  # word pieces, for a model directory that does no
 
 # Ingestion (issue #4): the files indexed, and how parse work is gathered for the embedder. Without the
 # reader's tokenizer (a hub id offline), chunk tokens are estimated from words (see ingest/parsing.py).
-SUPPORTED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm")
+SUPPORTED_SUFFIXES = (
+    ".pdf", ".txt", ".md", ".markdown", ".html", ".htm",
+    ".docx", ".docm", ".dotx", ".pptx", ".pptm", ".xlsx", ".xlsm",
+)
 PARSE_OCR_PAGE_S = 60.0  # more seconds a file may take for each page it OCRs
 EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call
 

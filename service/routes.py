@@ -53,7 +53,10 @@ router = APIRouter()
 bearer = HTTPBearer(auto_error=False, description="a token made with `spanqa token add`")
 UPLOAD_ERROR_CODES = {400: "bad_upload", 413: "too_large", 415: "unsupported_media_type"}
 MEDIA_TYPES = {".pdf": "application/pdf", ".html": "text/html", ".htm": "text/html", ".md": "text/markdown",
-               ".markdown": "text/markdown", ".txt": "text/plain"}
+               ".markdown": "text/markdown", ".txt": "text/plain",
+               ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+               ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+               ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
 
 
 def service(request: Request) -> ServiceState:

@@ -3,8 +3,9 @@
 An upload's name is never used as a path: the file is stored as `<uploads>/<folder>/<sha256>.<type>`
 (the folder is an optional form field made of plain path segments, so scoped tokens can cover
 uploads), and the name it was uploaded under is kept, sanitised, for display only. Its type comes
-from its bytes (a PDF header, HTML markup, UTF-8 text), never from the name: a ZIP named `.pdf` is
-refused with the reason, a text file named `.pdf` is indexed as text.
+from its bytes (a PDF header, HTML markup, UTF-8 text), never from the name alone: a ZIP named `.pdf` is
+refused with the reason, a text file named `.pdf` is indexed as text. A Word, PowerPoint or Excel file
+is a ZIP (an OLE file when encrypted) named with its suffix; its reader then checks its parts.
 
 A disk that fails a write (full, or an I/O error) is a `StorageError`, never a "malformed body":
 whatever the request had staged is removed, and its message holds no server path.
@@ -28,7 +29,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from spanqa.atomic_files import fsync_file
 from spanqa.errors import ConfigError, StorageError
 from spanqa.file_modes import private_folder, private_opener, tighten
-from spanqa.indexing.formats.extraction import PDF_HEADER_WINDOW
+from spanqa.indexing.formats.extraction import OFFICE_SUFFIXES, PDF_HEADER_WINDOW
 
 SNIFF_BYTES = 4096
 MAX_NAME_CHARS = 200
@@ -39,16 +40,18 @@ STAGING = ".staging"
 
 # Magic numbers of common files people upload by mistake, to say what a refused file is.
 KNOWN_BINARIES = (
-    (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"PK\x03\x04", "a ZIP archive (an Office file needs its suffix: .docx, .pptx, .xlsx, ...)"),
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
     (b"\x7fELF", "an executable"),
     (b"MZ", "a Windows executable"),
     (b"\x1f\x8b", "a gzip archive"),
-    (b"\xd0\xcf\x11\xe0", "an old Office document"),
+    (b"\xd0\xcf\x11\xe0", "a legacy Office file (.doc, .xls, .ppt) or Outlook message"),
 )
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
+OFFICE_MAGICS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
+INDEXED_TYPES = "PDF, text, Markdown, HTML, Word, PowerPoint and Excel"
 
 
 class UploadRejected(Exception):
@@ -91,17 +94,20 @@ def sniff_type(head: bytes, name: str) -> tuple[str | None, str]:
     """(suffix spanqa indexes the bytes as, or None; why not) from a file's first bytes."""
     if b"%PDF" in head[:PDF_HEADER_WINDOW]:
         return ".pdf", ""
+    suffix = Path(name).suffix.lower()
+    if suffix in OFFICE_SUFFIXES and head.startswith(OFFICE_MAGICS):
+        return suffix, ""
     for magic, what in KNOWN_BINARIES:
         if head.startswith(magic):
-            return None, f"unsupported content: {what} (spanqa indexes PDF, text, Markdown and HTML)"
+            return None, f"unsupported content: {what} (spanqa indexes {INDEXED_TYPES})"
     if b"\x00" in head:
-        return None, "unsupported content: binary data (spanqa indexes PDF, text, Markdown and HTML)"
+        return None, f"unsupported content: binary data (spanqa indexes {INDEXED_TYPES})"
     try:
         head.decode("utf-8")
     except UnicodeDecodeError as exc:
         # The sniffed head may end inside a multi-byte character; anything earlier is not UTF-8.
         if exc.start < len(head) - 3:
-            return None, "unsupported content: not UTF-8 text (spanqa indexes PDF, text, Markdown and HTML)"
+            return None, f"unsupported content: not UTF-8 text (spanqa indexes {INDEXED_TYPES})"
     lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if lowered.startswith(HTML_MARKERS) or any(marker in lowered[:SNIFF_BYTES] for marker in (b"<html", b"<body")):
         return ".html", ""

@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import docx
+import openpyxl
+import pptx
 import pytest
 from haystack import Document, Pipeline
 from pdf_factory import write_text_pdf
@@ -41,7 +44,28 @@ def write_files(folder: Path) -> list[Path]:
     html = folder / "page.html"
     html.write_text(f"<html><head><title>x</title></head><body><h1>Ferry</h1><p>{PROSE * 5}</p></body></html>",
                     encoding="utf-8")
-    return [two_pages, headed, text, markdown, html]
+    return [two_pages, headed, text, markdown, html, *write_office_files(folder)]
+
+
+def write_office_files(folder: Path) -> list[Path]:
+    document = docx.Document()
+    document.add_paragraph(PROSE * 3)
+    table = document.add_table(rows=2, cols=2)
+    for cell, value in zip(table.rows[0].cells + table.rows[1].cells, ("Ferry", "Leaves", "Morning", "07:00")):
+        cell.text = value
+    document.save(folder / "harbour.docx")
+    deck = pptx.Presentation()
+    for title in ("Skarv Point", "Ferries"):
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = PROSE * 2
+    deck.save(folder / "talk.pptx")
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["Ferry", "Leaves", "Returns"])
+    for hour in range(7, 22):
+        workbook.active.append([f"Ferry {hour}", f"{hour}:00", f"{hour}:45"])
+    workbook.save(folder / "timetable.xlsx")
+    return [folder / "harbour.docx", folder / "talk.pptx", folder / "timetable.xlsx"]
 
 
 def component_pipeline(chunk_settings: ChunkSettings, embedder) -> Pipeline:
@@ -87,7 +111,8 @@ def test_a_pipeline_of_our_components_yields_the_chunks_index_stores(tmp_path, m
         assert document.meta == stored[identifier].meta
     # The cleaning ran across pages (headers gone, hyphenated word joined) and offsets hold.
     metas = [ChunkMeta.from_meta(document.meta) for document in built.values()]
-    assert {meta.file_type for meta in metas} == {"pdf", "txt", "md", "html"}
+    assert {meta.file_type for meta in metas} == {"pdf", "txt", "md", "html", "docx", "pptx", "xlsx"}
+    assert {meta.page for meta in metas if meta.file_type == "pptx"} == {1, 2}  # a page per slide
     assert any(meta.pieces is not None for meta in metas)
     for document, chunk in zip(built.values(), metas):
         if chunk.file_type == "pdf":  # only PDF text is cleaned

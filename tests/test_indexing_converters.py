@@ -300,7 +300,7 @@ def test_discover_files_walks_folders_sorted_and_skips_bad_names(tmp_path):
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / ".git").mkdir()
-    for name in ("b.pdf", "a.md", "sub/c.txt", "sub/d.HTML", "ignored.xyz", "sub/ignored.docx", ".git/x.md", ".h.txt"):
+    for name in ("b.pdf", "a.md", "sub/c.txt", "sub/d.HTML", "sub/e.docx", "other.xyz", "sub/Makefile", ".git/x.md", ".h.txt"):
         (folder / name).write_text("x", encoding="utf-8")
     explicit_bad = tmp_path / "named.xyz"
     explicit_bad.write_text("x", encoding="utf-8")
@@ -308,11 +308,17 @@ def test_discover_files_walks_folders_sorted_and_skips_bad_names(tmp_path):
 
     files, skipped = discover_files([folder, str(folder / "a.md"), explicit_bad, missing])
 
-    assert files == [folder / "a.md", folder / "b.pdf", folder / "sub" / "c.txt", folder / "sub" / "d.HTML"]
+    assert files == [
+        folder / "a.md", folder / "b.pdf", folder / "sub" / "c.txt", folder / "sub" / "d.HTML", folder / "sub" / "e.docx",
+    ]
     assert all(file.is_absolute() for file in files)
-    assert skipped[0].source == str(explicit_bad)
-    assert skipped[0].reason.startswith("unsupported file type '.xyz' (supported: ")
-    assert skipped[1] == SkippedFile(str(missing), "no such file or directory")
+    # Files of other types are reported with their type, in a folder too; hidden ones are not.
+    assert [(Path(item.source).name, item.reason.split(" (supported")[0]) for item in skipped[:-1]] == [
+        ("other.xyz", "unsupported file type '.xyz'"),
+        ("Makefile", "unsupported file type '(none)'"),
+        ("named.xyz", "unsupported file type '.xyz'"),
+    ]
+    assert skipped[-1] == SkippedFile(str(missing), "no such file or directory")
 
 
 def test_discover_files_resolves_relative_paths(tmp_path, monkeypatch):
@@ -438,10 +444,10 @@ def test_sample_data_converts(sample_data_dir):
 
 
 def test_sample_pdfs_match_their_build_script(sample_data_dir, tmp_path):
-    """The committed PDFs are exactly what data/build_samples.py writes."""
+    """The committed PDFs are exactly what tests/build_samples.py writes."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("build_samples", sample_data_dir / "build_samples.py")
+    spec = importlib.util.spec_from_file_location("build_samples", Path(__file__).parent / "build_samples.py")
     build_samples = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_samples)
     for written in build_samples.build_samples(tmp_path):

@@ -54,6 +54,10 @@ def test_upload_folders_refuse_anything_else(folder):
         (b"%PDF-1.7\n...", "x.txt", ".pdf", ""),
         (b"junk" * 10 + b"%PDF-1.4", "x", ".pdf", ""),
         (b"PK\x03\x04rest", "x.pdf", None, "ZIP"),
+        (b"PK\x03\x04rest", "Report.DOCX", ".docx", ""),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "locked.xlsx", ".xlsx", ""),  # encrypted: the reader asks for a password
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "old.doc", None, "legacy Office"),
+        (b"plain text", "notes.pptx", ".txt", ""),
         (b"\x89PNG\r\n", "x.pdf", None, "PNG"),
         (b"plain\x00binary", "x.txt", None, "binary"),
         (b"\xff\xfe\xfd text", "x.txt", None, "UTF-8"),

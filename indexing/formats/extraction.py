@@ -1,4 +1,5 @@
-"""Files in, page texts out: PDF (pypdf, in reading order), plain text, Markdown and HTML.
+"""Files in, page texts out: PDF (pypdf, in reading order), plain text, Markdown, HTML, and Word,
+PowerPoint and Excel files (`office_*.py`).
 
 Plain Python without Haystack: the parse worker processes import it.
 
@@ -33,6 +34,10 @@ logger = logging.getLogger(__name__)
 PDF_SUFFIXES = (".pdf",)
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
 HTML_SUFFIXES = (".html", ".htm")
+WORD_SUFFIXES = (".docx", ".docm", ".dotx")
+POWERPOINT_SUFFIXES = (".pptx", ".pptm")
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+OFFICE_SUFFIXES = WORD_SUFFIXES + POWERPOINT_SUFFIXES + EXCEL_SUFFIXES
 
 # The PDF spec lets readers accept a header anywhere in the first 1024 bytes (some tools prepend junk).
 PDF_HEADER_WINDOW = 1024
@@ -53,8 +58,8 @@ def discover_files(paths: list[str | Path]) -> tuple[list[Path], list[SkippedFil
     """The supported files named by `paths` (folders searched recursively), and the paths that cannot be used.
 
     Files come back resolved to absolute paths, folder contents in sorted order, each file once.
-    Unsupported and hidden files met inside a folder are ignored silently; a file named explicitly
-    with an unsupported suffix is reported, since the user asked for it by name.
+    A file of a type spanqa does not read is reported as skipped with its type, whether named or met
+    in a folder; hidden files and folders (.git, .venv, an index) are passed over silently.
     """
     files: list[Path] = []
     skipped: list[SkippedFile] = []
@@ -71,8 +76,12 @@ def discover_files(paths: list[str | Path]) -> tuple[list[Path], list[SkippedFil
             for candidate in sorted(path.rglob("*")):
                 # Hidden folders hold tool state (.git, .venv, an index), not documents to ask about.
                 hidden = any(part.startswith(".") for part in candidate.relative_to(path).parts)
-                if not hidden and candidate.is_file() and is_supported(candidate):
+                if hidden or not candidate.is_file():
+                    continue
+                if is_supported(candidate):
                     keep(candidate)
+                else:
+                    skipped.append(SkippedFile(str(candidate), unsupported_reason(candidate)))
         elif path.is_file():
             if is_supported(path):
                 keep(path)
@@ -183,8 +192,29 @@ def read_document(
         if all(page.strip() == "" for page in pages):
             raise DocumentError(path, "no text (only whitespace)")
         return DocumentText(pages)
+    if suffix in OFFICE_SUFFIXES:
+        return DocumentText(read_office(path, suffix, data, passwords))
     # A suffix added to defaults.SUPPORTED_SUFFIXES without a reader here.
     raise DocumentError(path, f"no reader for '{suffix}' files")
+
+
+def read_office(path: Path, suffix: str, data: bytes, passwords: Sequence[str]) -> list[str]:
+    """The pages of a Word (one page), PowerPoint (a page per slide) or Excel file (a page per sheet)."""
+    # Imported here: python-docx, python-pptx and openpyxl load in a parse worker only when it meets
+    # such a file, not for every PDF.
+    from spanqa.indexing.formats.office_docx import read_docx
+    from spanqa.indexing.formats.office_pptx import read_pptx
+    from spanqa.indexing.formats.office_xlsx import read_xlsx
+
+    if suffix in WORD_SUFFIXES:
+        pages = read_docx(path, data, passwords)
+    elif suffix in POWERPOINT_SUFFIXES:
+        pages = read_pptx(path, data, passwords)
+    else:
+        pages = read_xlsx(path, data, passwords)
+    if all(page.strip() == "" for page in pages):
+        raise DocumentError(path, "no text")
+    return pages
 
 
 def split_form_feeds(text: str) -> list[str]:

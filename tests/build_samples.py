@@ -1,6 +1,8 @@
 """Regenerates the sample PDFs in data/ from the text kept below.
 
-    python data/build_samples.py
+    python tests/build_samples.py
+
+(It lives beside the tests, not in data/, so that indexing data/ indexes documents only.)
 
 The companies, places and people are fictional. Every fact sits in one plain sentence so an
 extractive reader can quote it; the tests and the README demo ask questions about them.
@@ -11,8 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-DATA_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(DATA_DIR.parent / "tests"))
+TESTS_DIR = Path(__file__).resolve().parent
+DATA_DIR = TESTS_DIR.parent / "data"
+sys.path.insert(0, str(TESTS_DIR))
 
 from pdf_factory import write_text_pdf  # noqa: E402
 
