@@ -20,6 +20,7 @@ EMBEDDER_MAX_SEQ_LENGTH = 256  # word pieces, for a model directory that does no
 SUPPORTED_SUFFIXES = (
     ".pdf", ".txt", ".md", ".markdown", ".html", ".htm",
     ".docx", ".docm", ".dotx", ".pptx", ".pptm", ".xlsx", ".xlsm",
+    ".doc", ".rtf", ".odt", ".xls", ".xlsb", ".ods", ".ppt", ".odp",
 )
 PARSE_OCR_PAGE_S = 60.0  # more seconds a file may take for each page it OCRs
 EMBED_BATCH_CHUNKS = 256  # chunks gathered (from one or more files) before an embedding call

@@ -4,6 +4,8 @@ python-docx, python-pptx and openpyxl), tables as header-named cells, and every 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from msoffcrypto.format.ooxml import OOXMLFile
 from pptx.util import Inches
 
 from spanqa.errors import DocumentError
-from spanqa.indexing.formats import office_package
+from spanqa.indexing.formats import office_convert, office_package
 from spanqa.indexing.formats.extraction import read_document, read_pages
 from spanqa.indexing.formats.tables import table_lines, trim_table
 from spanqa.indexing.ingest.parsing import ParseTask, parse_file
@@ -269,6 +271,73 @@ def test_office_file_without_text_is_reported_and_a_good_one_chunks(tmp_path):
     assert any("Name: Patrick; Budget: 300" in chunk.content for chunk in parsed.chunks)
 
 
+# Legacy and OpenDocument files, through LibreOffice
+
+
+needs_libreoffice = pytest.mark.skipif(office_convert.soffice() is None, reason="LibreOffice (soffice) not installed")
+
+
+def test_legacy_file_without_libreoffice_says_it_needs_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(office_convert, "soffice", lambda: None)
+    (tmp_path / "old.doc").write_bytes(office_package.OLE_MAGIC + bytes(600))
+    assert reason_for(tmp_path / "old.doc") == (
+        "a Word 97-2003 document: needs LibreOffice to be read (install it so that 'soffice' is on PATH)"
+    )
+
+
+def test_converted_suffixes_are_the_ones_extraction_routes_to_libreoffice():
+    from spanqa.indexing.formats.extraction import CONVERTED_SUFFIXES
+
+    assert set(CONVERTED_SUFFIXES) == set(office_convert.CONVERTED)
+
+
+@needs_libreoffice
+def test_doc_and_odt_read_as_the_docx_they_were_saved_from(tmp_path):
+    source = write_docx(tmp_path / "contract.docx")
+    for target in ("doc", "odt"):
+        command = [office_convert.soffice(), f"-env:UserInstallation={(tmp_path / 'profile').as_uri()}", "--headless",
+                   "--convert-to", target, "--outdir", str(tmp_path), str(source)]
+        process = subprocess.run(command, capture_output=True, timeout=300, check=False)
+        if process.returncode == office_convert.RESTART_EXIT_CODE:  # it made the new profile
+            process = subprocess.run(command, capture_output=True, timeout=300, check=False)
+        assert process.returncode == 0, process.stderr
+        [page] = read_pages(tmp_path / f"contract.{target}")
+        assert "The contract was signed in Oslo on 4 May 2021." in page
+        assert "Name: Patrick; Budget: 300; Hours: 20" in page
+
+
+@needs_libreoffice
+def test_a_conversion_over_its_time_is_stopped_with_libreoffice(tmp_path, monkeypatch):
+    monkeypatch.setattr(office_convert, "CONVERT_TIMEOUT_S", 0.05)
+    (tmp_path / "slow.rtf").write_text(r"{\rtf1\ansi Hello from RTF.}", encoding="ascii")
+    assert reason_for(tmp_path / "slow.rtf") == "an RTF document: LibreOffice took over 0 s to convert it"
+    running = [
+        pid for pid in os.listdir("/proc")
+        if pid.isdigit() and "spanqa-convert-" in read_cmdline(pid)
+    ]
+    assert running == []
+
+
+def test_libreoffice_profiles_of_ended_processes_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(office_convert.tempfile, "gettempdir", lambda: str(tmp_path))
+    prefix = f"spanqa-libreoffice-{os.getuid()}-"
+    ended = tmp_path / f"{prefix}4999999"  # above Linux's largest pid
+    (ended / "user").mkdir(parents=True)
+    alive = tmp_path / f"{prefix}{os.getppid()}"
+    alive.mkdir()
+    profile = office_convert.profile_dir()
+    assert profile == tmp_path / f"{prefix}{os.getpid()}"
+    assert "DisableMacrosExecution" in (profile / "user" / "registrymodifications.xcu").read_text(encoding="utf-8")
+    assert not ended.exists() and alive.exists()
+
+
+def read_cmdline(pid: str) -> str:
+    try:
+        return (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 # The shared Apache POI files
 
 
@@ -298,10 +367,21 @@ def test_every_shared_office_file_gets_a_status_and_none_crashes():
         ooxml = Path(entry["file"]).suffix.lower() in (".docx", ".docm", ".dotx", ".pptx", ".pptm", ".xlsx", ".xlsm")
         if entry["category"] == "real-world" and ooxml:
             assert result.ok and sum(len(chunk.content) for chunk in result.chunks) > 100, entry["file"]
-        if not ooxml:  # legacy binaries, XLSB and mail are not read yet: reported with their type
-            assert result.reason.startswith("unsupported file type"), (entry["file"], result.reason)
+        suffix = Path(entry["file"]).suffix.lower()
+        if suffix == ".msg":  # mail is not read yet: reported with its type
+            assert result.reason.startswith("unsupported file type '.msg'"), (entry["file"], result.reason)
+        elif not ooxml and office_convert.soffice() is None:
+            assert result.reason.endswith("needs LibreOffice to be read (install it so that 'soffice' is on PATH)")
+        elif entry["category"] == "legacy-binary":
+            assert result.ok or result.reason.endswith("LibreOffice could not read it (damaged, or another format)")
         if entry["category"] == "fuzzer-or-crash" and ooxml:
             assert not result.ok
     workbook = results["protected_passtika.xlsx"]  # encrypted; opens with its password
     assert workbook.ok and "This is an Encrypted Excel spreadsheet" in workbook.chunks[0].content
     assert results["bug53475-password-is-pass.docx"].reason.startswith("encrypted with a scheme")
+    if office_convert.soffice() is not None:
+        assert sum(results[entry["file"]].ok for entry in manifest if entry["category"] == "legacy-binary") >= 12
+        assert results["password.xls"].reason == "encrypted: password needed (give it with --password)"
+        assert "ZIP bomb" in "".join(
+            chunk.content for chunk in parse_file(ParseTask(str(SHARED_OFFICE / "password.xls"), ("password",))).chunks
+        )

@@ -1,5 +1,5 @@
 """Files in, page texts out: PDF (pypdf, in reading order), plain text, Markdown, HTML, and Word,
-PowerPoint and Excel files (`office_*.py`).
+PowerPoint and Excel files (`office_*.py`; legacy and OpenDocument files through LibreOffice).
 
 Plain Python without Haystack: the parse worker processes import it.
 
@@ -38,6 +38,8 @@ WORD_SUFFIXES = (".docx", ".docm", ".dotx")
 POWERPOINT_SUFFIXES = (".pptx", ".pptm")
 EXCEL_SUFFIXES = (".xlsx", ".xlsm")
 OFFICE_SUFFIXES = WORD_SUFFIXES + POWERPOINT_SUFFIXES + EXCEL_SUFFIXES
+# Read once LibreOffice has converted them to their OOXML twin (office_convert.py, which lists them).
+CONVERTED_SUFFIXES = (".doc", ".rtf", ".odt", ".xls", ".xlsb", ".ods", ".ppt", ".odp")
 
 # The PDF spec lets readers accept a header anywhere in the first 1024 bytes (some tools prepend junk).
 PDF_HEADER_WINDOW = 1024
@@ -192,20 +194,25 @@ def read_document(
         if all(page.strip() == "" for page in pages):
             raise DocumentError(path, "no text (only whitespace)")
         return DocumentText(pages)
-    if suffix in OFFICE_SUFFIXES:
+    if suffix in OFFICE_SUFFIXES + CONVERTED_SUFFIXES:
         return DocumentText(read_office(path, suffix, data, passwords))
     # A suffix added to defaults.SUPPORTED_SUFFIXES without a reader here.
     raise DocumentError(path, f"no reader for '{suffix}' files")
 
 
 def read_office(path: Path, suffix: str, data: bytes, passwords: Sequence[str]) -> list[str]:
-    """The pages of a Word (one page), PowerPoint (a page per slide) or Excel file (a page per sheet)."""
+    """The pages of a Word (one page), PowerPoint (a page per slide) or Excel file (a page per sheet);
+    a legacy or OpenDocument file is read as the OOXML twin LibreOffice converts it to."""
     # Imported here: python-docx, python-pptx and openpyxl load in a parse worker only when it meets
     # such a file, not for every PDF.
+    from spanqa.indexing.formats.office_convert import convert
     from spanqa.indexing.formats.office_docx import read_docx
     from spanqa.indexing.formats.office_pptx import read_pptx
     from spanqa.indexing.formats.office_xlsx import read_xlsx
 
+    if suffix in CONVERTED_SUFFIXES:
+        data, suffix = convert(path, data, passwords)
+        passwords = ()  # decrypted before the conversion
     if suffix in WORD_SUFFIXES:
         pages = read_docx(path, data, passwords)
     elif suffix in POWERPOINT_SUFFIXES:

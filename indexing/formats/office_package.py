@@ -35,7 +35,9 @@ def package_bytes(path: Path, data: bytes, passwords: Sequence[str], kind: str) 
     within MAX_UNCOMPRESSED_BYTES; DocumentError saying what to do otherwise. `kind` names the
     format in messages ("a Word document")."""
     if data.startswith(OLE_MAGIC):
-        data = decrypt(path, data, passwords, kind)
+        data = decrypt_if_encrypted(path, data, passwords, kind)
+        if data.startswith(OLE_MAGIC):
+            raise DocumentError(path, f"not {kind}: a legacy binary Office file (.doc, .xls, .ppt) under this suffix")
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise DocumentError(path, f"not {kind}: not a zip package (damaged, or another format under this suffix)")
     check_expansion(path, data)
@@ -64,9 +66,22 @@ def check_expansion(path: Path, data: bytes) -> None:
             )
 
 
-def decrypt(path: Path, data: bytes, passwords: Sequence[str], kind: str) -> bytes:
-    """The decrypted package of an encrypted Office file, trying the default password
-    ("VelvetSweatshop", Excel's "protected without a password") and then each of `passwords`."""
+def encrypted_ole(data: bytes) -> bool:
+    """Whether `data` is an OLE compound file msoffcrypto-tool knows as encrypted (False when it
+    cannot tell: a damaged or unfamiliar file is then left to the program that reads it)."""
+    # Imported here: only OLE files need it, and it pulls in cryptography's backends.
+    import msoffcrypto
+
+    try:
+        return bool(msoffcrypto.OfficeFile(io.BytesIO(data)).is_encrypted())
+    except Exception:  # noqa: BLE001 - a broken compound file raises many exception types
+        return False
+
+
+def decrypt_if_encrypted(path: Path, data: bytes, passwords: Sequence[str], kind: str) -> bytes:
+    """The OLE compound file `data` decrypted when it is encrypted (an encrypted OOXML package, or a
+    legacy .doc/.xls/.ppt), trying the default password ("VelvetSweatshop", Excel's "protected
+    without a password") and then each of `passwords`; `data` itself when it is not encrypted."""
     # Imported here: only encrypted files need it, and it pulls in cryptography's backends.
     import msoffcrypto
     from msoffcrypto.exceptions import DecryptionError, InvalidKeyError
@@ -77,12 +92,15 @@ def decrypt(path: Path, data: bytes, passwords: Sequence[str], kind: str) -> byt
     except Exception as exc:  # noqa: BLE001 - a broken compound file raises many exception types
         raise DocumentError(path, f"not {kind}: a compound (OLE) file that cannot be read ({exc})") from exc
     if not encrypted:
-        raise DocumentError(path, f"not {kind}: a legacy binary Office file (.doc, .xls, .ppt) under this suffix")
+        return data
     candidates = ["VelvetSweatshop", *dict.fromkeys(p for p in passwords if p != "")]
     for password in candidates:
         try:
             office = msoffcrypto.OfficeFile(io.BytesIO(data))
-            office.load_key(password=password, verify_password=True)
+            if office.format == "ooxml":  # the legacy formats check the password as they load it
+                office.load_key(password=password, verify_password=True)
+            else:
+                office.load_key(password=password)
             out = io.BytesIO()
             office.decrypt(out)
             return out.getvalue()
