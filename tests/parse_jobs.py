@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spanqa.indexing.ingest.parsing import ParsedFile, ParseTask, parse_file
 
-MARKS = "parsed"
+MARKS = ".parsed"  # hidden, so that indexing the folder again passes over the marks
 
 
 def misbehaving_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
@@ -31,7 +31,7 @@ def misbehaving_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
 
 
 def marked_parse(task: ParseTask, ocr_page_started=None) -> ParsedFile:
-    """Parses after leaving a mark in `parsed/` beside the file, named after the file, the Ray node
+    """Parses after leaving a mark in `.parsed/` beside the file, named after the file, the Ray node
     it ran on (its raylet's pid) and the time; waits SPANQA_TEST_PARSE_DELAY_S seconds first."""
     path = Path(task.path)
     marks = path.parent / MARKS

@@ -347,7 +347,7 @@ def test_a_ray_run_stopped_after_a_commit_resumes_where_it_stopped(tmp_path, ray
     assert set(reported) <= {Path(f.source).name for f in stored}
     assert all(f.chunks == 1 for f in stored)
 
-    for mark in (docs / "parsed").glob("*"):
+    for mark in (docs / ".parsed").glob("*"):
         mark.unlink()
     report = qa.index(docs, ray=True)
     assert sorted(Path(f.source).name for f in report.indexed) == names
@@ -496,7 +496,7 @@ def test_a_worker_node_lost_mid_run_costs_no_file_and_no_index(tmp_path, minilm_
         # A re-run on the node left (every shard's writer on it) completes the index and parses
         # only what was not committed.
         committed = {Path(f.source).name for f in stored}
-        for mark in (docs / "parsed").glob("*"):
+        for mark in (docs / ".parsed").glob("*"):
             mark.unlink()
         again = qa.index(docs, ray=True)
         assert sorted(Path(f.source).name for f in again.indexed) == names and again.skipped == []
