@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -61,3 +62,17 @@ def fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(directory_descriptor)
+
+
+def remove_if_owner_ended(folder: Path, pid: str) -> None:
+    """Removes `folder`, left by the process `pid` (its digits; anything else is kept), when that
+    process no longer runs: one killed mid-work leaves its staging or scratch folder behind. A live
+    process's folder, another user's included, stays."""
+    if not pid.isdigit():
+        return
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        shutil.rmtree(folder, ignore_errors=True)
+    except OSError:
+        pass  # alive, another user's

@@ -21,6 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from spanqa.atomic_files import remove_if_owner_ended
 from spanqa.errors import DocumentError
 from spanqa.indexing.formats.office_package import OLE_MAGIC, decrypt_if_encrypted, encrypted_ole
 
@@ -139,12 +140,4 @@ def profile_dir() -> Path:
 def remove_orphaned_profiles(folder: Path, prefix: str) -> None:
     """Removes the profiles of processes that no longer run."""
     for candidate in folder.glob(f"{prefix}*"):
-        pid = candidate.name.removeprefix(prefix)
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(candidate, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's
+        remove_if_owner_ended(candidate, candidate.name.removeprefix(prefix))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spanqa.atomic_files import fsync_directory, fsync_file
+from spanqa.atomic_files import fsync_directory, fsync_file, remove_if_owner_ended
 from spanqa.errors import ConfigError, IndexMismatchError, IndexNotFoundError, StorageError, is_storage_failure
 from spanqa.file_modes import create_private_file, private_folder, private_opener
 from spanqa.indexing.store.chunk_database import DATABASE_FILE, ChunkDatabase, connect
@@ -244,12 +244,5 @@ def _remove_abandoned_staging(index_dir: Path) -> None:
     """Removes the staging folders of backups whose process is gone (killed mid-copy), which would
     otherwise keep merged-away segments on disk through their links."""
     for path in index_dir.glob(f"{STAGING_PREFIX}*"):
-        pid = path.name[len(STAGING_PREFIX):].split("-")[0]
-        if not pid.isdigit() or not path.is_dir():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            continue  # alive, another user's
+        if path.is_dir():
+            remove_if_owner_ended(path, path.name[len(STAGING_PREFIX):].split("-")[0])
