@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
@@ -95,51 +96,73 @@ def main() -> None:
         sys.exit("bench/office.py needs LibreOffice (soffice) for its reference texts")
     converters = {"docx": DOCXToDocument(), "pptx": PPTXToDocument(), "xlsx": XLSXToDocument()}
     files = sorted(p for p in args.files.iterdir() if p.suffix.lower() in SUFFIXES)
-    rows = collections.defaultdict(lambda: collections.defaultdict(list))
-    failures: dict[str, list[str]] = {"spanqa": [], "haystack": []}
+    scored: list[tuple[Path, str, dict[str, Score]]] = []  # (file, kind, each side's score)
     with tempfile.TemporaryDirectory() as work:
         for number, path in enumerate(files):
             reference = reference_text(path, Path(work))
-            if reference is None or not words(reference):
-                continue
-            kind = SUFFIXES[path.suffix.lower()]
-            sides = {"spanqa": spanqa_text, "haystack": lambda p, c=converters[kind]: haystack_text(c, p)}
-            seconds: dict[str, list[float]] = {"spanqa": [], "haystack": []}
-            texts: dict[str, str | None] = {}
-            for repeat in range(args.repeats):
-                order = list(sides) if (number + repeat) % 2 == 0 else list(reversed(sides))
-                for side in order:
-                    took, texts[side] = timed(sides[side], path)
-                    seconds[side].append(took)
-            ref = words(reference)
-            for side in sides:
-                got = words(texts[side] or "")
-                if texts[side] is None:
-                    failures[side].append(path.name)
-                found = sum((ref & got).values())
-                extra = sum((got - ref).values())
-                rows[kind][side].append((found, sum(ref.values()), extra, statistics.median(seconds[side]),
-                                         texts[side] is not None))
+            if reference is not None and words(reference):
+                kind = SUFFIXES[path.suffix.lower()]
+                scored.append((path, kind, score_sides(path, converters[kind], words(reference), number, args.repeats)))
     print("| files | side | files read | word recall | extra words per reference word | seconds (files both read) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for kind in ("docx", "pptx", "xlsx", "all"):
-        kinds = list(SUFFIXES.values()) if kind == "all" else [kind]
-        both = {side: [r for k in kinds for r, o in zip(rows[k][side], rows[k]["haystack" if side == "spanqa" else "spanqa"])
-                       if r[4] and o[4]] for side in ("spanqa", "haystack")}
-        for side in ("spanqa", "haystack"):
-            items = [r for k in kinds for r in rows[k][side]]
+        chosen = [sides for _, file_kind, sides in scored if kind in ("all", file_kind)]
+        for side in SIDES:
+            items = [sides[side] for sides in chosen]
             if not items:
                 continue
-            recall = sum(r[0] for r in items) / sum(r[1] for r in items)
-            extra = sum(r[2] for r in items) / sum(r[1] for r in items)
-            print(f"| {kind} ({len(items)}) | {side} | {sum(r[4] for r in items)} | {recall:.3f} | {extra:.3f} | "
-                  f"{sum(r[3] for r in both[side]):.3f} |")
-    spanqa_s = sum(r[3] for k in SUFFIXES.values() for r, o in zip(rows[k]["spanqa"], rows[k]["haystack"]) if r[4] and o[4])
-    haystack_s = sum(r[3] for k in SUFFIXES.values() for r, o in zip(rows[k]["haystack"], rows[k]["spanqa"]) if r[4] and o[4])
-    print(f"\nspeed: Haystack's seconds / spanqa's, on the files both read: {haystack_s / spanqa_s:.2f}x")
-    for side, names in failures.items():
+            reference_words = sum(item.reference for item in items)
+            print(f"| {kind} ({len(items)}) | {side} | {sum(item.read for item in items)} | "
+                  f"{sum(item.found for item in items) / reference_words:.3f} | "
+                  f"{sum(item.extra for item in items) / reference_words:.3f} | {both_read_seconds(chosen, side):.3f} |")
+    all_files = [sides for _, _, sides in scored]
+    ratio = both_read_seconds(all_files, "haystack") / both_read_seconds(all_files, "spanqa")
+    print(f"\nspeed: Haystack's seconds / spanqa's, on the files both read: {ratio:.2f}x")
+    for side in SIDES:
+        names = [path.name for path, _, sides in scored if not sides[side].read]
         print(f"{side} could not read: {', '.join(names) if names else 'none'}")
 
+
+@dataclass(frozen=True)
+class Score:
+    """One side's reading of one file: reference words found, reference words, words beyond the
+    reference, median seconds, and whether it read the file at all."""
+
+    found: int
+    reference: int
+    extra: int
+    seconds: float
+    read: bool
+
+
+SIDES = ("spanqa", "haystack")
+
+
+def score_sides(
+    path: Path, converter, reference: collections.Counter[str], number: int, repeats: int
+) -> dict[str, Score]:
+    """Both sides read `path` `repeats` times, taking turns (the order alternates with `number`)."""
+    readers = {"spanqa": spanqa_text, "haystack": lambda p: haystack_text(converter, p)}
+    seconds: dict[str, list[float]] = {side: [] for side in SIDES}
+    texts: dict[str, str | None] = {}
+    for repeat in range(repeats):
+        for side in SIDES if (number + repeat) % 2 == 0 else reversed(SIDES):
+            took, texts[side] = timed(readers[side], path)
+            seconds[side].append(took)
+    scores = {}
+    for side in SIDES:
+        got = words(texts[side] or "")
+        scores[side] = Score(
+            found=sum((reference & got).values()), reference=sum(reference.values()),
+            extra=sum((got - reference).values()), seconds=statistics.median(seconds[side]),
+            read=texts[side] is not None,
+        )
+    return scores
+
+
+def both_read_seconds(files: list[dict[str, Score]], side: str) -> float:
+    """`side`'s seconds summed over the files both sides read."""
+    return sum(sides[side].seconds for sides in files if all(score.read for score in sides.values()))
 
 if __name__ == "__main__":
     main()
